@@ -1,1 +1,128 @@
-fn main() {}
+//! `kattach`: the one userspace program of a KaOS host.
+//!
+//! Design principles:
+//! - **One binary, several roles.** As PID 1 it is the host's init; `kattach --hosted` runs the
+//!   same services as an ordinary process (tests, development); later roles (`vmm`, `switch`,
+//!   `guest`) are re-executions of the same file.
+//! - **PID 1 never exits and never panics on purpose.** Every failure becomes a log line, a
+//!   retry with back-off, or a state in `status`. A panic reboots after a grace period.
+//! - **Raw syscalls through rustix**, no shell, no helpers: the initramfs holds only this file.
+//! - **Nothing slow blocks start-up**: the endpoint thread brings up the link and DHCP while the
+//!   supervisor is already reaping and handling signals.
+
+mod cmdline;
+mod early;
+mod host;
+mod logger;
+mod mgmt;
+mod procs;
+mod supervisor;
+mod sys;
+
+use cmdline::Settings;
+use mgmt::LinkSpec;
+
+const USAGE: &str = "\
+usage: kattach                       (as PID 1: the KaOS host init)
+       kattach --hosted --tap IFACE [--ip CIDR[,GATEWAY]|dhcp] [--hostname NAME] [--log LEVEL]
+       kattach --version";
+
+fn main() {
+    let init_exec_ms = u32::try_from(host::boot_ms()).unwrap_or(u32::MAX);
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.iter().any(|a| a == "--version") {
+        println!("kattach {}", env!("CARGO_PKG_VERSION"));
+        return;
+    }
+    let pid1 = rustix::process::getpid().is_init();
+    supervisor::install_panic_hook(pid1);
+    if pid1 {
+        pid1_main(init_exec_ms)
+    }
+    match parse_hosted(&args) {
+        Ok((settings, tap)) => hosted_main(init_exec_ms, settings, tap),
+        Err(e) => {
+            eprintln!("kattach: {e}\n{USAGE}");
+            std::process::exit(2);
+        }
+    }
+}
+
+fn pid1_main(init_exec_ms: u32) -> ! {
+    // Before any thread exists, so every thread inherits the mask.
+    let blocked = sys::block(&sys::supervised_signals());
+    logger::init(log::LevelFilter::Info);
+    let mount_problems = early::mount_all();
+    let kmsg = logger::use_kmsg();
+    let cmdline = std::fs::read_to_string("/proc/cmdline").unwrap_or_default();
+    let (settings, problems) = Settings::from_cmdline(&cmdline);
+    log::set_max_level(settings.log);
+    log::info!(
+        "kattach {} starting as PID 1 ({init_exec_ms} ms after boot)",
+        env!("CARGO_PKG_VERSION")
+    );
+    for p in mount_problems.iter().chain(&problems) {
+        log::warn!("{p}");
+    }
+    if let Err(e) = blocked.and(
+        kmsg.map_err(|e| rustix::io::Errno::from_io_error(&e).unwrap_or(rustix::io::Errno::IO)),
+    ) {
+        log::warn!("early setup: {e}");
+    }
+    // Ctrl-Alt-Del becomes SIGINT to us instead of an immediate kernel reboot.
+    let _ = rustix::system::reboot(rustix::system::RebootCommand::CadOff);
+    if let Err(e) = rustix::system::sethostname(settings.hostname.as_bytes()) {
+        log::warn!("sethostname: {e}");
+    }
+    let host = host::Host::new(settings.hostname.clone(), false, init_exec_ms);
+    host.mark(|t| &mut t.mounts_ms);
+    if let Err(e) = mgmt::spawn(
+        host.clone(),
+        LinkSpec::Nic(settings.mgmt.clone()),
+        settings.ip,
+    ) {
+        log::error!("cannot start the management endpoint: {e}");
+    }
+    supervisor::run(&host)
+}
+
+fn hosted_main(init_exec_ms: u32, settings: Settings, tap: String) -> ! {
+    if let Err(e) = sys::block(&sys::supervised_signals()) {
+        eprintln!("kattach: cannot block signals: {e}");
+        std::process::exit(1);
+    }
+    logger::init(settings.log);
+    log::info!(
+        "kattach {} starting hosted on TAP {tap}",
+        env!("CARGO_PKG_VERSION")
+    );
+    let host = host::Host::new(settings.hostname.clone(), true, init_exec_ms);
+    if let Err(e) = mgmt::spawn(host.clone(), LinkSpec::Tap(tap), settings.ip) {
+        log::error!("cannot start the management endpoint: {e}");
+        std::process::exit(1);
+    }
+    supervisor::run(&host)
+}
+
+/// Hosted-mode flags, mapped onto the same settings as the kernel command line.
+fn parse_hosted(args: &[String]) -> Result<(Settings, String), String> {
+    let mut settings = Settings::default();
+    let mut hosted = false;
+    let mut tap = None;
+    let mut it = args.iter();
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().ok_or_else(|| format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--hosted" => hosted = true,
+            "--tap" => tap = Some(value()?.clone()),
+            "--ip" => settings.set("ip", value()?)?,
+            "--hostname" => settings.set("hostname", value()?)?,
+            "--log" => settings.set("log", value()?)?,
+            other => return Err(format!("unknown argument {other:?}")),
+        }
+    }
+    if !hosted {
+        return Err("not PID 1: pass --hosted to run as an ordinary process".into());
+    }
+    Ok((settings, tap.ok_or("--hosted needs --tap IFACE")?))
+}

@@ -1,1 +1,23 @@
-//! `kaos-net`
+//! `kaos-net`: the networking of a KaOS host.
+//!
+//! Today: the management endpoint. A smoltcp TCP/IP stack owns the management NIC through an
+//! `AF_PACKET` socket (or a TAP device in hosted mode), so the kernel's own IP stack never gets an
+//! address there; the endpoint serves the `kaos-protocol` on TCP port 1289.
+//!
+//! - [`link`]: the Ethernet links (packet socket, TAP), as smoltcp devices.
+//! - [`endpoint`]: interface, addressing (DHCPv4 or static), the listening-socket pool.
+//! - [`session`]: one connection's protocol state, pure logic, no I/O.
+//! - [`run`]: the blocking loop that ties them to a real fd and a clock.
+//!
+//! The virtual switch (VLANs, IPAM, anti-spoofing, firewall) will live here too.
+#![deny(unsafe_code)]
+
+pub mod endpoint;
+pub mod link;
+pub mod run;
+pub mod session;
+mod sys;
+
+pub use endpoint::{AddressEvent, Endpoint, EndpointConfig, IpConfig};
+pub use link::{Link, LinkError};
+pub use session::{Handler, Session};

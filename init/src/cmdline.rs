@@ -1,0 +1,173 @@
+//! Settings of a host, from `kaos.*` kernel command-line keys (PID 1) or flags (hosted mode).
+//!
+//! | key | value | default |
+//! |---|---|---|
+//! | `kaos.mgmt=` | management interface | first non-loopback interface |
+//! | `kaos.ip=` | `CIDR[,GATEWAY]` or `dhcp` | `dhcp` |
+//! | `kaos.hostname=` | RFC 1123 host name | `kaos` |
+//! | `kaos.log=` | `error`, `warn`, `info`, `debug`, `trace` | `info` |
+//!
+//! A bad value is reported and replaced by the default: a typo must not keep a host from booting.
+
+use std::net::Ipv4Addr;
+
+use kaos_net::IpConfig;
+use log::LevelFilter;
+use smoltcp::wire::{Ipv4Address, Ipv4Cidr};
+
+/// Host settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    /// Management interface; `None`: the first non-loopback one.
+    pub mgmt: Option<String>,
+    /// Addressing of the management endpoint.
+    pub ip: IpConfig,
+    /// Host name.
+    pub hostname: String,
+    /// Log level.
+    pub log: LevelFilter,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            mgmt: None,
+            ip: IpConfig::Dhcp,
+            hostname: "kaos".into(),
+            log: LevelFilter::Info,
+        }
+    }
+}
+
+impl Settings {
+    /// Parses a kernel command line, returning the settings and one message per ignored key.
+    pub fn from_cmdline(cmdline: &str) -> (Self, Vec<String>) {
+        let mut settings = Self::default();
+        let mut problems = Vec::new();
+        for word in cmdline.split_ascii_whitespace() {
+            let Some(rest) = word.strip_prefix("kaos.") else {
+                continue;
+            };
+            let (key, value) = rest.split_once('=').unwrap_or((rest, ""));
+            if let Err(e) = settings.set(key, value) {
+                problems.push(format!("ignoring kaos.{key}={value}: {e}"));
+            }
+        }
+        (settings, problems)
+    }
+
+    /// Sets one key (without the `kaos.` prefix).
+    pub fn set(&mut self, key: &str, value: &str) -> Result<(), String> {
+        match key {
+            "mgmt" => self.mgmt = Some(interface_name(value)?),
+            "ip" => self.ip = parse_ip(value)?,
+            "hostname" => self.hostname = hostname(value)?,
+            "log" => self.log = value.parse().map_err(|_| "unknown log level".to_owned())?,
+            _ => return Err("unknown key".into()),
+        }
+        Ok(())
+    }
+}
+
+fn interface_name(value: &str) -> Result<String, String> {
+    let ok = !value.is_empty()
+        && value.len() < 16
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+    ok.then(|| value.to_owned())
+        .ok_or_else(|| "not an interface name".into())
+}
+
+fn hostname(value: &str) -> Result<String, String> {
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    };
+    if value.len() <= 63 && value.split('.').all(label_ok) {
+        Ok(value.to_owned())
+    } else {
+        Err("not an RFC 1123 host name of at most 63 bytes".into())
+    }
+}
+
+/// `dhcp`, or `A.B.C.D/LEN[,GATEWAY]`.
+pub fn parse_ip(value: &str) -> Result<IpConfig, String> {
+    if value == "dhcp" {
+        return Ok(IpConfig::Dhcp);
+    }
+    let (cidr, gateway) = match value.split_once(',') {
+        Some((cidr, gw)) => (cidr, Some(gw)),
+        None => (value, None),
+    };
+    let (addr, prefix) = cidr.split_once('/').ok_or("expected ADDRESS/PREFIX")?;
+    let addr: Ipv4Addr = addr.parse().map_err(|_| format!("bad address {addr:?}"))?;
+    let prefix: u8 = prefix
+        .parse()
+        .ok()
+        .filter(|p| *p <= 32)
+        .ok_or_else(|| format!("bad prefix length {prefix:?}"))?;
+    let gateway = gateway
+        .map(|gw| {
+            gw.parse::<Ipv4Address>()
+                .map_err(|_| format!("bad gateway {gw:?}"))
+        })
+        .transpose()?;
+    Ok(IpConfig::Static {
+        address: Ipv4Cidr::new(addr, prefix),
+        gateway,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_without_keys() {
+        let (s, problems) = Settings::from_cmdline("console=ttyS0 quiet");
+        assert_eq!(s, Settings::default());
+        assert!(problems.is_empty());
+    }
+
+    #[test]
+    fn all_keys() {
+        let (s, problems) = Settings::from_cmdline(
+            "console=ttyS0 kaos.mgmt=eth1 kaos.ip=10.0.2.15/24,10.0.2.2 kaos.hostname=node-7 \
+             kaos.log=debug",
+        );
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(s.mgmt.as_deref(), Some("eth1"));
+        assert_eq!(
+            s.ip,
+            IpConfig::Static {
+                address: Ipv4Cidr::new(Ipv4Addr::new(10, 0, 2, 15), 24),
+                gateway: Some(Ipv4Addr::new(10, 0, 2, 2)),
+            }
+        );
+        assert_eq!(s.hostname, "node-7");
+        assert_eq!(s.log, LevelFilter::Debug);
+    }
+
+    #[test]
+    fn bad_values_keep_defaults_and_are_reported() {
+        let (s, problems) = Settings::from_cmdline(
+            "kaos.ip=10.0.0.1/33 kaos.hostname=-bad kaos.mgmt=../x kaos.log=loud kaos.nope=1 \
+             kaos.ip=1.2.3.4 kaos.ip=1.2.3.4/8,gw",
+        );
+        assert_eq!(s, Settings::default());
+        assert_eq!(problems.len(), 7, "{problems:?}");
+    }
+
+    #[test]
+    fn ip_without_gateway_and_dhcp() {
+        assert!(matches!(
+            parse_ip("192.168.1.2/16"),
+            Ok(IpConfig::Static { gateway: None, .. })
+        ));
+        assert_eq!(parse_ip("dhcp"), Ok(IpConfig::Dhcp));
+    }
+}

@@ -1,0 +1,176 @@
+//! The host's shared state and the management service that answers the endpoint's requests.
+
+use std::sync::{Arc, Mutex, PoisonError};
+
+use kaos_net::run::Observer;
+use kaos_net::{AddressEvent, Handler};
+use kaos_protocol::{
+    BootTimeline, Ipv4Cidr, MgmtLink, Request, Response, ServerHello, Status, StoreMode, truncated,
+};
+use rustix::time::{ClockId, clock_gettime};
+
+/// What PID 1 is asked to do with the machine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PowerAction {
+    /// Orderly reboot (hosted: re-exec).
+    Reboot,
+    /// Orderly power-off (hosted: exit).
+    PowerOff,
+}
+
+/// State shared by the supervisor and the endpoint thread.
+#[derive(Debug)]
+pub struct Host {
+    /// Host name.
+    pub hostname: String,
+    /// Random per boot.
+    pub boot_id: [u8; 16],
+    /// Running as an ordinary process.
+    pub hosted: bool,
+    timeline: Mutex<BootTimeline>,
+    mgmt: Mutex<MgmtLink>,
+    power: Mutex<Option<PowerAction>>,
+}
+
+/// Milliseconds since the kernel started (`CLOCK_BOOTTIME` counts suspend, too).
+pub fn boot_ms() -> u64 {
+    let ts = clock_gettime(ClockId::Boottime);
+    u64::try_from(ts.tv_sec * 1000 + ts.tv_nsec / 1_000_000).unwrap_or(0)
+}
+
+fn boot_ms32() -> u32 {
+    u32::try_from(boot_ms()).unwrap_or(u32::MAX)
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // No invariant spans a lock: a poisoned value is still the latest one written.
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Host {
+    /// State for a process that started `init_exec_ms` after boot.
+    pub fn new(hostname: String, hosted: bool, init_exec_ms: u32) -> Arc<Self> {
+        let mut boot_id = [0u8; 16];
+        // INSECURE: an identifier, not a secret, and early boot must not wait for entropy.
+        let _ = rustix::rand::getrandom(&mut boot_id, rustix::rand::GetRandomFlags::INSECURE);
+        Arc::new(Self {
+            hostname,
+            boot_id,
+            hosted,
+            timeline: Mutex::new(BootTimeline {
+                init_exec_ms,
+                ..BootTimeline::default()
+            }),
+            mgmt: Mutex::new(MgmtLink {
+                interface: heapless::String::new(),
+                mac: [0; 6],
+                address: None,
+                gateway: None,
+                dhcp: false,
+            }),
+            power: Mutex::new(None),
+        })
+    }
+
+    /// Records a milestone at the current time, once.
+    pub fn mark(&self, milestone: fn(&mut BootTimeline) -> &mut Option<u32>) {
+        let mut timeline = lock(&self.timeline);
+        milestone(&mut timeline).get_or_insert_with(boot_ms32);
+    }
+
+    /// The boot timeline so far.
+    pub fn timeline(&self) -> BootTimeline {
+        *lock(&self.timeline)
+    }
+
+    /// Records the management link once it is open.
+    pub fn set_link(&self, interface: &str, mac: [u8; 6], dhcp: bool) {
+        let mut mgmt = lock(&self.mgmt);
+        mgmt.interface = truncated(interface);
+        mgmt.mac = mac;
+        mgmt.dhcp = dhcp;
+    }
+
+    /// Asks the supervisor for a power action and wakes it.
+    pub fn request_power(&self, action: PowerAction) {
+        *lock(&self.power) = Some(action);
+        let _ =
+            rustix::process::kill_process(rustix::process::getpid(), rustix::process::Signal::USR1);
+    }
+
+    /// The pending power request, if any.
+    pub fn take_power(&self) -> Option<PowerAction> {
+        lock(&self.power).take()
+    }
+
+    fn status(&self) -> Status {
+        Status {
+            hostname: truncated(&self.hostname),
+            version: truncated(env!("CARGO_PKG_VERSION")),
+            boot_id: self.boot_id,
+            uptime_ms: boot_ms(),
+            hosted: self.hosted,
+            timeline: self.timeline(),
+            processes: u32::try_from(crate::procs::userspace_pids().len()).unwrap_or(u32::MAX),
+            store: StoreMode::Absent,
+            mgmt: lock(&self.mgmt).clone(),
+        }
+    }
+}
+
+/// The endpoint's view of the host.
+#[derive(Debug)]
+pub struct Service(pub Arc<Host>);
+
+impl Handler for Service {
+    fn hello(&mut self) -> ServerHello {
+        ServerHello {
+            version: kaos_protocol::VERSION,
+            hostname: truncated(&self.0.hostname),
+        }
+    }
+
+    fn request(&mut self, request: &Request) -> Response {
+        match request {
+            Request::Status => Response::Status(self.0.status()),
+            Request::Reboot => {
+                log::info!("reboot requested over the management port");
+                self.0.request_power(PowerAction::Reboot);
+                Response::Accepted
+            }
+            Request::Shutdown => {
+                log::info!("shutdown requested over the management port");
+                self.0.request_power(PowerAction::PowerOff);
+                Response::Accepted
+            }
+            // Sessions answer hellos themselves.
+            Request::Hello(_) => Response::Accepted,
+        }
+    }
+}
+
+impl Observer for Service {
+    fn address(&mut self, event: AddressEvent) {
+        let mut mgmt = lock(&self.0.mgmt);
+        match event {
+            AddressEvent::Configured { address, gateway } => {
+                log::info!(
+                    "management endpoint ready on {address} port {}",
+                    kaos_protocol::PORT
+                );
+                mgmt.address = Some(Ipv4Cidr {
+                    addr: address.address().octets(),
+                    prefix: address.prefix_len(),
+                });
+                mgmt.gateway = gateway.map(|g| g.octets());
+                drop(mgmt);
+                self.0.mark(|t| &mut t.address_ms);
+                self.0.mark(|t| &mut t.endpoint_ready_ms);
+            }
+            AddressEvent::Deconfigured => {
+                mgmt.address = None;
+                mgmt.gateway = None;
+            }
+        }
+    }
+}

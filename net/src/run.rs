@@ -1,0 +1,48 @@
+//! The blocking service loop: poll the link fd, run the endpoint, repeat.
+
+use std::os::fd::AsFd;
+
+use rustix::event::{PollFd, PollFlags, poll};
+use rustix::io;
+use rustix::time::{ClockId, Timespec, clock_gettime};
+use smoltcp::time::{Duration, Instant};
+
+use crate::endpoint::{AddressEvent, Endpoint};
+use crate::link::Link;
+use crate::session::Handler;
+
+/// Longest sleep between polls when smoltcp has no timer pending.
+const MAX_WAIT: Duration = Duration::from_millis(1000);
+
+/// What the service loop reports besides requests.
+pub trait Observer: Handler {
+    /// The endpoint got or lost its address.
+    fn address(&mut self, event: AddressEvent);
+}
+
+/// Monotonic time for smoltcp (never the wall clock, which may jump or start at 1970).
+pub fn now() -> Instant {
+    let ts = clock_gettime(ClockId::Monotonic);
+    Instant::from_micros(ts.tv_sec * 1_000_000 + ts.tv_nsec / 1_000)
+}
+
+/// Serves `endpoint` on `link` until an unrecoverable error.
+pub fn serve(endpoint: &mut Endpoint, link: &mut Link, observer: &mut impl Observer) -> io::Errno {
+    loop {
+        let (delay, event) = endpoint.poll(now(), link, observer);
+        if let Some(event) = event {
+            observer.address(event);
+        }
+        let wait = delay.map_or(MAX_WAIT, |d| d.min(MAX_WAIT));
+        let timeout = Timespec {
+            tv_sec: i64::try_from(wait.secs()).unwrap_or(1),
+            tv_nsec: i64::try_from(wait.millis() % 1000 * 1_000_000).unwrap_or(0),
+        };
+        let fd = link.as_fd();
+        let mut fds = [PollFd::new(&fd, PollFlags::IN)];
+        match poll(&mut fds, Some(&timeout)) {
+            Ok(_) | Err(io::Errno::INTR) => {}
+            Err(e) => return e,
+        }
+    }
+}
