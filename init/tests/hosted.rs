@@ -1,0 +1,178 @@
+//! Tier 2: `kattach --hosted` on a TAP inside a network namespace, managed over real kernel TCP
+//! from the namespace's side, exactly as `kaosctl` manages a host.
+
+use std::io::{Read, Write};
+use std::path::Path;
+use std::time::Duration;
+
+use kaos_protocol::{MAX_FRAME, Request, Response};
+use kaos_qemu_tests::hosted::{HOST_IP, HostedHost};
+use kaos_qemu_tests::{netns, skip};
+
+const KATTACH: &str = env!("CARGO_BIN_EXE_kattach");
+const READY: Duration = Duration::from_secs(10);
+
+fn launch(test: &str, hostname: &str) -> Option<HostedHost> {
+    if let Some(reason) = netns::unavailable() {
+        skip(test, &reason);
+        return None;
+    }
+    Some(HostedHost::launch(Path::new(KATTACH), hostname).expect("launch hosted kattach"))
+}
+
+fn status(client: &mut kaosctl::Client) -> kaos_protocol::Status {
+    match client.request(Request::Status).expect("status") {
+        Response::Status(s) => s,
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+#[test]
+fn status_reports_the_host() {
+    let Some(host) = launch("status_reports_the_host", "hosted-1") else {
+        return;
+    };
+    let mut client = host.wait_ready(READY).expect("ready");
+    assert_eq!(client.server().hostname.as_str(), "hosted-1");
+    let s = status(&mut client);
+    assert_eq!(s.hostname.as_str(), "hosted-1");
+    assert_eq!(s.version.as_str(), env!("CARGO_PKG_VERSION"));
+    assert!(s.hosted);
+    assert_eq!(s.mgmt.interface.as_str(), "tap0");
+    assert!(!s.mgmt.dhcp);
+    assert_eq!(
+        s.mgmt.address.map(|a| a.to_string()),
+        Some(format!("{HOST_IP}/24"))
+    );
+    assert_eq!(
+        s.mgmt.mac[0] & 0x03,
+        0x02,
+        "locally administered unicast MAC"
+    );
+    let t = s.timeline;
+    let ready = t.endpoint_ready_ms.expect("endpoint ready recorded");
+    let link = t.link_up_ms.expect("link up recorded");
+    assert!(
+        t.init_exec_ms <= link && link <= ready,
+        "milestones in order: {t:?}"
+    );
+    assert!(s.uptime_ms >= u64::from(ready));
+}
+
+#[test]
+fn garbage_and_oversize_frames_close_only_their_connection() {
+    let Some(host) = launch("garbage_and_oversize", "hosted-2") else {
+        return;
+    };
+    let mut good = host.wait_ready(READY).expect("ready");
+
+    let mut garbage = host.raw().expect("connect");
+    garbage
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .expect("send");
+    let mut buf = [0u8; 64];
+    // Closed by the host: EOF or reset, never a reply.
+    assert!(
+        matches!(garbage.read(&mut buf), Ok(0) | Err(_)),
+        "garbage connection stays open"
+    );
+
+    let mut oversize = host.raw().expect("connect");
+    let header = u32::try_from(MAX_FRAME + 1).expect("fits").to_le_bytes();
+    oversize.write_all(&header).expect("send header");
+    assert!(
+        matches!(oversize.read(&mut buf), Ok(0) | Err(_)),
+        "oversize connection stays open"
+    );
+
+    // The greeted client is unaffected.
+    assert_eq!(status(&mut good).hostname.as_str(), "hosted-2");
+    assert!(
+        host.log().contains("closing connection"),
+        "log: {}",
+        host.log()
+    );
+}
+
+#[test]
+fn many_concurrent_clients_are_all_served() {
+    let Some(host) = launch("many_concurrent_clients", "hosted-3") else {
+        return;
+    };
+    drop(host.wait_ready(READY).expect("ready"));
+    // More clients than the listening pool: the pool must refill while they connect.
+    let clients: Vec<_> = (0..16).map(|_| host.client().expect("connect")).collect();
+    let served = std::thread::scope(|s| {
+        let handles: Vec<_> = clients
+            .into_iter()
+            .map(|mut c| s.spawn(move || (0..50).filter(|_| status(&mut c).processes > 0).count()))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("client thread"))
+            .sum::<usize>()
+    });
+    assert_eq!(served, 16 * 50);
+}
+
+#[test]
+fn remote_reboot_restarts_and_shutdown_exits() {
+    let Some(mut host) = launch("remote_reboot_and_shutdown", "hosted-4") else {
+        return;
+    };
+    let mut client = host.wait_ready(READY).expect("ready");
+    let before = status(&mut client).boot_id;
+    assert_eq!(
+        client.request(Request::Reboot).expect("reboot"),
+        Response::Accepted
+    );
+    // Hosted reboot re-executes in place: same process, new boot.
+    std::thread::sleep(Duration::from_millis(400));
+    let mut client = host.wait_ready(READY).expect("back after reboot");
+    assert_ne!(
+        status(&mut client).boot_id,
+        before,
+        "reboot gives a new boot id"
+    );
+
+    assert_eq!(
+        client.request(Request::Shutdown).expect("shutdown"),
+        Response::Accepted
+    );
+    let exit = host.wait_exit(Duration::from_secs(5)).expect("wait");
+    assert!(
+        exit.is_some_and(|s| s.success()),
+        "exit: {exit:?}\n{}",
+        host.log()
+    );
+}
+
+#[test]
+fn requests_before_hello_are_refused() {
+    let Some(host) = launch("requests_before_hello", "hosted-5") else {
+        return;
+    };
+    drop(host.wait_ready(READY).expect("ready"));
+    let mut raw = host.raw().expect("connect");
+    let mut frame = vec![0u8; 64];
+    let n = kaos_protocol::encode_frame(
+        &kaos_protocol::ClientFrame {
+            id: 9,
+            request: Request::Shutdown,
+        },
+        &mut frame,
+    )
+    .expect("encode");
+    raw.write_all(&frame[..n]).expect("send");
+    let mut reply = Vec::new();
+    let _ = raw.read_to_end(&mut reply);
+    let (answer, _) = kaos_protocol::decode_frame::<kaos_protocol::ServerFrame>(&reply)
+        .expect("valid")
+        .expect("complete");
+    assert!(matches!(
+        answer.response,
+        Response::Error(e) if e.code == kaos_protocol::ErrorCode::HelloRequired
+    ));
+    // And the host did not shut down.
+    assert!(host.client().is_ok());
+}

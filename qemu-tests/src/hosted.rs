@@ -1,0 +1,126 @@
+//! A hosted `kattach` (tier 2): the same services as the host image, run as an ordinary process
+//! on a TAP device inside a network namespace of its own.
+
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use kaosctl::Client;
+
+use crate::netns::NetNs;
+
+/// Address of the namespace's side of the TAP.
+pub const PEER_IP: &str = "10.77.0.1";
+/// The endpoint's address.
+pub const HOST_IP: &str = "10.77.0.2";
+
+/// A running hosted `kattach` and its namespace.
+#[derive(Debug)]
+pub struct HostedHost {
+    ns: NetNs,
+    child: Option<Child>,
+    log: PathBuf,
+    /// `HOST_IP:1289`.
+    pub endpoint: String,
+}
+
+impl HostedHost {
+    /// Starts `kattach --hosted` with `hostname` on a fresh namespace and TAP.
+    pub fn launch(kattach: &Path, hostname: &str) -> Result<Self> {
+        let ns = NetNs::new("hosted")?;
+        ns.ip(&["tuntap", "add", "dev", "tap0", "mode", "tap"])?;
+        ns.ip(&["addr", "add", &format!("{PEER_IP}/24"), "dev", "tap0"])?;
+        ns.ip(&["link", "set", "tap0", "up"])?;
+        let log = std::env::temp_dir().join(format!("{}.log", ns.name()));
+        let child = ns
+            .command(&kattach.to_string_lossy())
+            .args([
+                "--hosted",
+                "--tap",
+                "tap0",
+                "--ip",
+                &format!("{HOST_IP}/24"),
+                "--hostname",
+                hostname,
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log)?)
+            .spawn()
+            .context("spawn kattach")?;
+        Ok(Self {
+            ns,
+            child: Some(child),
+            log,
+            endpoint: format!("{HOST_IP}:{}", kaos_protocol::PORT),
+        })
+    }
+
+    /// Connects and greets, retrying until `timeout`.
+    pub fn wait_ready(&self, timeout: Duration) -> Result<Client> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            match self.client() {
+                Ok(c) => return Ok(c),
+                Err(e) if Instant::now() > deadline => {
+                    bail!(
+                        "endpoint not ready after {timeout:?}: {e}\nlog:\n{}",
+                        self.log()
+                    )
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(10)),
+            }
+        }
+    }
+
+    /// A new greeted client.
+    pub fn client(&self) -> Result<Client> {
+        let endpoint = self.endpoint.clone();
+        Ok(self
+            .ns
+            .enter(move || Client::connect(&endpoint, Duration::from_secs(5)))??)
+    }
+
+    /// A plain TCP connection to the endpoint, for sending arbitrary bytes.
+    pub fn raw(&self) -> Result<TcpStream> {
+        let endpoint = self.endpoint.clone();
+        let stream = self.ns.enter(move || TcpStream::connect(&endpoint))??;
+        stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+        Ok(stream)
+    }
+
+    /// The namespace, for running peers in it.
+    pub fn ns(&self) -> &NetNs {
+        &self.ns
+    }
+
+    /// Waits up to `timeout` for the process to exit.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Result<Option<ExitStatus>> {
+        let deadline = Instant::now() + timeout;
+        let child = self.child.as_mut().context("already reaped")?;
+        while Instant::now() < deadline {
+            if let Some(status) = child.try_wait()? {
+                return Ok(Some(status));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(None)
+    }
+
+    /// What kattach logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for HostedHost {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let _ = std::fs::remove_file(&self.log);
+    }
+}
