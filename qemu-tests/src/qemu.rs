@@ -1,1 +1,241 @@
-//! QEMU harness (todo)
+//! Tier 3: the real host image booted under QEMU, managed through a forwarded port.
+//!
+//! The management NIC is a virtio-net on QEMU user networking (its DHCP server gives the host
+//! 10.0.2.15); `127.0.0.1:<port>` on this machine is forwarded to the host's port 1289. The
+//! serial console is captured for assertions and failure reports.
+
+use std::io::Read;
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use kaosctl::Client;
+
+/// How QEMU executes the guest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Accel {
+    /// Software emulation with an EPYC CPU model (emulated SVM, so the host gets `/dev/kvm`).
+    Tcg,
+    /// Hardware virtualization through this machine's `/dev/kvm`.
+    Kvm,
+}
+
+/// What to boot and how.
+#[derive(Debug, Clone)]
+pub struct QemuConfig {
+    /// The host image (bzImage with built-in initramfs).
+    pub image: PathBuf,
+    /// Extra kernel command-line words (`kaos.*` keys).
+    pub append: String,
+    /// Guest RAM.
+    pub memory_mib: u32,
+    /// Guest CPUs.
+    pub cpus: u32,
+    /// Accelerator.
+    pub accel: Accel,
+    /// Host port forwarded to the endpoint.
+    pub port: u16,
+}
+
+impl QemuConfig {
+    /// Defaults for tests: TCG, 1 GiB, 2 CPUs, a free forwarded port.
+    pub fn new(image: &Path) -> Result<Self> {
+        Ok(Self {
+            image: image.to_owned(),
+            append: String::new(),
+            memory_mib: 1024,
+            cpus: 2,
+            accel: Accel::Tcg,
+            port: free_port()?,
+        })
+    }
+
+    /// The QEMU command line. The console is on QEMU's stdio.
+    pub fn command(&self) -> Command {
+        let mut cmd = Command::new("qemu-system-x86_64");
+        match self.accel {
+            Accel::Tcg => cmd.args(["-accel", "tcg", "-cpu", "EPYC"]),
+            Accel::Kvm => cmd.args(["-accel", "kvm", "-cpu", "host"]),
+        };
+        cmd.args(["-nodefaults", "-no-user-config", "-display", "none", "-serial", "stdio"])
+            .args(["-m", &self.memory_mib.to_string(), "-smp", &self.cpus.to_string()])
+            .arg("-kernel")
+            .arg(&self.image)
+            .args(["-append", &format!("console=ttyS0 panic=10 {}", self.append)])
+            .args([
+                "-netdev",
+                &format!("user,id=mgmt,hostfwd=tcp:127.0.0.1:{}-:{}", self.port, kaos_protocol::PORT),
+                "-device",
+                "virtio-net-pci,netdev=mgmt",
+            ]);
+        cmd
+    }
+}
+
+/// A free TCP port on loopback (free when asked; QEMU binds it a moment later).
+pub fn free_port() -> Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// The image the qemu-tests boot: `$KAOS_IMAGE`, set by `cargo xtask test`.
+pub fn image_from_env() -> Result<PathBuf, String> {
+    let path = std::env::var_os("KAOS_IMAGE")
+        .ok_or("KAOS_IMAGE is not set: run the qemu-tests through `cargo xtask test`")?;
+    let path = PathBuf::from(path);
+    if !path.is_file() {
+        return Err(format!("KAOS_IMAGE={} is not a file", path.display()));
+    }
+    Ok(path)
+}
+
+/// Why qemu-tests cannot run here, if they cannot.
+pub fn unavailable() -> Option<String> {
+    if let Err(e) = image_from_env() {
+        return Some(e);
+    }
+    if Command::new("qemu-system-x86_64").arg("--version").output().is_err() {
+        return Some("qemu-system-x86_64 is not installed (Debian package qemu-system-x86)".into());
+    }
+    None
+}
+
+/// A booted (or booting) host under QEMU.
+#[derive(Debug)]
+pub struct QemuHost {
+    child: Arc<Mutex<Child>>,
+    console: Arc<Mutex<String>>,
+    /// `127.0.0.1:<port>`.
+    pub endpoint: String,
+}
+
+impl QemuHost {
+    /// Starts QEMU. The process is killed when this value drops or when the test process dies.
+    pub fn launch(config: &QemuConfig) -> Result<Self> {
+        let mut cmd = config.command();
+        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        // PR_SET_PDEATHSIG fires when the spawning *thread* exits, so spawn from a thread that
+        // lives as long as the test process.
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::os::unix::process::CommandExt as _;
+            // SAFETY: the closure only makes one async-signal-safe system call (prctl).
+            unsafe {
+                cmd.pre_exec(|| {
+                    rustix::process::set_parent_process_death_signal(Some(
+                        rustix::process::Signal::KILL,
+                    ))
+                    .map_err(std::io::Error::from)
+                });
+            }
+            let _ = tx.send(cmd.spawn());
+            loop {
+                std::thread::park();
+            }
+        });
+        let mut child = rx.recv().context("spawner thread")?.context("spawn qemu-system-x86_64")?;
+        let console = Arc::new(Mutex::new(String::new()));
+        for stream in [
+            child.stdout.take().map(|s| Box::new(s) as Box<dyn Read + Send>),
+            child.stderr.take().map(|s| Box::new(s) as Box<dyn Read + Send>),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            let console = Arc::clone(&console);
+            std::thread::spawn(move || capture(stream, &console));
+        }
+        Ok(Self {
+            child: Arc::new(Mutex::new(child)),
+            console,
+            endpoint: format!("127.0.0.1:{}", config.port),
+        })
+    }
+
+    /// Connects and greets, retrying until `timeout`.
+    pub fn wait_ready(&self, timeout: Duration) -> Result<Client> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            match self.client() {
+                Ok(c) => return Ok(c),
+                Err(e) => {
+                    if let Some(status) = self.try_exit()? {
+                        bail!("QEMU exited ({status}) before the endpoint was ready\n{}", self.tail());
+                    }
+                    if Instant::now() > deadline {
+                        bail!("endpoint not ready after {timeout:?}: {e}\n{}", self.tail());
+                    }
+                    std::thread::sleep(Duration::from_millis(250));
+                }
+            }
+        }
+    }
+
+    /// A new greeted client.
+    pub fn client(&self) -> Result<Client> {
+        Ok(Client::connect(&self.endpoint, Duration::from_secs(5))?)
+    }
+
+    /// A plain TCP connection to the forwarded port.
+    pub fn raw(&self) -> Result<TcpStream> {
+        let stream = TcpStream::connect(&self.endpoint)?;
+        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+        Ok(stream)
+    }
+
+    /// Everything the console printed so far.
+    pub fn console(&self) -> String {
+        self.console.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    /// The last lines of the console, for failure messages.
+    pub fn tail(&self) -> String {
+        let console = self.console();
+        let lines: Vec<&str> = console.lines().collect();
+        let start = lines.len().saturating_sub(40);
+        format!("--- console (last {} lines) ---\n{}", lines.len() - start, lines[start..].join("\n"))
+    }
+
+    /// The exit status, if QEMU has exited.
+    pub fn try_exit(&self) -> Result<Option<ExitStatus>> {
+        Ok(self.child.lock().unwrap_or_else(PoisonError::into_inner).try_wait()?)
+    }
+
+    /// Waits up to `timeout` for QEMU to exit.
+    pub fn wait_exit(&self, timeout: Duration) -> Result<Option<ExitStatus>> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(status) = self.try_exit()? {
+                return Ok(Some(status));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(None)
+    }
+
+    /// Pulls the plug.
+    pub fn kill(&self) {
+        let mut child = self.child.lock().unwrap_or_else(PoisonError::into_inner);
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+}
+
+impl Drop for QemuHost {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn capture(mut stream: Box<dyn Read + Send>, console: &Mutex<String>) {
+    let mut buf = [0u8; 4096];
+    while let Ok(n) = stream.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        let text = String::from_utf8_lossy(&buf[..n]).replace('\r', "");
+        console.lock().unwrap_or_else(PoisonError::into_inner).push_str(&text);
+    }
+}
