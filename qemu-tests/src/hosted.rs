@@ -22,6 +22,7 @@ pub struct HostedHost {
     ns: NetNs,
     child: Option<Child>,
     log: PathBuf,
+    spawned: Instant,
     /// `HOST_IP:1289`.
     pub endpoint: String,
 }
@@ -34,6 +35,7 @@ impl HostedHost {
         ns.ip(&["addr", "add", &format!("{PEER_IP}/24"), "dev", "tap0"])?;
         ns.ip(&["link", "set", "tap0", "up"])?;
         let log = std::env::temp_dir().join(format!("{}.log", ns.name()));
+        let spawned = Instant::now();
         let child = ns
             .command(&kattach.to_string_lossy())
             .args([
@@ -54,6 +56,7 @@ impl HostedHost {
             ns,
             child: Some(child),
             log,
+            spawned,
             endpoint: format!("{HOST_IP}:{}", kaos_protocol::PORT),
         })
     }
@@ -89,6 +92,11 @@ impl HostedHost {
         let stream = self.ns.enter(move || TcpStream::connect(&endpoint))??;
         stream.set_read_timeout(Some(Duration::from_secs(5)))?;
         Ok(stream)
+    }
+
+    /// When `kattach` was spawned (after the namespace and TAP were made).
+    pub fn spawned(&self) -> Instant {
+        self.spawned
     }
 
     /// The namespace, for running peers in it.
