@@ -1,0 +1,18 @@
+//! `cargo xtask`: build automation for KaOS-rs (kernel, image, QEMU runs, tests, benches).
+//!
+//! The steps live here as library functions so that every subcommand (and test harnesses)
+//! can reuse them; `main.rs` only parses the command line and dispatches.
+
+pub mod cmd;
+pub mod deps;
+pub mod elf;
+pub mod image;
+pub mod initramfs;
+pub mod kattach;
+pub mod kconfig;
+pub mod kernel;
+pub mod paths;
+pub mod sha256;
+
+pub use deps::ensure_packages;
+pub use image::{ImageInfo, build_image};
