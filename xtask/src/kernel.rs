@@ -109,13 +109,18 @@ pub fn profile_path(profile: &str) -> Result<PathBuf> {
     Ok(p)
 }
 
-/// Build-dir hash for a fragment: SHA-256 over the recipe version and the fragment text,
-/// shortened to 16 hex digits.
-pub fn config_hash(fragment: &str) -> String {
+/// Build-dir hash for a fragment: SHA-256 over the recipe version and the fragment's settings
+/// in canonical form (`CONFIG_X=v` / `CONFIG_X=n`, one per line, in order), shortened to 16 hex
+/// digits. Comments and blank lines do not count, so documenting a profile does not cost a
+/// five-minute rebuild.
+pub fn config_hash(fragment: &[kconfig::Setting]) -> String {
     let mut h = sha256::Sha256::new();
     h.update(RECIPE_VERSION.as_bytes());
-    h.update(b"\0");
-    h.update(fragment.as_bytes());
+    h.update(b"\n");
+    for s in fragment {
+        let value = s.value.as_deref().unwrap_or("n");
+        h.update(format!("{}={value}\n", s.name).as_bytes());
+    }
     let mut hex = sha256::to_hex(&h.finish());
     hex.truncate(16);
     hex
@@ -259,7 +264,7 @@ pub fn build(profile: &str, kattach: &Path) -> Result<KernelBuild> {
 
     let cache = paths::cache_dir()?;
     let (src, src_version) = source_tree(&cache)?;
-    let hash = config_hash(&fragment_text);
+    let hash = config_hash(&fragment);
     let build_dir = cache
         .join("kernel")
         .join(format!("{profile}-{src_version}-{hash}"));
@@ -409,10 +414,13 @@ mod tests {
 
     #[test]
     fn hash_is_stable_and_sensitive() {
-        let a = config_hash("CONFIG_A=y\n");
+        let h = |t: &str| config_hash(&kconfig::parse_fragment(t).expect("valid fragment"));
+        let a = h("CONFIG_A=y\n");
         assert_eq!(a.len(), 16);
-        assert_eq!(a, config_hash("CONFIG_A=y\n"));
-        assert_ne!(a, config_hash("CONFIG_A=n\n"));
+        assert_eq!(a, h("# why\nCONFIG_A=y\n\n"), "comments do not count");
+        assert_ne!(a, h("CONFIG_A=n\n"));
+        assert_eq!(h("CONFIG_A=n\n"), h("# CONFIG_A is not set\n"));
+        assert_ne!(h("CONFIG_A=y\nCONFIG_B=y\n"), h("CONFIG_B=y\nCONFIG_A=y\n"));
     }
 
     #[test]
