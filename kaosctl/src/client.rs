@@ -5,8 +5,8 @@ use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::time::Duration;
 
 use kaos_protocol::{
-    ClientFrame, ErrorReply, HEADER_LEN, Hello, MAX_FRAME, Request, Response, ServerFrame,
-    ServerHello, decode_frame, encode_frame,
+    ClientFrame, ErrorCode, ErrorReply, HEADER_LEN, Hello, MAX_FRAME, Request, Response,
+    ServerFrame, ServerHello, decode_frame, encode_frame,
 };
 
 /// Why a request failed.
@@ -43,8 +43,13 @@ pub enum ClientError {
         reason: String,
     },
     /// The host refused the request.
-    #[error("host refused the request: {} (error {})", .0.message, .0.code.code())]
-    Refused(ErrorReply),
+    #[error("host refused the request: {message} (error {})", .code.code())]
+    Refused {
+        /// Stable code.
+        code: ErrorCode,
+        /// The host's message.
+        message: String,
+    },
 }
 
 /// A greeted connection to one host.
@@ -133,7 +138,7 @@ impl Client {
                         );
                     }
                     return match frame.response {
-                        Response::Error(e) => Err(ClientError::Refused(e)),
+                        Response::Error(e) => Err(refused(e)),
                         response => Ok(response),
                     };
                 }
@@ -168,5 +173,12 @@ impl Client {
             endpoint: self.endpoint.clone(),
             reason,
         }
+    }
+}
+
+fn refused(e: ErrorReply) -> ClientError {
+    ClientError::Refused {
+        code: e.code,
+        message: e.message.to_string(),
     }
 }

@@ -276,11 +276,12 @@ fn serve_one(socket: &mut tcp::Socket<'_>, conn: &mut Conn, handler: &mut impl H
         log::debug!("connection from {:?}", socket.remote_endpoint());
     }
     let mut moved = false;
-    if !conn.out.is_empty() && socket.can_send() {
-        if let Ok(n) = socket.send_slice(&conn.out) {
-            conn.out.drain(..n);
-            moved |= n > 0;
-        }
+    if !conn.out.is_empty()
+        && socket.can_send()
+        && let Ok(n) = socket.send_slice(&conn.out)
+    {
+        conn.out.drain(..n);
+        moved |= n > 0;
     }
     if conn.out.is_empty() && conn.session.closing() {
         socket.close();

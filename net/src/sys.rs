@@ -100,7 +100,7 @@ pub(crate) fn hw_addr(fd: BorrowedFd<'_>, name: &str) -> io::Result<[u8; 6]> {
     }
     let mut mac = [0u8; 6];
     for (dst, &src) in mac.iter_mut().zip(addr.__data.iter()) {
-        *dst = src as u8;
+        *dst = src.cast_unsigned();
     }
     Ok(mac)
 }
@@ -118,7 +118,8 @@ pub(crate) struct PacketAddr(sockaddr_ll);
 impl PacketAddr {
     pub(crate) fn all_protocols(ifindex: u32) -> io::Result<Self> {
         Ok(Self(sockaddr_ll {
-            sll_family: linux_raw_sys::net::AF_PACKET as u16,
+            sll_family: u16::try_from(linux_raw_sys::net::AF_PACKET)
+                .map_err(|_| io::Errno::INVAL)?,
             sll_protocol: ETH_P_ALL.to_be(),
             sll_ifindex: i32::try_from(ifindex).map_err(|_| io::Errno::INVAL)?,
             sll_hatype: 0,
@@ -136,6 +137,8 @@ unsafe impl SocketAddrArg for PacketAddr {
         &self,
         f: impl FnOnce(*const SocketAddrOpaque, SocketAddrLen) -> R,
     ) -> R {
+        // 20 bytes: fits.
+        #[allow(clippy::cast_possible_truncation)]
         let len = std::mem::size_of::<sockaddr_ll>() as SocketAddrLen;
         f(std::ptr::from_ref(&self.0).cast(), len)
     }

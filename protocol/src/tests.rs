@@ -150,7 +150,7 @@ fn garbage_is_malformed_not_a_panic() {
             x ^= x << 5;
             *b = x.to_le_bytes()[0];
         }
-        buf[0] = buf[0] % 20;
+        buf[0] %= 20;
         buf[1..4].fill(0);
         let _ = decode_frame::<ClientFrame>(&buf);
         let _ = decode_frame::<ServerFrame>(&buf);

@@ -60,17 +60,36 @@ impl QemuConfig {
             Accel::Tcg => cmd.args(["-accel", "tcg", "-cpu", "EPYC"]),
             Accel::Kvm => cmd.args(["-accel", "kvm", "-cpu", "host"]),
         };
-        cmd.args(["-nodefaults", "-no-user-config", "-display", "none", "-serial", "stdio"])
-            .args(["-m", &self.memory_mib.to_string(), "-smp", &self.cpus.to_string()])
-            .arg("-kernel")
-            .arg(&self.image)
-            .args(["-append", &format!("console=ttyS0 panic=10 {}", self.append)])
-            .args([
-                "-netdev",
-                &format!("user,id=mgmt,hostfwd=tcp:127.0.0.1:{}-:{}", self.port, kaos_protocol::PORT),
-                "-device",
-                "virtio-net-pci,netdev=mgmt",
-            ]);
+        cmd.args([
+            "-nodefaults",
+            "-no-user-config",
+            "-display",
+            "none",
+            "-serial",
+            "stdio",
+        ])
+        .args([
+            "-m",
+            &self.memory_mib.to_string(),
+            "-smp",
+            &self.cpus.to_string(),
+        ])
+        .arg("-kernel")
+        .arg(&self.image)
+        .args([
+            "-append",
+            &format!("console=ttyS0 panic=10 {}", self.append),
+        ])
+        .args([
+            "-netdev",
+            &format!(
+                "user,id=mgmt,hostfwd=tcp:127.0.0.1:{}-:{}",
+                self.port,
+                kaos_protocol::PORT
+            ),
+            "-device",
+            "virtio-net-pci,netdev=mgmt",
+        ]);
         cmd
     }
 }
@@ -96,7 +115,11 @@ pub fn unavailable() -> Option<String> {
     if let Err(e) = image_from_env() {
         return Some(e);
     }
-    if Command::new("qemu-system-x86_64").arg("--version").output().is_err() {
+    if Command::new("qemu-system-x86_64")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
         return Some("qemu-system-x86_64 is not installed (Debian package qemu-system-x86)".into());
     }
     None
@@ -115,7 +138,9 @@ impl QemuHost {
     /// Starts QEMU. The process is killed when this value drops or when the test process dies.
     pub fn launch(config: &QemuConfig) -> Result<Self> {
         let mut cmd = config.command();
-        cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
         // PR_SET_PDEATHSIG fires when the spawning *thread* exits, so spawn from a thread that
         // lives as long as the test process.
         let (tx, rx) = std::sync::mpsc::channel();
@@ -135,11 +160,20 @@ impl QemuHost {
                 std::thread::park();
             }
         });
-        let mut child = rx.recv().context("spawner thread")?.context("spawn qemu-system-x86_64")?;
+        let mut child = rx
+            .recv()
+            .context("spawner thread")?
+            .context("spawn qemu-system-x86_64")?;
         let console = Arc::new(Mutex::new(String::new()));
         for stream in [
-            child.stdout.take().map(|s| Box::new(s) as Box<dyn Read + Send>),
-            child.stderr.take().map(|s| Box::new(s) as Box<dyn Read + Send>),
+            child
+                .stdout
+                .take()
+                .map(|s| Box::new(s) as Box<dyn Read + Send>),
+            child
+                .stderr
+                .take()
+                .map(|s| Box::new(s) as Box<dyn Read + Send>),
         ]
         .into_iter()
         .flatten()
@@ -162,7 +196,10 @@ impl QemuHost {
                 Ok(c) => return Ok(c),
                 Err(e) => {
                     if let Some(status) = self.try_exit()? {
-                        bail!("QEMU exited ({status}) before the endpoint was ready\n{}", self.tail());
+                        bail!(
+                            "QEMU exited ({status}) before the endpoint was ready\n{}",
+                            self.tail()
+                        );
                     }
                     if Instant::now() > deadline {
                         bail!("endpoint not ready after {timeout:?}: {e}\n{}", self.tail());
@@ -187,7 +224,10 @@ impl QemuHost {
 
     /// Everything the console printed so far.
     pub fn console(&self) -> String {
-        self.console.lock().unwrap_or_else(PoisonError::into_inner).clone()
+        self.console
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// The last lines of the console, for failure messages.
@@ -195,12 +235,20 @@ impl QemuHost {
         let console = self.console();
         let lines: Vec<&str> = console.lines().collect();
         let start = lines.len().saturating_sub(40);
-        format!("--- console (last {} lines) ---\n{}", lines.len() - start, lines[start..].join("\n"))
+        format!(
+            "--- console (last {} lines) ---\n{}",
+            lines.len() - start,
+            lines[start..].join("\n")
+        )
     }
 
     /// The exit status, if QEMU has exited.
     pub fn try_exit(&self) -> Result<Option<ExitStatus>> {
-        Ok(self.child.lock().unwrap_or_else(PoisonError::into_inner).try_wait()?)
+        Ok(self
+            .child
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .try_wait()?)
     }
 
     /// Waits up to `timeout` for QEMU to exit.
@@ -236,6 +284,9 @@ fn capture(mut stream: Box<dyn Read + Send>, console: &Mutex<String>) {
             break;
         }
         let text = String::from_utf8_lossy(&buf[..n]).replace('\r', "");
-        console.lock().unwrap_or_else(PoisonError::into_inner).push_str(&text);
+        console
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push_str(&text);
     }
 }

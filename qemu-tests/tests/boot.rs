@@ -47,10 +47,18 @@ fn status_is_right_and_kattach_is_the_only_process() {
     assert_eq!(s.hostname.as_str(), "kaos-shared", "{}", host.tail());
     assert_eq!(s.version.as_str(), env!("CARGO_PKG_VERSION"));
     assert!(!s.hosted, "runs as PID 1");
-    assert_eq!(s.processes, 1, "exactly one userspace process\n{}", host.tail());
+    assert_eq!(
+        s.processes,
+        1,
+        "exactly one userspace process\n{}",
+        host.tail()
+    );
     // QEMU user networking's DHCP server: 10.0.2.15/24 via 10.0.2.2.
     assert!(s.mgmt.dhcp);
-    assert_eq!(s.mgmt.address.map(|a| a.to_string()).as_deref(), Some("10.0.2.15/24"));
+    assert_eq!(
+        s.mgmt.address.map(|a| a.to_string()).as_deref(),
+        Some("10.0.2.15/24")
+    );
     assert_eq!(s.mgmt.gateway, Some([10, 0, 2, 2]));
     let t = s.timeline;
     let (mounts, link, ready) = (
@@ -60,7 +68,11 @@ fn status_is_right_and_kattach_is_the_only_process() {
     );
     assert!(0 < t.init_exec_ms && t.init_exec_ms <= mounts && mounts <= link && link <= ready);
     assert!(s.uptime_ms >= u64::from(ready));
-    assert!(host.console().contains("kattach: kattach "), "{}", host.tail());
+    assert!(
+        host.console().contains("kattach: kattach "),
+        "{}",
+        host.tail()
+    );
 }
 
 #[test]
@@ -70,13 +82,21 @@ fn garbage_and_oversize_frames_close_only_their_connection() {
     let mut buf = [0u8; 64];
 
     let mut garbage = host.raw().expect("connect");
-    garbage.write_all(b"\x16\x03\x01\x02\x00garbage that is not a frame").expect("send");
-    assert!(matches!(garbage.read(&mut buf), Ok(0) | Err(_)), "garbage connection left open");
+    garbage
+        .write_all(b"\x16\x03\x01\x02\x00garbage that is not a frame")
+        .expect("send");
+    assert!(
+        matches!(garbage.read(&mut buf), Ok(0) | Err(_)),
+        "garbage connection left open"
+    );
 
     let mut oversize = host.raw().expect("connect");
     let header = u32::try_from(MAX_FRAME + 1).expect("fits").to_le_bytes();
     oversize.write_all(&header).expect("send");
-    assert!(matches!(oversize.read(&mut buf), Ok(0) | Err(_)), "oversize connection left open");
+    assert!(
+        matches!(oversize.read(&mut buf), Ok(0) | Err(_)),
+        "oversize connection left open"
+    );
 
     assert_eq!(status(&mut good).hostname.as_str(), "kaos-shared");
     assert!(host.client().is_ok(), "new clients still served");
@@ -90,21 +110,38 @@ fn reboot_brings_the_host_back() {
     let host = boot("kaos-reboot");
     let mut client = host.wait_ready(BOOT).expect("ready");
     let before = status(&mut client);
-    assert_eq!(client.request(Request::Reboot).expect("reboot"), Response::Accepted);
+    assert_eq!(
+        client.request(Request::Reboot).expect("reboot"),
+        Response::Accepted
+    );
     // The old boot answers nothing more; wait for a status with a new boot id.
     let deadline = std::time::Instant::now() + BOOT;
     let after = loop {
-        assert!(std::time::Instant::now() < deadline, "no new boot\n{}", host.tail());
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no new boot\n{}",
+            host.tail()
+        );
         std::thread::sleep(Duration::from_secs(1));
         let Ok(mut c) = host.client() else { continue };
-        let Ok(Response::Status(s)) = c.request(Request::Status) else { continue };
+        let Ok(Response::Status(s)) = c.request(Request::Status) else {
+            continue;
+        };
         if s.boot_id != before.boot_id {
             break s;
         }
     };
     assert_eq!(after.hostname.as_str(), "kaos-reboot");
-    assert!(host.try_exit().expect("wait").is_none(), "QEMU must keep running across a reboot");
-    assert_eq!(host.console().matches("Linux version").count(), 2, "{}", host.tail());
+    assert!(
+        host.try_exit().expect("wait").is_none(),
+        "QEMU must keep running across a reboot"
+    );
+    assert_eq!(
+        host.console().matches("Linux version").count(),
+        2,
+        "{}",
+        host.tail()
+    );
 }
 
 #[test]
@@ -114,7 +151,14 @@ fn shutdown_powers_off_and_ends_qemu() {
     }
     let host = boot("kaos-shutdown");
     let mut client = host.wait_ready(BOOT).expect("ready");
-    assert_eq!(client.request(Request::Shutdown).expect("shutdown"), Response::Accepted);
+    assert_eq!(
+        client.request(Request::Shutdown).expect("shutdown"),
+        Response::Accepted
+    );
     let exit = host.wait_exit(Duration::from_secs(15)).expect("wait");
-    assert!(exit.is_some_and(|s| s.success()), "QEMU still running or failed: {exit:?}\n{}", host.tail());
+    assert!(
+        exit.is_some_and(|s| s.success()),
+        "QEMU still running or failed: {exit:?}\n{}",
+        host.tail()
+    );
 }

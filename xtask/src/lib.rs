@@ -3,6 +3,7 @@
 //! The steps live here as library functions so that every subcommand (and test harnesses)
 //! can reuse them; `main.rs` only parses the command line and dispatches.
 
+pub mod bench;
 pub mod cmd;
 pub mod deps;
 pub mod elf;
@@ -12,7 +13,9 @@ pub mod kattach;
 pub mod kconfig;
 pub mod kernel;
 pub mod paths;
+pub mod run;
 pub mod sha256;
+pub mod suite;
 
 pub use deps::ensure_packages;
 pub use image::{ImageInfo, build_image};

@@ -3,6 +3,7 @@
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use xtask::image;
+use xtask::run::AccelChoice;
 
 #[derive(Debug, Parser)]
 #[command(name = "cargo xtask", about = "KaOS-rs build automation")]
@@ -23,6 +24,29 @@ enum Cmd {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Build the image and boot it in QEMU: console here, management port on 127.0.0.1:1289.
+    Run {
+        /// Kernel profile.
+        #[arg(long, default_value = image::DEFAULT_PROFILE)]
+        profile: String,
+        /// Accelerator: KVM only where this machine's KVM boots the image (probed once).
+        #[arg(long, value_enum, default_value_t = AccelChoice::Auto)]
+        accel: AccelChoice,
+        /// Extra kernel command-line words, e.g. "kaos.hostname=lab1 kaos.log=debug".
+        #[arg(long, default_value = "")]
+        append: String,
+    },
+    /// Everything CI checks: packages, fmt, clippy, unit and hosted tests, image, qemu-tests.
+    Test,
+    /// Sizes and start-up times, each beside its anchor (medians).
+    Bench {
+        /// QEMU boots to time.
+        #[arg(long, default_value_t = 5)]
+        boots: usize,
+        /// Hosted start-ups to time.
+        #[arg(long, default_value_t = 21)]
+        hosted_runs: usize,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -31,6 +55,13 @@ fn main() -> anyhow::Result<()> {
             let info = image::build_image(&profile, out)?;
             println!("{info}");
         }
+        Cmd::Run {
+            profile,
+            accel,
+            append,
+        } => xtask::run::run(&profile, accel, &append)?,
+        Cmd::Test => xtask::suite::run()?,
+        Cmd::Bench { boots, hosted_runs } => xtask::bench::run(boots, hosted_runs)?,
     }
     Ok(())
 }
