@@ -114,14 +114,12 @@ pub fn profile_path(profile: &str) -> Result<PathBuf> {
 /// digits. Comments and blank lines do not count, so documenting a profile does not cost a
 /// five-minute rebuild.
 pub fn config_hash(fragment: &[kconfig::Setting]) -> String {
-    let mut h = sha256::Sha256::new();
-    h.update(RECIPE_VERSION.as_bytes());
-    h.update(b"\n");
+    let mut canonical = format!("{RECIPE_VERSION}\n");
     for s in fragment {
         let value = s.value.as_deref().unwrap_or("n");
-        h.update(format!("{}={value}\n", s.name).as_bytes());
+        canonical.push_str(&format!("{}={value}\n", s.name));
     }
-    let mut hex = sha256::to_hex(&h.finish());
+    let mut hex = sha256::hex_digest(canonical.as_bytes());
     hex.truncate(16);
     hex
 }
