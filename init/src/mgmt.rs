@@ -27,7 +27,7 @@ pub fn spawn(host: Arc<Host>, spec: LinkSpec, ip: IpConfig) -> std::io::Result<(
 fn run(host: &Arc<Host>, spec: &LinkSpec, ip: IpConfig) {
     let mut delay = Duration::from_millis(100);
     loop {
-        match open(spec) {
+        match open(spec, &host.hostname) {
             Ok(mut link) => {
                 delay = Duration::from_millis(100);
                 host.set_link(link.name(), link.mac(), ip == IpConfig::Dhcp);
@@ -50,20 +50,14 @@ fn run(host: &Arc<Host>, spec: &LinkSpec, ip: IpConfig) {
     }
 }
 
-fn open(spec: &LinkSpec) -> Result<Link, String> {
+fn open(spec: &LinkSpec, hostname: &str) -> Result<Link, String> {
     match spec {
         LinkSpec::Nic(Some(name)) => Link::packet(name).map_err(|e| e.to_string()),
         LinkSpec::Nic(None) => {
             let name = first_nic().ok_or("no network interface found")?;
             Link::packet(&name).map_err(|e| e.to_string())
         }
-        LinkSpec::Tap(name) => {
-            let mut mac = random_u64().to_le_bytes();
-            // Locally administered, unicast.
-            mac[0] = (mac[0] & 0xfe) | 0x02;
-            let mac = [mac[0], mac[1], mac[2], mac[3], mac[4], mac[5]];
-            Link::tap(name, mac).map_err(|e| e.to_string())
-        }
+        LinkSpec::Tap(name) => Link::tap(name, tap_mac(hostname, name)).map_err(|e| e.to_string()),
     }
 }
 
@@ -78,6 +72,17 @@ fn first_nic() -> Option<String> {
     names.into_iter().next()
 }
 
+/// A locally administered unicast MAC derived from host and TAP names (FNV-1a), so that a
+/// hosted host keeps its MAC across a re-exec, as a NIC does across a reboot.
+fn tap_mac(hostname: &str, tap: &str) -> [u8; 6] {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in hostname.bytes().chain([0]).chain(tap.bytes()) {
+        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+    }
+    let b = h.to_le_bytes();
+    [(b[0] & 0xfe) | 0x02, b[1], b[2], b[3], b[4], b[5]]
+}
+
 fn random_u64() -> u64 {
     let mut b = [0u8; 8];
     let _ = rustix::rand::getrandom(&mut b, rustix::rand::GetRandomFlags::INSECURE);
@@ -89,4 +94,16 @@ fn mac_text(m: [u8; 6]) -> String {
         "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
         m[0], m[1], m[2], m[3], m[4], m[5]
     )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn tap_mac_is_stable_local_unicast_and_distinct() {
+        let a = super::tap_mac("h1", "tap0");
+        assert_eq!(a, super::tap_mac("h1", "tap0"));
+        assert_eq!(a[0] & 0x03, 0x02);
+        assert_ne!(a, super::tap_mac("h2", "tap0"));
+        assert_ne!(a, super::tap_mac("h1", "tap1"));
+    }
 }

@@ -8,10 +8,13 @@
 //! drive it with any [`smoltcp::phy::Device`].
 
 use smoltcp::iface::{Config, Interface, SocketHandle, SocketSet};
-use smoltcp::phy::Device;
+use smoltcp::phy::{Device, TxToken as _};
 use smoltcp::socket::{dhcpv4, tcp};
 use smoltcp::time::{Duration, Instant};
-use smoltcp::wire::{EthernetAddress, HardwareAddress, IpCidr, Ipv4Address, Ipv4Cidr};
+use smoltcp::wire::{
+    ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol,
+    EthernetRepr, HardwareAddress, IpCidr, Ipv4Address, Ipv4Cidr,
+};
 
 use crate::session::{Handler, Session};
 
@@ -98,6 +101,8 @@ pub struct Endpoint {
     config: EndpointConfig,
     address: Option<(Ipv4Cidr, Option<Ipv4Address>)>,
     pending: Option<AddressEvent>,
+    /// A gratuitous ARP is due for this address.
+    announce: Option<Ipv4Address>,
 }
 
 impl std::fmt::Debug for Endpoint {
@@ -124,6 +129,7 @@ impl Endpoint {
             config,
             address: None,
             pending: None,
+            announce: None,
         };
         match config.ip {
             IpConfig::Dhcp => {
@@ -165,6 +171,9 @@ impl Endpoint {
             }
         }
         self.refill_pool();
+        if let Some(ip) = self.announce.take() {
+            announce(device, now, self.config.mac, ip);
+        }
         let event = self.pending.take();
         (self.iface.poll_delay(now, &self.sockets), event)
     }
@@ -186,6 +195,7 @@ impl Endpoint {
         }
         self.address = Some((address, gateway));
         self.pending = Some(AddressEvent::Configured { address, gateway });
+        self.announce = Some(address.address());
     }
 
     fn poll_dhcp(&mut self) {
@@ -201,6 +211,8 @@ impl Endpoint {
                 );
                 Some((lease.address, lease.router))
             }
+            // smoltcp also reports this once at start; only a lease we held can be lost.
+            Some(dhcpv4::Event::Deconfigured) if self.address.is_none() => None,
             Some(dhcpv4::Event::Deconfigured) => {
                 log::warn!("dhcp: lease lost");
                 self.iface.update_ip_addrs(|addrs| addrs.clear());
@@ -266,6 +278,32 @@ impl Endpoint {
     }
 }
 
+/// Sends a gratuitous ARP for `ip`: neighbours that were already asking for it (a client that
+/// connected before we were up) get their answer now instead of at their next ARP retry, and
+/// caches holding an old MAC for this address (after a reboot) are corrected.
+fn announce(device: &mut impl Device, now: Instant, mac: [u8; 6], ip: Ipv4Address) {
+    let arp = ArpRepr::EthernetIpv4 {
+        operation: ArpOperation::Request,
+        source_hardware_addr: EthernetAddress(mac),
+        source_protocol_addr: ip,
+        target_hardware_addr: EthernetAddress([0; 6]),
+        target_protocol_addr: ip,
+    };
+    let eth = EthernetRepr {
+        src_addr: EthernetAddress(mac),
+        dst_addr: EthernetAddress::BROADCAST,
+        ethertype: EthernetProtocol::Arp,
+    };
+    let Some(token) = device.transmit(now) else {
+        return;
+    };
+    token.consume(eth.buffer_len() + arp.buffer_len(), |buf| {
+        let mut frame = EthernetFrame::new_unchecked(buf);
+        eth.emit(&mut frame);
+        arp.emit(&mut ArpPacket::new_unchecked(frame.payload_mut()));
+    });
+}
+
 /// Serves one socket: flush replies, read requests, answer them. Returns true if anything moved.
 fn serve_one(socket: &mut tcp::Socket<'_>, conn: &mut Conn, handler: &mut impl Handler) -> bool {
     if matches!(socket.state(), tcp::State::Listen | tcp::State::SynReceived) {
@@ -317,3 +355,6 @@ fn serve_one(socket: &mut tcp::Socket<'_>, conn: &mut Conn, handler: &mut impl H
     }
     moved
 }
+
+#[cfg(test)]
+mod tests;
