@@ -176,3 +176,36 @@ fn requests_before_hello_are_refused() {
     // And the host did not shut down.
     assert!(host.client().is_ok());
 }
+
+#[test]
+fn connection_cap_refuses_extra_clients_until_one_leaves() {
+    let Some(host) = launch("connection_cap", "hosted-6") else {
+        return;
+    };
+    drop(host.wait_ready(READY).expect("ready"));
+    // Sequential clients, each greeted: every one finishes its exchange before the next
+    // connects, the pattern that once drained the listening pool inside a single poll.
+    let mut clients = Vec::new();
+    while clients.len() < 40 {
+        match host.client() {
+            Ok(c) => clients.push(c),
+            Err(_) => break,
+        }
+    }
+    // The cap (32 sockets) less the wait_ready connection still closing, at most.
+    assert!(
+        (31..=32).contains(&clients.len()),
+        "served {} before refusing",
+        clients.len()
+    );
+    assert!(host.client().is_err(), "beyond the cap a client is refused");
+    drop(clients.pop());
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while host.client().is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "a freed slot is never reused"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -166,11 +166,13 @@ impl Endpoint {
             let moved = self.iface.poll(now, device, &mut self.sockets);
             self.poll_dhcp();
             let served = self.serve(handler);
+            // Every round: clients that connect, ask and close within one `poll` would
+            // otherwise drain the listening pool before it is refilled.
+            self.refill_pool();
             if moved == smoltcp::iface::PollResult::None && !served {
                 break;
             }
         }
-        self.refill_pool();
         if let Some(ip) = self.announce.take() {
             announce(device, now, self.config.mac, ip);
         }
@@ -278,9 +280,10 @@ impl Endpoint {
     }
 }
 
-/// Sends a gratuitous ARP for `ip`: neighbours that were already asking for it (a client that
-/// connected before we were up) get their answer now instead of at their next ARP retry, and
-/// caches holding an old MAC for this address (after a reboot) are corrected.
+/// Sends a gratuitous ARP (an RFC 5227 announcement) for `ip`, so that neighbours whose caches
+/// hold another MAC for this address (the host came back on another NIC) update them. Linux
+/// does not resolve an *incomplete* entry from it: a client that asked before we were up still
+/// waits for its own ARP retry (about 1 s).
 fn announce(device: &mut impl Device, now: Instant, mac: [u8; 6], ip: Ipv4Address) {
     let arp = ArpRepr::EthernetIpv4 {
         operation: ArpOperation::Request,

@@ -117,6 +117,24 @@ impl HostedHost {
         Ok(None)
     }
 
+    /// Waits until kattach's log contains `needle`, polling every 0.2 ms; returns the time
+    /// since spawn at which it was seen.
+    pub fn wait_log(&self, needle: &str, timeout: Duration) -> Result<Duration> {
+        loop {
+            let since = self.spawned.elapsed();
+            if self.log().contains(needle) {
+                return Ok(since);
+            }
+            if since > timeout {
+                bail!(
+                    "{needle:?} not logged after {timeout:?}\nlog:\n{}",
+                    self.log()
+                );
+            }
+            std::thread::sleep(Duration::from_micros(200));
+        }
+    }
+
     /// What kattach logged so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
