@@ -209,3 +209,74 @@ fn connection_cap_refuses_extra_clients_until_one_leaves() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// SYN retransmissions counted by the namespace's kernel.
+fn syn_retransmits(host: &HostedHost) -> u64 {
+    let out = host
+        .ns()
+        .command("nstat")
+        .args(["-az", "TcpExtTCPSynRetrans"])
+        .output()
+        .expect("run nstat (iproute2)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix("TcpExtTCPSynRetrans")?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
+        })
+        .unwrap_or_else(|| panic!("no TCPSynRetrans in nstat output: {text}"))
+}
+
+/// smoltcp must resolve the client itself (it never saw an ARP from it) without losing the
+/// SYN-ACK: the client's kernel would only retry the SYN after a second.
+#[test]
+fn a_client_that_knows_our_mac_connects_without_a_syn_retry() {
+    let Some(host) = launch("known_mac", "hosted-7") else {
+        return;
+    };
+    let mut client = host.wait_ready(READY).expect("ready");
+    let mac = status(&mut client)
+        .mgmt
+        .mac
+        .map(|b| format!("{b:02x}"))
+        .join(":");
+    // The client's kernel will never ARP for us again; smoltcp forgets it on restart.
+    host.ns()
+        .ip(&[
+            "neigh",
+            "replace",
+            HOST_IP,
+            "lladdr",
+            &mac,
+            "dev",
+            "tap0",
+            "nud",
+            "permanent",
+        ])
+        .expect("pin neighbour");
+    assert_eq!(
+        client.request(Request::Reboot).expect("reboot"),
+        Response::Accepted
+    );
+    drop(client);
+    let deadline = std::time::Instant::now() + READY;
+    while host.log().matches("management endpoint ready").count() < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no restart: {}",
+            host.log()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let before = syn_retransmits(&host);
+    let mut client = host.client().expect("connect after restart");
+    assert_eq!(status(&mut client).hostname.as_str(), "hosted-7");
+    assert_eq!(
+        syn_retransmits(&host),
+        before,
+        "the first SYN-ACK was dropped"
+    );
+}

@@ -13,7 +13,6 @@
 #![deny(unsafe_code)]
 
 pub mod endpoint;
-pub mod learn;
 pub mod link;
 pub mod run;
 pub mod session;

@@ -10,7 +10,6 @@ use rustix::net::{AddressFamily, SocketFlags, SocketType, netdevice, socket_with
 use smoltcp::phy::{self, DeviceCapabilities, Medium};
 use smoltcp::time::Instant;
 
-use crate::learn;
 use crate::sys;
 
 /// Largest Ethernet frame we send or accept (no jumbo frames on the management link).
@@ -52,8 +51,6 @@ pub struct Link {
     name: String,
     mac: [u8; 6],
     rx: Vec<u8>,
-    /// A received SYN held back while its synthesized ARP request goes first (see [`learn`]).
-    held: Option<Vec<u8>>,
     tx: Vec<u8>,
     stats: LinkStats,
 }
@@ -111,7 +108,6 @@ impl Link {
             name: name.to_owned(),
             mac,
             rx: vec![0; MAX_FRAME + 4],
-            held: None,
             tx: vec![0; MAX_FRAME],
             stats: LinkStats::default(),
         }
@@ -154,37 +150,23 @@ impl phy::Device for Link {
         let Self {
             ref fd,
             ref mut rx,
-            ref mut held,
             ref mut tx,
             ref mut stats,
             mac,
             ref name,
         } = *self;
-        let len = if let Some(frame) = held.take() {
-            rx[..frame.len()].copy_from_slice(&frame);
-            frame.len()
-        } else {
-            let len = loop {
-                match read(fd, &mut rx[..]) {
-                    Ok(0) => return None,
-                    // A packet socket also sees the frames we send; skip our own.
-                    Ok(len) if len >= 12 && rx[6..12] == mac => continue,
-                    Ok(len) => break len,
-                    Err(io::Errno::AGAIN | io::Errno::INTR) => return None,
-                    Err(e) => {
-                        stats.errors += 1;
-                        log::debug!("{name}: receive: {e}");
-                        return None;
-                    }
+        let len = loop {
+            match read(fd, &mut rx[..]) {
+                Ok(0) => return None,
+                // A packet socket also sees the frames we send; skip our own.
+                Ok(len) if len >= 12 && rx[6..12] == mac => continue,
+                Ok(len) => break len,
+                Err(io::Errno::AGAIN | io::Errno::INTR) => return None,
+                Err(e) => {
+                    stats.errors += 1;
+                    log::debug!("{name}: receive: {e}");
+                    return None;
                 }
-            };
-            let mut arp = [0u8; learn::ARP_FRAME_LEN];
-            if learn::arp_for_syn(&rx[..len], mac, &mut arp) {
-                *held = Some(rx[..len].to_vec());
-                rx[..arp.len()].copy_from_slice(&arp);
-                arp.len()
-            } else {
-                len
             }
         };
         stats.rx_frames += 1;
