@@ -10,6 +10,7 @@
 //! - **Nothing slow blocks start-up**: the endpoint thread brings up the link and DHCP while the
 //!   supervisor is already reaping and handling signals.
 
+mod buttons;
 mod cmdline;
 mod early;
 mod host;
@@ -82,6 +83,9 @@ fn pid1_main(init_exec_ms: u32) -> ! {
         settings.ip,
     ) {
         log::error!("cannot start the management endpoint: {e}");
+    }
+    if buttons::spawn(&host) == 0 {
+        log::info!("no power button found");
     }
     supervisor::run(&host)
 }

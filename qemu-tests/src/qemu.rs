@@ -38,6 +38,8 @@ pub struct QemuConfig {
     pub accel: Accel,
     /// Host port forwarded to the endpoint.
     pub port: u16,
+    /// QMP control socket (power button, keys).
+    pub qmp: PathBuf,
 }
 
 impl QemuConfig {
@@ -50,6 +52,7 @@ impl QemuConfig {
             cpus: 2,
             accel: Accel::Tcg,
             port: free_port()?,
+            qmp: qmp_path(),
         })
     }
 
@@ -89,9 +92,18 @@ impl QemuConfig {
             ),
             "-device",
             "virtio-net-pci,netdev=mgmt",
-        ]);
+        ])
+        .arg("-qmp")
+        .arg(format!("unix:{},server=on,wait=off", self.qmp.display()));
         cmd
     }
+}
+
+fn qmp_path() -> PathBuf {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static SEQ: AtomicU32 = AtomicU32::new(0);
+    let n = SEQ.fetch_add(1, Ordering::Relaxed);
+    std::env::temp_dir().join(format!("kaos-qmp-{}-{n}.sock", std::process::id()))
 }
 
 /// A free TCP port on loopback (free when asked; QEMU binds it a moment later).
@@ -130,6 +142,7 @@ pub fn unavailable() -> Option<String> {
 pub struct QemuHost {
     child: Arc<Mutex<Child>>,
     console: Arc<Mutex<String>>,
+    qmp: PathBuf,
     /// `127.0.0.1:<port>`.
     pub endpoint: String,
 }
@@ -184,6 +197,7 @@ impl QemuHost {
         Ok(Self {
             child: Arc::new(Mutex::new(child)),
             console,
+            qmp: config.qmp.clone(),
             endpoint: format!("127.0.0.1:{}", config.port),
         })
     }
@@ -263,6 +277,46 @@ impl QemuHost {
         Ok(None)
     }
 
+    /// Presses the ACPI power button, as IPMI soft-off does.
+    pub fn press_power_button(&self) -> Result<()> {
+        self.qmp(r#"{"execute":"system_powerdown"}"#)
+    }
+
+    /// Presses Ctrl-Alt-Del on the emulated keyboard.
+    pub fn ctrl_alt_del(&self) -> Result<()> {
+        self.qmp(
+            r#"{"execute":"send-key","arguments":{"keys":[{"type":"qcode","data":"ctrl"},{"type":"qcode","data":"alt"},{"type":"qcode","data":"delete"}]}}"#,
+        )
+    }
+
+    /// Runs one QMP command and checks that QEMU answered `return`, not `error`.
+    fn qmp(&self, command: &str) -> Result<()> {
+        use std::io::{BufRead as _, BufReader, Write as _};
+        let stream = std::os::unix::net::UnixStream::connect(&self.qmp)
+            .with_context(|| format!("connect QMP {}", self.qmp.display()))?;
+        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+        let mut lines = BufReader::new(stream.try_clone()?).lines();
+        let mut reply = || -> Result<String> {
+            // Skip the greeting and asynchronous events; stop at a command's answer.
+            loop {
+                let line = lines.next().context("QMP closed")??;
+                if line.contains("\"return\"") || line.contains("\"error\"") {
+                    return Ok(line);
+                }
+            }
+        };
+        let mut writer = stream;
+        writer.write_all(b"{\"execute\":\"qmp_capabilities\"}\n")?;
+        reply()?;
+        writer.write_all(command.as_bytes())?;
+        writer.write_all(b"\n")?;
+        let answer = reply()?;
+        if answer.contains("\"error\"") {
+            bail!("QMP {command}: {answer}");
+        }
+        Ok(())
+    }
+
     /// Pulls the plug.
     pub fn kill(&self) {
         let mut child = self.child.lock().unwrap_or_else(PoisonError::into_inner);
@@ -274,6 +328,7 @@ impl QemuHost {
 impl Drop for QemuHost {
     fn drop(&mut self) {
         self.kill();
+        let _ = std::fs::remove_file(&self.qmp);
     }
 }
 

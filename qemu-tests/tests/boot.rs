@@ -102,21 +102,10 @@ fn garbage_and_oversize_frames_close_only_their_connection() {
     assert!(host.client().is_ok(), "new clients still served");
 }
 
-#[test]
-fn reboot_brings_the_host_back() {
-    if let Some(reason) = qemu::unavailable() {
-        return skip("reboot_brings_the_host_back", &reason);
-    }
-    let host = boot("kaos-reboot");
-    let mut client = host.wait_ready(BOOT).expect("ready");
-    let before = status(&mut client);
-    assert_eq!(
-        client.request(Request::Reboot).expect("reboot"),
-        Response::Accepted
-    );
-    // The old boot answers nothing more; wait for a status with a new boot id.
+/// Waits for a status whose boot id differs from `old`.
+fn next_boot(host: &QemuHost, old: [u8; 16]) -> Status {
     let deadline = std::time::Instant::now() + BOOT;
-    let after = loop {
+    loop {
         assert!(
             std::time::Instant::now() < deadline,
             "no new boot\n{}",
@@ -127,18 +116,71 @@ fn reboot_brings_the_host_back() {
         let Ok(Response::Status(s)) = c.request(Request::Status) else {
             continue;
         };
-        if s.boot_id != before.boot_id {
-            break s;
+        if s.boot_id != old {
+            return s;
         }
-    };
-    assert_eq!(after.hostname.as_str(), "kaos-reboot");
+    }
+}
+
+#[test]
+fn reboot_by_request_and_by_ctrl_alt_del_brings_the_host_back() {
+    if let Some(reason) = qemu::unavailable() {
+        return skip("reboot_brings_the_host_back", &reason);
+    }
+    let host = boot("kaos-reboot");
+    let mut client = host.wait_ready(BOOT).expect("ready");
+    let first = status(&mut client);
+    assert_eq!(
+        client.request(Request::Reboot).expect("reboot"),
+        Response::Accepted
+    );
+    let second = next_boot(&host, first.boot_id);
+    assert_eq!(second.hostname.as_str(), "kaos-reboot");
+    assert_eq!(second.processes, 1);
+
+    // Ctrl-Alt-Del reaches kattach as SIGINT (CAD off), which reboots in order.
+    host.ctrl_alt_del().expect("send ctrl-alt-del");
+    next_boot(&host, second.boot_id);
     assert!(
         host.try_exit().expect("wait").is_none(),
-        "QEMU must keep running across a reboot"
+        "QEMU must keep running across reboots"
+    );
+    let console = host.console();
+    assert_eq!(
+        console.matches("Linux version").count(),
+        3,
+        "{}",
+        host.tail()
     );
     assert_eq!(
-        host.console().matches("Linux version").count(),
+        console.matches("kattach: Reboot: stopping").count(),
         2,
+        "{}",
+        host.tail()
+    );
+}
+
+#[test]
+fn power_button_powers_off_in_order() {
+    if let Some(reason) = qemu::unavailable() {
+        return skip("power_button_powers_off_in_order", &reason);
+    }
+    let host = boot("kaos-button");
+    drop(host.wait_ready(BOOT).expect("ready"));
+    host.press_power_button().expect("press the power button");
+    let exit = host.wait_exit(Duration::from_secs(15)).expect("wait");
+    assert!(
+        exit.is_some_and(|s| s.success()),
+        "QEMU still running: {exit:?}\n{}",
+        host.tail()
+    );
+    assert!(
+        host.console().contains("power button pressed"),
+        "{}",
+        host.tail()
+    );
+    assert!(
+        host.console().contains("kattach: PowerOff: stopping"),
         "{}",
         host.tail()
     );
