@@ -1,0 +1,261 @@
+//! Every table of the store, its value types, and the migrations between schema versions.
+//!
+//! Structured values are postcard-encoded `&[u8]`. postcard encodes enum variants by index, so
+//! the enums here only ever grow at the end; `tests::event_record_bytes_are_pinned` holds the
+//! encoding still.
+
+use redb::{Database, ReadableDatabase, TableDefinition, TableError, WriteTransaction};
+use serde::{Deserialize, Serialize};
+
+use crate::StoreError;
+
+/// The schema this build writes. Databases with a newer one are refused, older ones migrated.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// How many events the log keeps; recording one more drops the oldest in the same transaction.
+pub const EVENT_CAPACITY: u64 = 1000;
+
+/// Store bookkeeping: `schema_version`, `next_event_seq`.
+pub const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// Key of the schema version in [`META`].
+pub const META_SCHEMA_VERSION: &str = "schema_version";
+/// Key of the next event sequence number in [`META`] (so numbers never repeat, even if the log
+/// is emptied).
+pub const META_NEXT_EVENT_SEQ: &str = "next_event_seq";
+
+/// Host settings (hostname, management address, …): key → value, both text.
+pub const HOST_SETTINGS: TableDefinition<&str, &str> = TableDefinition::new("host_settings");
+
+/// Authorised management keys (Noise static public keys and their roles), key id → postcard
+/// record. Filled by the protocol v1 (authentication) issue.
+pub const KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("keys");
+
+/// VLANs of the switch, VLAN id → postcard record (name, ports). Filled by the switch issue.
+pub const VLANS: TableDefinition<u16, &[u8]> = TableDefinition::new("vlans");
+
+/// Address pools for guests, pool name → postcard record (range, gateway, DNS). Filled by the
+/// DHCP server issue.
+pub const IP_POOLS: TableDefinition<&str, &[u8]> = TableDefinition::new("ip_pools");
+
+/// DHCP leases handed out from [`IP_POOLS`], MAC address → postcard record (address, expiry).
+/// Filled by the DHCP server issue.
+pub const LEASES: TableDefinition<[u8; 6], &[u8]> = TableDefinition::new("leases");
+
+/// Firewall rules, rule id → postcard record (match, action), evaluated in id order. Filled by
+/// the firewall issue.
+pub const FIREWALL_RULES: TableDefinition<u64, &[u8]> = TableDefinition::new("firewall_rules");
+
+/// App Module metadata, module name → postcard record (version, chunk list, signature). Filled
+/// by the App Modules issue.
+pub const MODULES: TableDefinition<&str, &[u8]> = TableDefinition::new("modules");
+
+/// Content-addressed module chunks, SHA-256 of the chunk → chunk bytes; shared between module
+/// versions. Filled by the App Modules issue.
+pub const MODULE_CHUNKS: TableDefinition<[u8; 32], &[u8]> = TableDefinition::new("module_chunks");
+
+/// Configuration groups (settings applied to several VMs), group name → postcard record. Filled
+/// by the configuration groups issue.
+pub const CONFIG_GROUPS: TableDefinition<&str, &[u8]> = TableDefinition::new("config_groups");
+
+/// VM disk images known to the host, image name → postcard record (size, digest, location).
+/// Filled by the VM images issue.
+pub const VM_IMAGES: TableDefinition<&str, &[u8]> = TableDefinition::new("vm_images");
+
+/// VM definitions, VM name → postcard record (CPUs, memory, disks, NICs). Filled by the VMM
+/// issue.
+pub const VMS: TableDefinition<&str, &[u8]> = TableDefinition::new("vms");
+
+/// The bounded event log, sequence number → postcard [`EventRecord`].
+pub const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
+
+/// One entry of the event log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventRecord {
+    /// Which boot recorded it (random per boot).
+    pub boot_id: [u8; 16],
+    /// Milliseconds since that boot (`CLOCK_BOOTTIME`; there is no trustworthy wall clock).
+    pub uptime_ms: u64,
+    /// What happened.
+    pub kind: EventKind,
+    /// Human text.
+    pub message: String,
+}
+
+/// What an [`EventRecord`] reports. postcard encodes the index: append only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EventKind {
+    /// The host booted.
+    Boot,
+    /// The store could not be used; the host runs on a memory store.
+    StoreDegraded,
+    /// A device was initialised as the store.
+    StoreInitialized,
+    /// A setting was changed.
+    SettingChanged,
+    /// A reboot or power-off was requested.
+    PowerRequested,
+    /// A management request was refused.
+    AccessDenied,
+}
+
+/// One step from schema version `to - 1` to `to`, run inside the migration's write transaction.
+#[derive(Debug, Clone, Copy)]
+pub struct Migration {
+    /// The version this step produces.
+    pub to: u32,
+    /// What it does.
+    pub apply: fn(&WriteTransaction) -> Result<(), StoreError>,
+}
+
+/// Every migration, in order; the last one's `to` is [`SCHEMA_VERSION`].
+pub const MIGRATIONS: &[Migration] = &[Migration {
+    to: 1,
+    apply: create_tables_v1,
+}];
+
+/// v0 → v1: create every table (an empty database is version 0).
+fn create_tables_v1(txn: &WriteTransaction) -> Result<(), StoreError> {
+    txn.open_table(META)?;
+    txn.open_table(HOST_SETTINGS)?;
+    txn.open_table(KEYS)?;
+    txn.open_table(VLANS)?;
+    txn.open_table(IP_POOLS)?;
+    txn.open_table(LEASES)?;
+    txn.open_table(FIREWALL_RULES)?;
+    txn.open_table(MODULES)?;
+    txn.open_table(MODULE_CHUNKS)?;
+    txn.open_table(CONFIG_GROUPS)?;
+    txn.open_table(VM_IMAGES)?;
+    txn.open_table(VMS)?;
+    txn.open_table(EVENTS)?;
+    Ok(())
+}
+
+/// The schema version recorded in `db`; 0 for a database without one (new).
+pub fn stored_version(db: &Database) -> Result<u32, StoreError> {
+    let txn = db.begin_read()?;
+    let meta = match txn.open_table(META) {
+        Ok(meta) => meta,
+        Err(TableError::TableDoesNotExist(_)) => return Ok(0),
+        Err(error) => return Err(error.into()),
+    };
+    let version = meta.get(META_SCHEMA_VERSION)?.map_or(0, |v| v.value());
+    u32::try_from(version).map_err(|_| StoreError::Corrupt(format!("schema version {version}")))
+}
+
+/// Brings `db` to [`SCHEMA_VERSION`]; returns the version it found.
+///
+/// A current database is only read. A newer one is refused with [`StoreError::NewerFormat`] and
+/// not written. Otherwise every missing step runs, with the new version, in one write transaction
+/// committed durably: a crash leaves the old version or the new one, never a half-migrated store.
+pub fn migrate(db: &Database) -> Result<u32, StoreError> {
+    let found = stored_version(db)?;
+    check_not_newer(found)?;
+    if found == SCHEMA_VERSION {
+        return Ok(found);
+    }
+    let mut txn = db.begin_write()?;
+    txn.set_durability(redb::Durability::Immediate)?;
+    for step in MIGRATIONS.iter().filter(|step| step.to > found) {
+        (step.apply)(&txn)?;
+    }
+    txn.open_table(META)?
+        .insert(META_SCHEMA_VERSION, u64::from(SCHEMA_VERSION))?;
+    txn.commit()?;
+    Ok(found)
+}
+
+fn check_not_newer(found: u32) -> Result<(), StoreError> {
+    if found > SCHEMA_VERSION {
+        return Err(StoreError::NewerFormat {
+            found,
+            supported: SCHEMA_VERSION,
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn memory_db() -> Database {
+        Database::builder()
+            .create_with_backend(redb::backends::InMemoryBackend::new())
+            .expect("a memory database always opens")
+    }
+
+    #[test]
+    fn migrations_are_contiguous_and_end_at_the_schema_version() {
+        for (index, step) in MIGRATIONS.iter().enumerate() {
+            assert_eq!(usize::try_from(step.to).ok(), Some(index + 1));
+        }
+        assert_eq!(MIGRATIONS.last().map(|s| s.to), Some(SCHEMA_VERSION));
+    }
+
+    #[test]
+    fn migrate_creates_every_table_once() -> Result<(), StoreError> {
+        let db = memory_db();
+        assert_eq!(migrate(&db)?, 0);
+        assert_eq!(stored_version(&db)?, SCHEMA_VERSION);
+        let txn = db.begin_read()?;
+        assert_eq!(txn.list_tables()?.count(), 13);
+        assert_eq!(migrate(&db)?, SCHEMA_VERSION, "second run finds it current");
+        Ok(())
+    }
+
+    #[test]
+    fn newer_schema_is_refused_and_not_written() -> Result<(), StoreError> {
+        let db = memory_db();
+        let txn = db.begin_write()?;
+        txn.open_table(META)?.insert(META_SCHEMA_VERSION, 7)?;
+        txn.commit()?;
+        let error = migrate(&db).expect_err("a newer schema must be refused");
+        assert!(
+            matches!(
+                error,
+                StoreError::NewerFormat {
+                    found: 7,
+                    supported: SCHEMA_VERSION
+                }
+            ),
+            "{error:?}"
+        );
+        assert_eq!(
+            db.begin_read()?.list_tables()?.count(),
+            1,
+            "only meta exists"
+        );
+        Ok(())
+    }
+
+    /// postcard is the on-disk format of the event log: these bytes must never change.
+    #[test]
+    fn event_record_bytes_are_pinned() -> Result<(), postcard::Error> {
+        let record = EventRecord {
+            boot_id: [0xAB; 16],
+            uptime_ms: 300,
+            kind: EventKind::PowerRequested,
+            message: "off".into(),
+        };
+        let mut expected = vec![0xAB; 16];
+        expected.extend_from_slice(&[0xAC, 0x02, 0x04, 0x03, b'o', b'f', b'f']);
+        assert_eq!(postcard::to_allocvec(&record)?, expected);
+        assert_eq!(postcard::from_bytes::<EventRecord>(&expected)?, record);
+        let kinds = [
+            EventKind::Boot,
+            EventKind::StoreDegraded,
+            EventKind::StoreInitialized,
+            EventKind::SettingChanged,
+            EventKind::PowerRequested,
+            EventKind::AccessDenied,
+        ];
+        for (index, kind) in kinds.iter().enumerate() {
+            assert_eq!(
+                postcard::to_allocvec(kind)?,
+                [u8::try_from(index).unwrap_or(0xFF)]
+            );
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,192 @@
+//! [`Store`]: the typed face of the database.
+
+use std::path::PathBuf;
+
+use redb::backends::InMemoryBackend;
+use redb::{
+    Builder, Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata,
+    StorageBackend,
+};
+
+use crate::device::DeviceBackend;
+use crate::schema::{self, EVENT_CAPACITY, EVENTS, HOST_SETTINGS, META, META_NEXT_EVENT_SEQ};
+use crate::{EventRecord, StoreError};
+
+/// redb's page cache. The whole configuration is a few MiB; PID 1 should not hold 1 GiB (redb's
+/// default ceiling).
+const CACHE_BYTES: usize = 16 * 1024 * 1024;
+
+/// Where the store lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Location {
+    /// A regular file (hosted mode, tests), created if absent.
+    File(PathBuf),
+    /// A raw block device initialised with [`crate::init_device`].
+    Device(PathBuf),
+    /// Memory only: gone at power-off (degraded mode, tests).
+    Memory,
+}
+
+/// The host's configuration database.
+#[derive(Debug)]
+pub struct Store {
+    db: Database,
+    location: Location,
+    host_id: Option<[u8; 16]>,
+}
+
+impl Store {
+    /// Opens the store at `location`, bringing its schema up to date.
+    ///
+    /// A file is created if absent. A device is opened only if [`crate::probe`] finds our
+    /// superblock; otherwise the error says what was found and nothing was written.
+    pub fn open(location: &Location) -> Result<Store, StoreError> {
+        let (db, host_id) = match location {
+            Location::File(path) => (builder().create(path)?, None),
+            Location::Device(path) => {
+                let (backend, slot) = DeviceBackend::open(path)?;
+                (builder().create_with_backend(backend)?, Some(slot.host_id))
+            }
+            Location::Memory => (builder().create_with_backend(InMemoryBackend::new())?, None),
+        };
+        Self::finish_open(db, location.clone(), host_id)
+    }
+
+    /// A fresh, empty store in memory.
+    pub fn memory() -> Store {
+        Self::open(&Location::Memory).expect("an in-memory store always opens")
+    }
+
+    /// Opens a store on any redb backend, e.g. a [`crate::fault::FaultyBackend`]. For tests and
+    /// tools; [`Store::location`] reports [`Location::Memory`] for it.
+    pub fn open_backend(backend: impl StorageBackend) -> Result<Store, StoreError> {
+        let db = builder().create_with_backend(backend)?;
+        Self::finish_open(db, Location::Memory, None)
+    }
+
+    fn finish_open(
+        db: Database,
+        location: Location,
+        host_id: Option<[u8; 16]>,
+    ) -> Result<Store, StoreError> {
+        schema::migrate(&db)?;
+        Ok(Store {
+            db,
+            location,
+            host_id,
+        })
+    }
+
+    /// Where this store lives.
+    pub fn location(&self) -> &Location {
+        &self.location
+    }
+
+    /// The host id from the device superblock; `None` for files and memory.
+    pub fn host_id(&self) -> Option<[u8; 16]> {
+        self.host_id
+    }
+
+    /// The schema version recorded in the database.
+    pub fn schema_version(&self) -> Result<u32, StoreError> {
+        schema::stored_version(&self.db)
+    }
+
+    /// The value of setting `key`, if set.
+    pub fn setting(&self, key: &str) -> Result<Option<String>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(HOST_SETTINGS)?;
+        Ok(table.get(key)?.map(|value| value.value().to_owned()))
+    }
+
+    /// Sets `key` to `value`; durable when it returns `Ok`.
+    pub fn set_setting(&self, key: &str, value: &str) -> Result<(), StoreError> {
+        let txn = self.begin_durable_write()?;
+        txn.open_table(HOST_SETTINGS)?.insert(key, value)?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Every setting, sorted by key.
+    pub fn settings(&self) -> Result<Vec<(String, String)>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(HOST_SETTINGS)?;
+        let mut settings = Vec::new();
+        for entry in table.iter()? {
+            let (key, value) = entry?;
+            settings.push((key.value().to_owned(), value.value().to_owned()));
+        }
+        Ok(settings)
+    }
+
+    /// Appends `event` to the log and returns its sequence number (from 1, never reused).
+    ///
+    /// The log keeps the newest [`EVENT_CAPACITY`] events; older ones are dropped in the same
+    /// transaction. Durable when it returns `Ok`.
+    pub fn record_event(&self, event: &EventRecord) -> Result<u64, StoreError> {
+        let bytes = postcard::to_allocvec(event)
+            .map_err(|error| StoreError::Database(format!("encoding an event: {error}")))?;
+        let txn = self.begin_durable_write()?;
+        let seq = {
+            let mut meta = txn.open_table(META)?;
+            let seq = meta.get(META_NEXT_EVENT_SEQ)?.map_or(1, |v| v.value());
+            meta.insert(META_NEXT_EVENT_SEQ, seq + 1)?;
+            seq
+        };
+        {
+            let mut events = txn.open_table(EVENTS)?;
+            events.insert(seq, bytes.as_slice())?;
+            for _ in EVENT_CAPACITY..events.len()? {
+                events.pop_first()?;
+            }
+        }
+        txn.commit()?;
+        Ok(seq)
+    }
+
+    /// Up to `limit` events with a sequence number greater than `after`, oldest first.
+    pub fn events(
+        &self,
+        after: Option<u64>,
+        limit: usize,
+    ) -> Result<Vec<(u64, EventRecord)>, StoreError> {
+        let first = match after {
+            None => 0,
+            Some(after) => match after.checked_add(1) {
+                Some(first) => first,
+                None => return Ok(Vec::new()),
+            },
+        };
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(EVENTS)?;
+        let mut events = Vec::new();
+        for entry in table.range(first..)?.take(limit) {
+            let (seq, bytes) = entry?;
+            let seq = seq.value();
+            let record = postcard::from_bytes(bytes.value())
+                .map_err(|error| StoreError::Corrupt(format!("event {seq}: {error}")))?;
+            events.push((seq, record));
+        }
+        Ok(events)
+    }
+
+    fn begin_durable_write(&self) -> Result<redb::WriteTransaction, StoreError> {
+        let mut txn = self.db.begin_write()?;
+        txn.set_durability(Durability::Immediate)?;
+        Ok(txn)
+    }
+}
+
+/// Every open goes through here: a small cache, and the integrity check, so that a damaged
+/// database is reported as `Corrupt` instead of trusted (a plain redb open may panic on one, and
+/// a panic in PID 1 reboots the host).
+fn builder() -> Builder {
+    let mut builder = Builder::new();
+    builder
+        .set_cache_size(CACHE_BYTES)
+        .set_check_integrity_on_open(true);
+    builder
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,122 @@
+//! The typed API over the memory backend.
+
+use super::*;
+use crate::EventKind;
+
+fn event(n: u64) -> EventRecord {
+    EventRecord {
+        boot_id: [7; 16],
+        uptime_ms: n,
+        kind: EventKind::SettingChanged,
+        message: format!("event {n}"),
+    }
+}
+
+#[test]
+fn new_store_is_at_the_schema_version_and_empty() -> Result<(), StoreError> {
+    let store = Store::memory();
+    assert_eq!(store.schema_version()?, schema::SCHEMA_VERSION);
+    assert_eq!(store.location(), &Location::Memory);
+    assert_eq!(store.host_id(), None);
+    assert!(store.settings()?.is_empty());
+    assert!(store.events(None, 10)?.is_empty());
+    assert_eq!(store.setting("hostname")?, None);
+    Ok(())
+}
+
+#[test]
+fn settings_round_trip_sorted_by_key() -> Result<(), StoreError> {
+    let store = Store::memory();
+    store.set_setting("mgmt.ip", "dhcp")?;
+    store.set_setting("hostname", "kaos-1")?;
+    store.set_setting("", "empty key is a key")?;
+    assert_eq!(store.setting("hostname")?.as_deref(), Some("kaos-1"));
+    assert_eq!(
+        store.settings()?,
+        [
+            ("".to_owned(), "empty key is a key".to_owned()),
+            ("hostname".to_owned(), "kaos-1".to_owned()),
+            ("mgmt.ip".to_owned(), "dhcp".to_owned()),
+        ]
+    );
+    Ok(())
+}
+
+#[test]
+fn set_setting_overwrites() -> Result<(), StoreError> {
+    let store = Store::memory();
+    store.set_setting("hostname", "a")?;
+    store.set_setting("hostname", "b")?;
+    assert_eq!(store.setting("hostname")?.as_deref(), Some("b"));
+    assert_eq!(store.settings()?.len(), 1);
+    Ok(())
+}
+
+#[test]
+fn events_are_bounded_and_sequence_numbers_keep_rising() -> Result<(), StoreError> {
+    let store = Store::memory();
+    for n in 1..=1005 {
+        assert_eq!(store.record_event(&event(n))?, n);
+    }
+    let all = store.events(None, usize::MAX)?;
+    assert_eq!(all.len(), 1000);
+    assert_eq!(
+        all.first().map(|(seq, _)| *seq),
+        Some(6),
+        "oldest 5 dropped"
+    );
+    assert_eq!(all.last(), Some(&(1005, event(1005))));
+    assert!(all.windows(2).all(|w| w[0].0 + 1 == w[1].0));
+    assert_eq!(store.record_event(&event(1006))?, 1006);
+    assert_eq!(store.events(None, 1)?[0].0, 7);
+    Ok(())
+}
+
+#[test]
+fn events_after_and_limit() -> Result<(), StoreError> {
+    let store = Store::memory();
+    for n in 1..=10 {
+        store.record_event(&event(n))?;
+    }
+    let page = store.events(Some(3), 4)?;
+    assert_eq!(
+        page.iter().map(|(seq, _)| *seq).collect::<Vec<_>>(),
+        [4, 5, 6, 7]
+    );
+    assert_eq!(page[0].1, event(4));
+    assert_eq!(store.events(Some(0), 2)?.len(), 2);
+    assert!(store.events(Some(10), 5)?.is_empty());
+    assert!(store.events(Some(u64::MAX), 5)?.is_empty());
+    assert!(store.events(None, 0)?.is_empty());
+    Ok(())
+}
+
+#[test]
+fn file_store_survives_reopen() -> Result<(), StoreError> {
+    let dir = tempfile::tempdir()?;
+    let location = Location::File(dir.path().join("store.redb"));
+    {
+        let store = Store::open(&location)?;
+        store.set_setting("hostname", "kaos-1")?;
+        store.record_event(&event(1))?;
+    }
+    let store = Store::open(&location)?;
+    assert_eq!(store.location(), &location);
+    assert_eq!(store.setting("hostname")?.as_deref(), Some("kaos-1"));
+    assert_eq!(
+        store.record_event(&event(2))?,
+        2,
+        "sequence continues after reopen"
+    );
+    Ok(())
+}
+
+#[test]
+fn a_file_open_elsewhere_is_refused() -> Result<(), StoreError> {
+    let dir = tempfile::tempdir()?;
+    let location = Location::File(dir.path().join("store.redb"));
+    let _first = Store::open(&location)?;
+    let error = Store::open(&location).expect_err("second open must fail");
+    assert!(matches!(error, StoreError::Database(_)), "{error:?}");
+    Ok(())
+}
