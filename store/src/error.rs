@@ -41,6 +41,10 @@ pub enum StoreError {
 impl From<redb::Error> for StoreError {
     fn from(error: redb::Error) -> Self {
         match error {
+            // redb's verdict on bytes it read ("not a redb database", a bad header), not the disk's.
+            redb::Error::Io(error) if error.kind() == io::ErrorKind::InvalidData => {
+                StoreError::Corrupt(error.to_string())
+            }
             redb::Error::Io(error) => StoreError::Io(error),
             redb::Error::Corrupted(message) => StoreError::Corrupt(message),
             redb::Error::PreviousIo => StoreError::Io(io::Error::other(

@@ -69,6 +69,7 @@
 #![deny(unsafe_code)]
 
 pub mod bench;
+mod creation;
 pub mod device;
 mod error;
 pub mod fault;

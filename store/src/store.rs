@@ -1,13 +1,15 @@
 //! [`Store`]: the typed face of the database.
 
+use std::fs::OpenOptions;
 use std::path::PathBuf;
 
-use redb::backends::InMemoryBackend;
+use redb::backends::{FileBackend, InMemoryBackend};
 use redb::{
     Builder, Database, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata,
     StorageBackend,
 };
 
+use crate::creation::FinishCreation;
 use crate::device::DeviceBackend;
 use crate::schema::{self, EVENT_CAPACITY, EVENTS, HOST_SETTINGS, META, META_NEXT_EVENT_SEQ};
 use crate::{EventRecord, StoreError};
@@ -42,12 +44,20 @@ impl Store {
     /// superblock; otherwise the error says what was found and nothing was written.
     pub fn open(location: &Location) -> Result<Store, StoreError> {
         let (db, host_id) = match location {
-            Location::File(path) => (builder().create(path)?, None),
+            Location::File(path) => {
+                let file = OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create(true)
+                    .truncate(false)
+                    .open(path)?;
+                (open_db(FileBackend::new(file)?)?, None)
+            }
             Location::Device(path) => {
                 let (backend, slot) = DeviceBackend::open(path)?;
-                (builder().create_with_backend(backend)?, Some(slot.host_id))
+                (open_db(backend)?, Some(slot.host_id))
             }
-            Location::Memory => (builder().create_with_backend(InMemoryBackend::new())?, None),
+            Location::Memory => (open_db(InMemoryBackend::new())?, None),
         };
         Self::finish_open(db, location.clone(), host_id)
     }
@@ -60,8 +70,7 @@ impl Store {
     /// Opens a store on any redb backend, e.g. a [`crate::fault::FaultyBackend`]. For tests and
     /// tools; [`Store::location`] reports [`Location::Memory`] for it.
     pub fn open_backend(backend: impl StorageBackend) -> Result<Store, StoreError> {
-        let db = builder().create_with_backend(backend)?;
-        Self::finish_open(db, Location::Memory, None)
+        Self::finish_open(open_db(backend)?, Location::Memory, None)
     }
 
     fn finish_open(
@@ -177,15 +186,15 @@ impl Store {
     }
 }
 
-/// Every open goes through here: a small cache, and the integrity check, so that a damaged
-/// database is reported as `Corrupt` instead of trusted (a plain redb open may panic on one, and
-/// a panic in PID 1 reboots the host).
-fn builder() -> Builder {
-    let mut builder = Builder::new();
-    builder
+/// Every open goes through here: a small cache; the integrity check, so that a damaged database
+/// is reported as `Corrupt` instead of trusted (a plain redb open may panic on one, and a panic in
+/// PID 1 reboots the host); and [`FinishCreation`], so that an interrupted creation is redone.
+fn open_db(backend: impl StorageBackend) -> Result<Database, StoreError> {
+    let db = Builder::new()
         .set_cache_size(CACHE_BYTES)
-        .set_check_integrity_on_open(true);
-    builder
+        .set_check_integrity_on_open(true)
+        .create_with_backend(FinishCreation::new(backend))?;
+    Ok(db)
 }
 
 #[cfg(test)]
