@@ -166,3 +166,76 @@ impl StorageBackend for DeviceBackend {
         self.file.write_all_at(data, at)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::MIN_DEVICE_BYTES;
+    use crate::device::{SLOT_OFFSETS, parse_slot};
+
+    /// A device full of 0xFF with a fresh superblock: what a forced init over old data leaves.
+    fn dirty_device() -> Result<(tempfile::TempDir, PathBuf), StoreError> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("disk");
+        let size = usize::try_from(MIN_DEVICE_BYTES).expect("16 MiB fits in usize");
+        std::fs::write(&path, vec![0xFF; size])?;
+        let file = File::options().write(true).open(&path)?;
+        write_slot(&file, 0, &Slot::new([1; 16]))?;
+        write_slot(&file, 1, &Slot::new([1; 16]))?;
+        Ok((dir, path))
+    }
+
+    #[test]
+    fn grown_storage_reads_as_zero() -> Result<(), StoreError> {
+        let (_dir, path) = dirty_device()?;
+        let (backend, _) = DeviceBackend::open(&path)?;
+        backend.set_len(300_000)?;
+        let mut bytes = vec![0xAA; 300_000];
+        backend.read(0, &mut bytes)?;
+        assert!(
+            bytes.iter().all(|&b| b == 0),
+            "redb requires new storage to be zero"
+        );
+        backend.write(299_999, &[7])?;
+        backend.set_len(1000)?;
+        backend.set_len(300_000)?;
+        backend.read(299_999, &mut bytes[..1])?;
+        assert_eq!(bytes[0], 0, "shrunk and regrown storage is zero again");
+        Ok(())
+    }
+
+    #[test]
+    fn access_is_bounded_by_the_length() -> Result<(), StoreError> {
+        let (_dir, path) = dirty_device()?;
+        let (backend, slot) = DeviceBackend::open(&path)?;
+        assert_eq!(backend.len()?, 0);
+        backend.set_len(4096)?;
+        assert!(backend.read(4095, &mut [0; 2]).is_err());
+        assert!(backend.write(4096, &[0]).is_err());
+        assert!(backend.read(u64::MAX, &mut [0; 2]).is_err());
+        assert!(backend.write(4095, &[0]).is_ok());
+        let room = MIN_DEVICE_BYTES - slot.data_offset;
+        assert!(backend.set_len(room).is_ok());
+        let full = backend.set_len(room + 1).expect_err("beyond the device");
+        assert_eq!(full.kind(), io::ErrorKind::StorageFull);
+        assert_eq!(backend.len()?, room, "a refused resize changes nothing");
+        Ok(())
+    }
+
+    #[test]
+    fn every_resize_is_recorded_in_both_slots() -> Result<(), StoreError> {
+        let (_dir, path) = dirty_device()?;
+        let (backend, _) = DeviceBackend::open(&path)?;
+        backend.set_len(8192)?;
+        drop(backend);
+        let (_, slot) = DeviceBackend::open(&path)?;
+        assert_eq!((slot.data_len, slot.seq), (8192, 3));
+        let head = std::fs::read(&path)?;
+        for offset in SLOT_OFFSETS {
+            let at = usize::try_from(offset).expect("slot offsets are small");
+            let copy = parse_slot(&head[at..]).map_err(io::Error::other)?;
+            assert_eq!(copy.data_len, 8192);
+        }
+        Ok(())
+    }
+}
