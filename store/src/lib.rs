@@ -60,12 +60,25 @@
 //!   the new one (already zeroed). After the call both slots carry the same length, so one slot
 //!   rotting later is survivable too. redb grows and shrinks its storage rarely (by regions), so
 //!   the two extra syncs are not on the commit path.
-//! - **Verified by tests**: `tests/faults.rs` fails every backend call in turn and checks that the
-//!   reopened database equals a model; `tests/crash_consistency.rs` SIGKILLs a writer hundreds of
-//!   times, on a file and on a device, and checks every acknowledged write.
+//! - **Creation**: redb creates a database by sizing the storage, writing its header and only
+//!   then its magic number. Storage cut off in between would be refused by redb forever, so the
+//!   store empties storage that lacks the magic and holds nothing past the header page, and lets
+//!   redb create it again (`creation.rs`; the fault test found this). Anything else that is not
+//!   a redb database is reported as [`StoreError::Corrupt`], never overwritten.
+//! - **Verified by tests**: `tests/faults.rs` fails every backend call of a workload in turn (once,
+//!   and from then on), on memory and on the device backend, and checks that the reopened
+//!   database equals a model of what was acknowledged; `tests/crash_consistency.rs` SIGKILLs a
+//!   writer hundreds of times, on a file and on a device, and checks every acknowledged write.
+//!   Process death keeps the page cache, so power loss itself rests on the argument above and on
+//!   `fsync` reaching the medium (`sync_data` on a block device flushes the drive's cache).
+//!
+//! Opening reads the whole database (redb's integrity check). That is milliseconds for the
+//! configuration; when bulk content (App Module chunks) arrives, quick-repair commits are the
+//! cheaper way to keep a damaged file from panicking the open.
 //!
 //! Schema changes go through [`schema::migrate`], which runs on every open: ordered steps, all
-//! in one write transaction, and a database newer than this build is refused rather than touched.
+//! in one write transaction. A database whose schema is newer than this build is refused, not
+//! migrated; a device whose superblock format is newer is not written at all.
 #![deny(unsafe_code)]
 
 pub mod bench;

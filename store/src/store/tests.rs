@@ -120,3 +120,10 @@ fn a_file_open_elsewhere_is_refused() -> Result<(), StoreError> {
     assert!(matches!(error, StoreError::Database(_)), "{error:?}");
     Ok(())
 }
+
+/// kattach shares one store between its threads.
+#[test]
+fn store_is_send_and_sync() {
+    fn shared<T: Send + Sync>() {}
+    shared::<Store>();
+}
