@@ -6,6 +6,7 @@
 //! | `kaos.ip=` | `CIDR[,GATEWAY]` or `dhcp` | `dhcp` |
 //! | `kaos.hostname=` | RFC 1123 host name | `kaos` |
 //! | `kaos.log=` | `error`, `warn`, `info`, `debug`, `trace` | `info` |
+//! | `kaos.store=` | `auto`, `memory`, or a disk (`vdb`, `/dev/nvme0n1`) | `auto` |
 //!
 //! A bad value is reported and replaced by the default: a typo must not keep a host from booting.
 
@@ -13,6 +14,8 @@ use std::net::Ipv4Addr;
 
 use kaos_net::IpConfig;
 use log::LevelFilter;
+
+use crate::config::StoreChoice;
 use smoltcp::wire::{Ipv4Address, Ipv4Cidr};
 
 /// Host settings.
@@ -26,6 +29,8 @@ pub struct Settings {
     pub hostname: String,
     /// Log level.
     pub log: LevelFilter,
+    /// Which configuration store to use.
+    pub store: StoreChoice,
 }
 
 impl Default for Settings {
@@ -35,6 +40,7 @@ impl Default for Settings {
             ip: IpConfig::Dhcp,
             hostname: "kaos".into(),
             log: LevelFilter::Info,
+            store: StoreChoice::Auto,
         }
     }
 }
@@ -63,6 +69,7 @@ impl Settings {
             "ip" => self.ip = parse_ip(value)?,
             "hostname" => self.hostname = hostname(value)?,
             "log" => self.log = value.parse().map_err(|_| "unknown log level".to_owned())?,
+            "store" => self.store = StoreChoice::parse(value)?,
             _ => return Err("unknown key".into()),
         }
         Ok(())
@@ -79,7 +86,8 @@ fn interface_name(value: &str) -> Result<String, String> {
         .ok_or_else(|| "not an interface name".into())
 }
 
-fn hostname(value: &str) -> Result<String, String> {
+/// Checks an RFC 1123 host name.
+pub fn hostname(value: &str) -> Result<String, String> {
     let label_ok = |l: &str| {
         !l.is_empty()
             && l.len() <= 63

@@ -5,8 +5,11 @@ use std::sync::{Arc, Mutex, PoisonError};
 use kaos_net::run::Observer;
 use kaos_net::{AddressEvent, Handler};
 use kaos_protocol::{
-    BootTimeline, Ipv4Cidr, MgmtLink, Request, Response, ServerHello, Status, StoreMode, truncated,
+    BootTimeline, ErrorCode, ErrorReply, EventKind, EventPage, HostSettings, Ipv4Cidr, MgmtLink,
+    Request, Response, ServerHello, Status, truncated,
 };
+
+use crate::config::Config;
 use rustix::time::{ClockId, clock_gettime};
 
 /// What PID 1 is asked to do with the machine.
@@ -21,8 +24,7 @@ pub enum PowerAction {
 /// State shared by the supervisor and the endpoint thread.
 #[derive(Debug)]
 pub struct Host {
-    /// Host name.
-    pub hostname: String,
+    hostname: Mutex<String>,
     /// Random per boot.
     pub boot_id: [u8; 16],
     /// Running as an ordinary process.
@@ -30,6 +32,8 @@ pub struct Host {
     timeline: Mutex<BootTimeline>,
     mgmt: Mutex<MgmtLink>,
     power: Mutex<Option<PowerAction>>,
+    /// The configuration store.
+    pub config: Config,
 }
 
 /// Milliseconds since the kernel started (`CLOCK_BOOTTIME` counts suspend, too).
@@ -49,12 +53,18 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 impl Host {
     /// State for a process that started `init_exec_ms` after boot.
-    pub fn new(hostname: String, hosted: bool, init_exec_ms: u32) -> Arc<Self> {
+    pub fn new(
+        hostname: String,
+        hosted: bool,
+        init_exec_ms: u32,
+        disks: crate::config::DiskSource,
+    ) -> Arc<Self> {
         let mut boot_id = [0u8; 16];
         // INSECURE: an identifier, not a secret, and early boot must not wait for entropy.
         let _ = rustix::rand::getrandom(&mut boot_id, rustix::rand::GetRandomFlags::INSECURE);
         Arc::new(Self {
-            hostname,
+            hostname: Mutex::new(hostname),
+            config: Config::new(disks, boot_id),
             boot_id,
             hosted,
             timeline: Mutex::new(BootTimeline {
@@ -70,6 +80,65 @@ impl Host {
             }),
             power: Mutex::new(None),
         })
+    }
+
+    /// The host name in effect.
+    pub fn hostname(&self) -> String {
+        lock(&self.hostname).clone()
+    }
+
+    /// Puts `name` in effect (the kernel's too, as PID 1).
+    pub fn apply_hostname(&self, name: &str) {
+        if !self.hosted
+            && let Err(e) = rustix::system::sethostname(name.as_bytes())
+        {
+            log::warn!("sethostname: {e}");
+        }
+        *lock(&self.hostname) = name.to_owned();
+    }
+
+    /// Opens the store `choice` names, then applies the persisted settings.
+    pub fn start_store(&self, choice: &crate::config::StoreChoice) {
+        self.config.select(choice);
+        if let Some(name) = self.config.setting("hostname") {
+            if crate::cmdline::hostname(&name).is_ok() {
+                log::info!("hostname {name} (from the store)");
+                self.apply_hostname(&name);
+            } else {
+                log::warn!("ignoring stored hostname {name:?}: not a valid host name");
+            }
+        }
+    }
+
+    fn host_settings(&self) -> HostSettings {
+        let mut entries = heapless::Vec::new();
+        for (k, v) in self.config.settings() {
+            if entries.push((truncated(&k), truncated(&v))).is_err() {
+                break;
+            }
+        }
+        HostSettings {
+            hostname: truncated(&self.hostname()),
+            entries,
+        }
+    }
+
+    fn set(&self, key: &str, value: &str) -> Response {
+        let valid = match key {
+            "hostname" => crate::cmdline::hostname(value).map(drop),
+            _ => Err(format!("unknown setting {key:?} (settable: hostname)")),
+        };
+        if let Err(e) = valid {
+            return Response::Error(ErrorReply::new(ErrorCode::InvalidArgument, &e));
+        }
+        let stored = self.config.set_setting(key, value);
+        if key == "hostname" {
+            self.apply_hostname(value);
+        }
+        match stored {
+            Ok(()) => Response::Host(self.host_settings()),
+            Err(e) => Response::Error(e.reply()),
+        }
     }
 
     /// Records a milestone at the current time, once.
@@ -105,14 +174,14 @@ impl Host {
 
     fn status(&self) -> Status {
         Status {
-            hostname: truncated(&self.hostname),
+            hostname: truncated(&self.hostname()),
             version: truncated(env!("CARGO_PKG_VERSION")),
             boot_id: self.boot_id,
             uptime_ms: boot_ms(),
             hosted: self.hosted,
             timeline: self.timeline(),
             processes: u32::try_from(crate::procs::userspace_pids().len()).unwrap_or(u32::MAX),
-            store: StoreMode::Absent,
+            store: self.config.mode(),
             mgmt: lock(&self.mgmt).clone(),
         }
     }
@@ -126,7 +195,7 @@ impl Handler for Service {
     fn hello(&mut self) -> ServerHello {
         ServerHello {
             version: kaos_protocol::VERSION,
-            hostname: truncated(&self.0.hostname),
+            hostname: truncated(&self.0.hostname()),
         }
     }
 
@@ -135,13 +204,41 @@ impl Handler for Service {
             Request::Status => Response::Status(self.0.status()),
             Request::Reboot => {
                 log::info!("reboot requested over the management port");
+                self.0
+                    .config
+                    .record(EventKind::PowerRequested, "reboot (management port)");
                 self.0.request_power(PowerAction::Reboot);
                 Response::Accepted
             }
             Request::Shutdown => {
                 log::info!("shutdown requested over the management port");
+                self.0
+                    .config
+                    .record(EventKind::PowerRequested, "power-off (management port)");
                 self.0.request_power(PowerAction::PowerOff);
                 Response::Accepted
+            }
+            Request::StoreStatus => Response::StoreStatus(self.0.config.report()),
+            Request::StoreInit(init) => match self.0.config.init_device(&init.device, init.force) {
+                Ok(report) => Response::StoreStatus(report),
+                Err(e) => Response::Error(e.reply()),
+            },
+            Request::HostGet => Response::Host(self.0.host_settings()),
+            Request::HostSet(set) => self.0.set(&set.key, &set.value),
+            Request::Events(q) => {
+                let limit = usize::from(q.limit).clamp(1, kaos_protocol::EVENTS_PER_PAGE);
+                let (events, more) = self.0.config.events(q.after, limit);
+                let mut page = EventPage {
+                    events: heapless::Vec::new(),
+                    more,
+                };
+                for e in events {
+                    if page.events.push(e).is_err() {
+                        page.more = true;
+                        break;
+                    }
+                }
+                Response::Events(page)
             }
             // Sessions answer hellos themselves.
             Request::Hello(_) => Response::Accepted,

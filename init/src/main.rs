@@ -12,6 +12,7 @@
 
 mod buttons;
 mod cmdline;
+mod config;
 mod early;
 mod host;
 mod logger;
@@ -26,6 +27,7 @@ use mgmt::LinkSpec;
 const USAGE: &str = "\
 usage: kattach                       (as PID 1: the KaOS host init)
        kattach --hosted --tap IFACE [--ip CIDR[,GATEWAY]|dhcp] [--hostname NAME] [--log LEVEL]
+                [--disk PATH]... [--store auto|memory|DISK] [--state-file PATH]
        kattach --version";
 
 fn main() {
@@ -41,7 +43,7 @@ fn main() {
         pid1_main(init_exec_ms)
     }
     match parse_hosted(&args) {
-        Ok((settings, tap)) => hosted_main(init_exec_ms, settings, tap),
+        Ok((settings, hosted)) => hosted_main(init_exec_ms, settings, hosted),
         Err(e) => {
             eprintln!("kattach: {e}\n{USAGE}");
             std::process::exit(2);
@@ -75,8 +77,14 @@ fn pid1_main(init_exec_ms: u32) -> ! {
     if let Err(e) = rustix::system::sethostname(settings.hostname.as_bytes()) {
         log::warn!("sethostname: {e}");
     }
-    let host = host::Host::new(settings.hostname.clone(), false, init_exec_ms);
+    let host = host::Host::new(
+        settings.hostname.clone(),
+        false,
+        init_exec_ms,
+        config::DiskSource::Sysfs,
+    );
     host.mark(|t| &mut t.mounts_ms);
+    spawn_store(&host, settings.store.clone());
     if let Err(e) = mgmt::spawn(
         host.clone(),
         LinkSpec::Nic(settings.mgmt.clone()),
@@ -90,7 +98,19 @@ fn pid1_main(init_exec_ms: u32) -> ! {
     supervisor::run(&host)
 }
 
-fn hosted_main(init_exec_ms: u32, settings: Settings, tap: String) -> ! {
+/// Disk probing and opening the store never hold up the endpoint.
+fn spawn_store(host: &std::sync::Arc<host::Host>, choice: config::StoreChoice) {
+    let host = std::sync::Arc::clone(host);
+    let spawned = std::thread::Builder::new()
+        .name("store".into())
+        .spawn(move || host.start_store(&choice));
+    if let Err(e) = spawned {
+        log::error!("cannot start the store thread: {e}; running from memory");
+    }
+}
+
+fn hosted_main(init_exec_ms: u32, settings: Settings, hosted: Hosted) -> ! {
+    let tap = hosted.tap;
     if let Err(e) = sys::block(&sys::supervised_signals()) {
         eprintln!("kattach: cannot block signals: {e}");
         std::process::exit(1);
@@ -100,7 +120,17 @@ fn hosted_main(init_exec_ms: u32, settings: Settings, tap: String) -> ! {
         "kattach {} starting hosted on TAP {tap}",
         env!("CARGO_PKG_VERSION")
     );
-    let host = host::Host::new(settings.hostname.clone(), true, init_exec_ms);
+    let host = host::Host::new(
+        settings.hostname.clone(),
+        true,
+        init_exec_ms,
+        config::DiskSource::Paths(hosted.disks),
+    );
+    let choice = match hosted.state_file {
+        Some(path) => config::StoreChoice::File(path),
+        None => settings.store.clone(),
+    };
+    spawn_store(&host, choice);
     if let Err(e) = mgmt::spawn(host.clone(), LinkSpec::Tap(tap), settings.ip) {
         log::error!("cannot start the management endpoint: {e}");
         std::process::exit(1);
@@ -108,11 +138,25 @@ fn hosted_main(init_exec_ms: u32, settings: Settings, tap: String) -> ! {
     supervisor::run(&host)
 }
 
-/// Hosted-mode flags, mapped onto the same settings as the kernel command line.
-fn parse_hosted(args: &[String]) -> Result<(Settings, String), String> {
-    let mut settings = Settings::default();
+/// Hosted-only options.
+#[derive(Debug)]
+struct Hosted {
+    tap: String,
+    disks: Vec<std::path::PathBuf>,
+    state_file: Option<std::path::PathBuf>,
+}
+
+/// Hosted-mode flags, mapped onto the same settings as the kernel command line. Hosted hosts
+/// default to a memory store: they see no disks unless given `--disk`.
+fn parse_hosted(args: &[String]) -> Result<(Settings, Hosted), String> {
+    let mut settings = Settings {
+        store: config::StoreChoice::Memory,
+        ..Settings::default()
+    };
     let mut hosted = false;
     let mut tap = None;
+    let mut disks = Vec::new();
+    let mut state_file = None;
     let mut it = args.iter();
     while let Some(flag) = it.next() {
         let mut value = || it.next().ok_or_else(|| format!("{flag} needs a value"));
@@ -122,11 +166,22 @@ fn parse_hosted(args: &[String]) -> Result<(Settings, String), String> {
             "--ip" => settings.set("ip", value()?)?,
             "--hostname" => settings.set("hostname", value()?)?,
             "--log" => settings.set("log", value()?)?,
+            "--store" => settings.set("store", value()?)?,
+            "--disk" => disks.push(value()?.into()),
+            "--state-file" => state_file = Some(value()?.into()),
             other => return Err(format!("unknown argument {other:?}")),
         }
     }
     if !hosted {
         return Err("not PID 1: pass --hosted to run as an ordinary process".into());
     }
-    Ok((settings, tap.ok_or("--hosted needs --tap IFACE")?))
+    let tap = tap.ok_or("--hosted needs --tap IFACE")?;
+    Ok((
+        settings,
+        Hosted {
+            tap,
+            disks,
+            state_file,
+        },
+    ))
 }

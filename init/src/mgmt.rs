@@ -27,7 +27,7 @@ pub fn spawn(host: Arc<Host>, spec: LinkSpec, ip: IpConfig) -> std::io::Result<(
 fn run(host: &Arc<Host>, spec: &LinkSpec, ip: IpConfig) {
     let mut delay = Duration::from_millis(100);
     loop {
-        match open(spec, &host.hostname) {
+        match open(spec, &host.hostname()) {
             Ok(mut link) => {
                 delay = Duration::from_millis(100);
                 host.set_link(link.name(), link.mac(), ip == IpConfig::Dhcp);

@@ -12,6 +12,9 @@ use kaos_protocol::{
 /// Why a request failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
+    /// The command line asks for something the protocol cannot carry.
+    #[error("{0}")]
+    Usage(String),
     /// The endpoint string does not resolve to an address.
     #[error("cannot resolve endpoint {0:?}")]
     Resolve(String),

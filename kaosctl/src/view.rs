@@ -134,3 +134,210 @@ impl StatusView {
         rows.iter().map(|(k, v)| format!("{k:<16}{v}\n")).collect()
     }
 }
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// `store status`.
+#[derive(Debug, Serialize)]
+pub struct StoreView {
+    /// absent, memory, file, disk.
+    pub mode: String,
+    /// Device or file.
+    pub location: String,
+    /// Store host id.
+    pub host_id: Option<String>,
+    /// Why memory although a disk was wanted.
+    pub degraded: Option<String>,
+    /// When the store came up.
+    pub ready_ms: Option<u32>,
+    /// Schema version.
+    pub schema_version: u32,
+    /// Disks seen.
+    pub disks: Vec<DiskView>,
+}
+
+/// One disk.
+#[derive(Debug, Serialize)]
+pub struct DiskView {
+    /// Kernel name.
+    pub name: String,
+    /// Bytes.
+    pub size_bytes: u64,
+    /// in-use, ours, blank, foreign, ...
+    pub state: String,
+    /// Details.
+    pub detail: String,
+}
+
+impl From<&kaos_protocol::StoreReport> for StoreView {
+    fn from(r: &kaos_protocol::StoreReport) -> Self {
+        Self {
+            mode: format!("{:?}", r.mode).to_lowercase(),
+            location: r.location.to_string(),
+            host_id: r.host_id.map(|h| hex(&h)),
+            degraded: r.degraded.as_ref().map(ToString::to_string),
+            ready_ms: r.ready_ms,
+            schema_version: r.schema_version,
+            disks: r
+                .disks
+                .iter()
+                .map(|d| DiskView {
+                    name: d.name.to_string(),
+                    size_bytes: d.size_bytes,
+                    state: kebab(&format!("{:?}", d.state)),
+                    detail: d.detail.to_string(),
+                })
+                .collect(),
+        }
+    }
+}
+
+fn kebab(s: &str) -> String {
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if c.is_uppercase() && i > 0 {
+            out.push('-');
+        }
+        out.extend(c.to_lowercase());
+    }
+    out
+}
+
+impl StoreView {
+    /// Store summary, then one line per disk.
+    pub fn table(&self) -> String {
+        let mut out = format!("{:<16}{}\n", "MODE", self.mode);
+        if !self.location.is_empty() {
+            out += &format!("{:<16}{}\n", "LOCATION", self.location);
+        }
+        if let Some(id) = &self.host_id {
+            out += &format!("{:<16}{id}\n", "HOST ID");
+        }
+        if let Some(why) = &self.degraded {
+            out += &format!("{:<16}{why}\n", "DEGRADED");
+        }
+        out += &format!("{:<16}{}\n", "READY", ms(self.ready_ms));
+        out += &format!("{:<16}{}\n", "SCHEMA", self.schema_version);
+        out += &format!(
+            "\n{:<12}{:>12}  {:<14}{}\n",
+            "DISK", "SIZE", "STATE", "DETAIL"
+        );
+        for d in &self.disks {
+            out += &format!(
+                "{:<12}{:>12}  {:<14}{}\n",
+                d.name,
+                size(d.size_bytes),
+                d.state,
+                d.detail
+            );
+        }
+        if self.disks.is_empty() {
+            out += "(no disks)\n";
+        }
+        out
+    }
+}
+
+fn size(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    // Display only: precision loss above 2^52 bytes does not matter.
+    #[allow(clippy::cast_precision_loss)]
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+/// `host get` / `host set`.
+#[derive(Debug, Serialize)]
+pub struct HostView {
+    /// Host name in effect.
+    pub hostname: String,
+    /// Persisted settings.
+    pub settings: std::collections::BTreeMap<String, String>,
+}
+
+impl From<&kaos_protocol::HostSettings> for HostView {
+    fn from(h: &kaos_protocol::HostSettings) -> Self {
+        Self {
+            hostname: h.hostname.to_string(),
+            settings: h
+                .entries
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        }
+    }
+}
+
+impl HostView {
+    /// Effective host name, then persisted settings.
+    pub fn table(&self) -> String {
+        let mut out = format!(
+            "{:<16}{}\n\n{:<16}{}\n",
+            "HOSTNAME", self.hostname, "SETTING", "VALUE"
+        );
+        for (k, v) in &self.settings {
+            out += &format!("{k:<16}{v}\n");
+        }
+        if self.settings.is_empty() {
+            out += "(none persisted)\n";
+        }
+        out
+    }
+}
+
+/// One event.
+#[derive(Debug, Serialize)]
+pub struct EventView {
+    /// Sequence number.
+    pub seq: u64,
+    /// Boot id, hex.
+    pub boot_id: String,
+    /// ms since that boot.
+    pub uptime_ms: u64,
+    /// Kind.
+    pub kind: String,
+    /// Details.
+    pub message: String,
+}
+
+impl From<&kaos_protocol::EventEntry> for EventView {
+    fn from(e: &kaos_protocol::EventEntry) -> Self {
+        Self {
+            seq: e.seq,
+            boot_id: hex(&e.boot_id),
+            uptime_ms: e.uptime_ms,
+            kind: kebab(&format!("{:?}", e.kind)),
+            message: e.message.to_string(),
+        }
+    }
+}
+
+/// Events as a table: boot ids shortened to 8 hex digits.
+pub fn events_table(events: &[EventView]) -> String {
+    let mut out = format!(
+        "{:>6}  {:<8}  {:>10}  {:<18}{}\n",
+        "SEQ", "BOOT", "UPTIME", "KIND", "MESSAGE"
+    );
+    for e in events {
+        out += &format!(
+            "{:>6}  {:<8}  {:>8.1} s  {:<18}{}\n",
+            e.seq,
+            &e.boot_id[..8.min(e.boot_id.len())],
+            e.uptime_ms as f64 / 1000.0,
+            e.kind,
+            e.message
+        );
+    }
+    out
+}

@@ -25,7 +25,7 @@ pub const PORT: u16 = 1289;
 
 /// Protocol version spoken by this build. A peer with another `major` is refused; `minor` only
 /// adds messages and fields that an older peer never sends.
-pub const VERSION: Version = Version { major: 0, minor: 1 };
+pub const VERSION: Version = Version { major: 0, minor: 2 };
 
 /// First bytes of every client hello, so a stray client of another protocol is told apart from a
 /// KaOS client with a bad version.

@@ -50,9 +50,52 @@ pub enum Request {
     Reboot,
     /// Orderly power-off: [`Response::Accepted`], then the connection closes.
     Shutdown,
+    /// Store mode, location, why degraded, and the disks seen: [`Response::StoreStatus`].
+    StoreStatus,
+    /// Initialise a disk as the host's store and adopt it: [`Response::StoreStatus`].
+    StoreInit(StoreInit),
+    /// Persisted host settings: [`Response::Host`].
+    HostGet,
+    /// Change and persist one host setting: [`Response::Host`].
+    HostSet(HostSet),
+    /// A page of the event log: [`Response::Events`].
+    Events(EventsQuery),
 }
 
+/// Arguments of [`Request::StoreInit`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoreInit {
+    /// Disk name as listed by `StoreStatus` (e.g. `vdb`), or a `/dev/` path.
+    pub device: String<32>,
+    /// Overwrite a disk that holds data (another filesystem, a partition table, an old store).
+    pub force: bool,
+}
+
+/// Arguments of [`Request::HostSet`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostSet {
+    /// Setting name, e.g. `hostname`.
+    pub key: String<32>,
+    /// New value.
+    pub value: String<64>,
+}
+
+/// Arguments of [`Request::Events`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventsQuery {
+    /// Only events with a sequence number above this.
+    pub after: Option<u64>,
+    /// At most this many (the host caps it at [`EVENTS_PER_PAGE`]).
+    pub limit: u16,
+}
+
+/// Most events in one [`Response::Events`].
+pub const EVENTS_PER_PAGE: usize = 32;
+
 /// Responses, in wire order.
+// No allocator to box with: every response is a bounded value built once per request, so a
+// few KiB on the stack is the price of `no_std` without `alloc`.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Response {
     /// Answer to [`Request::Hello`].
@@ -63,6 +106,12 @@ pub enum Response {
     Accepted,
     /// The request failed.
     Error(ErrorReply),
+    /// Answer to [`Request::StoreStatus`] and [`Request::StoreInit`].
+    StoreStatus(StoreReport),
+    /// Answer to [`Request::HostGet`] and [`Request::HostSet`].
+    Host(HostSettings),
+    /// Answer to [`Request::Events`].
+    Events(EventPage),
 }
 
 /// The client's opening message.
@@ -134,11 +183,120 @@ pub struct BootTimeline {
     pub endpoint_ready_ms: Option<u32>,
 }
 
-/// Where the configuration store lives. Placeholder until the store arrives; variants append.
+/// Where the configuration store lives. Variants append.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum StoreMode {
-    /// No configuration store in this build.
+    /// No configuration store (not yet opened).
     Absent,
+    /// In memory: nothing survives a reboot (no disk chosen, or degraded: see `StoreReport`).
+    Memory,
+    /// A file (hosted mode).
+    File,
+    /// A raw disk carrying our superblock.
+    Disk,
+}
+
+/// The store's state, and every disk the host can see.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoreReport {
+    /// Where the configuration lives now.
+    pub mode: StoreMode,
+    /// Device or file path; empty in memory mode.
+    pub location: String<64>,
+    /// The store's host id (disk stores), hex-printed by clients.
+    pub host_id: Option<[u8; 16]>,
+    /// Why the host runs from memory although a disk was wanted; `None` when healthy.
+    pub degraded: Option<String<160>>,
+    /// When the store came up, ms since kernel start.
+    pub ready_ms: Option<u32>,
+    /// Schema version of the open database.
+    pub schema_version: u32,
+    /// Block devices seen at the last probe.
+    pub disks: heapless::Vec<DiskInfo, 16>,
+}
+
+/// One block device, as probed (read-only).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiskInfo {
+    /// Kernel name, e.g. `vdb`.
+    pub name: String<32>,
+    /// Size in bytes.
+    pub size_bytes: u64,
+    /// What is on it.
+    pub state: DiskState,
+    /// Details: what foreign data was found, why unreadable, ...
+    pub detail: String<64>,
+}
+
+/// What a probe found on a disk. Variants append.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DiskState {
+    /// The store the host runs on.
+    InUse,
+    /// Carries our superblock (another host's store, or ours not adopted).
+    Ours,
+    /// All zero where filesystems and partition tables live: `store init` may use it.
+    Blank,
+    /// Holds something else; never written without `--force`.
+    Foreign,
+    /// Below the minimum store size.
+    TooSmall,
+    /// Could not be read.
+    Unreadable,
+    /// Our store, written by a newer kattach.
+    NewerFormat,
+    /// Our magic, but the superblock does not verify.
+    Corrupt,
+}
+
+/// Persisted host settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HostSettings {
+    /// The host name in effect.
+    pub hostname: Name,
+    /// Every persisted setting, sorted by key.
+    pub entries: heapless::Vec<(String<32>, String<64>), 16>,
+}
+
+/// A page of the event log, oldest first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventPage {
+    /// The events.
+    pub events: heapless::Vec<EventEntry, EVENTS_PER_PAGE>,
+    /// More events follow the last one.
+    pub more: bool,
+}
+
+/// One recorded event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventEntry {
+    /// Sequence number, increasing.
+    pub seq: u64,
+    /// The boot it happened in.
+    pub boot_id: [u8; 16],
+    /// Milliseconds since that boot's kernel start.
+    pub uptime_ms: u64,
+    /// What happened.
+    pub kind: EventKind,
+    /// Details.
+    pub message: String<128>,
+}
+
+/// Kinds of events. Variants append.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EventKind {
+    /// The host booted (with its store mode).
+    Boot,
+    /// The store fell back to memory.
+    StoreDegraded,
+    /// A disk was initialised as the store.
+    StoreInitialized,
+    /// A host setting changed.
+    SettingChanged,
+    /// A reboot or power-off was requested.
+    PowerRequested,
+    /// A request was refused for lack of rights.
+    AccessDenied,
 }
 
 /// An IPv4 address with its prefix length.
@@ -205,6 +363,14 @@ pub enum ErrorCode {
     Internal,
     /// 5: the request is known but not available on this host.
     Unsupported,
+    /// 6: an argument is malformed or out of range.
+    InvalidArgument,
+    /// 7: the named object (disk, setting) does not exist.
+    NotFound,
+    /// 8: the request conflicts with the current state (a disk holds data, is in use).
+    Conflict,
+    /// 9: the store could not commit; the host fell back to memory (see `store status`).
+    StoreFailed,
 }
 
 impl ErrorCode {
@@ -216,6 +382,10 @@ impl ErrorCode {
             Self::BadMagic => 3,
             Self::Internal => 4,
             Self::Unsupported => 5,
+            Self::InvalidArgument => 6,
+            Self::NotFound => 7,
+            Self::Conflict => 8,
+            Self::StoreFailed => 9,
         }
     }
 }

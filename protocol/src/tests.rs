@@ -29,10 +29,10 @@ fn golden_hello() {
         request: Request::Hello(Hello::new("t")),
     };
     let (buf, n) = frame_bytes(&msg);
-    // len=10 | id=1 | Request::Hello=0 | "KAOS" | major=0 minor=1 | "t"
+    // len=10 | id=1 | Request::Hello=0 | "KAOS" | major=0 minor=2 | "t"
     assert_eq!(
         &buf[..n],
-        &[10, 0, 0, 0, 1, 0, b'K', b'A', b'O', b'S', 0, 1, 1, b't']
+        &[10, 0, 0, 0, 1, 0, b'K', b'A', b'O', b'S', 0, 2, 1, b't']
     );
 }
 
@@ -47,6 +47,85 @@ fn golden_requests_by_index() {
         // id 300 is the varint [0xac, 0x02].
         assert_eq!(&buf[..n], &[3, 0, 0, 0, 0xac, 0x02, index]);
     }
+}
+
+#[test]
+fn golden_store_and_host_requests() {
+    let init = Request::StoreInit(StoreInit {
+        device: truncated("vdb"),
+        force: true,
+    });
+    let (buf, n) = frame_bytes(&ClientFrame {
+        id: 4,
+        request: init,
+    });
+    // id | StoreInit=5 | "vdb" | force
+    assert_eq!(&buf[..n], &[7, 0, 0, 0, 4, 5, 3, b'v', b'd', b'b', 1]);
+    let set = Request::HostSet(HostSet {
+        key: truncated("k"),
+        value: truncated("v"),
+    });
+    let (buf, n) = frame_bytes(&ClientFrame {
+        id: 5,
+        request: set,
+    });
+    assert_eq!(&buf[..n], &[6, 0, 0, 0, 5, 7, 1, b'k', 1, b'v']);
+    let events = Request::Events(EventsQuery {
+        after: Some(2),
+        limit: 10,
+    });
+    let (buf, n) = frame_bytes(&ClientFrame {
+        id: 6,
+        request: events,
+    });
+    assert_eq!(&buf[..n], &[5, 0, 0, 0, 6, 8, 1, 2, 10]);
+}
+
+#[test]
+fn full_pages_fit_a_frame() {
+    let entry = EventEntry {
+        seq: u64::MAX,
+        boot_id: [0xff; 16],
+        uptime_ms: u64::MAX,
+        kind: EventKind::AccessDenied,
+        message: truncated(&"x".repeat(128)),
+    };
+    let mut events = heapless::Vec::new();
+    while events.push(entry.clone()).is_ok() {}
+    let page = ServerFrame {
+        id: u32::MAX,
+        response: Response::Events(EventPage { events, more: true }),
+    };
+    let mut buf = [0u8; HEADER_LEN + MAX_FRAME];
+    assert!(
+        encode_frame(&page, &mut buf).is_ok(),
+        "a full event page fits one frame"
+    );
+    let disk = DiskInfo {
+        name: truncated(&"d".repeat(32)),
+        size_bytes: u64::MAX,
+        state: DiskState::Corrupt,
+        detail: truncated(&"y".repeat(64)),
+    };
+    let mut disks = heapless::Vec::new();
+    while disks.push(disk.clone()).is_ok() {}
+    let report = StoreReport {
+        mode: StoreMode::Disk,
+        location: truncated(&"/".repeat(64)),
+        host_id: Some([1; 16]),
+        degraded: Some(truncated(&"z".repeat(160))),
+        ready_ms: Some(u32::MAX),
+        schema_version: u32::MAX,
+        disks,
+    };
+    let frame = ServerFrame {
+        id: 1,
+        response: Response::StoreStatus(report),
+    };
+    assert!(
+        encode_frame(&frame, &mut buf).is_ok(),
+        "a full store report fits one frame"
+    );
 }
 
 #[test]

@@ -30,6 +30,11 @@ pub struct HostedHost {
 impl HostedHost {
     /// Starts `kattach --hosted` with `hostname` on a fresh namespace and TAP.
     pub fn launch(kattach: &Path, hostname: &str) -> Result<Self> {
+        Self::launch_with(kattach, hostname, &[])
+    }
+
+    /// As [`HostedHost::launch`], with extra kattach arguments (`--disk`, `--store`, ...).
+    pub fn launch_with(kattach: &Path, hostname: &str, extra: &[&str]) -> Result<Self> {
         let ns = NetNs::new("hosted")?;
         ns.ip(&["tuntap", "add", "dev", "tap0", "mode", "tap"])?;
         ns.ip(&["addr", "add", &format!("{PEER_IP}/24"), "dev", "tap0"])?;
@@ -47,6 +52,7 @@ impl HostedHost {
                 "--hostname",
                 hostname,
             ])
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log)?)

@@ -6,9 +6,11 @@
 //! - [`netns`]: network namespaces the tests create (never the machine's own network).
 //! - [`hosted`]: tier 2, `kattach --hosted` on a TAP inside a namespace.
 //! - [`qemu`]: tier 3, the real host image booted under QEMU.
+//! - [`disk`]: raw disk images to attach, and fingerprints to prove they were not written.
 //!
 //! A test that cannot run here (not root, no image built) prints `SKIPPED: <reason>` and returns.
 
+pub mod disk;
 pub mod hosted;
 pub mod netns;
 pub mod qemu;

@@ -40,6 +40,23 @@ pub struct QemuConfig {
     pub port: u16,
     /// QMP control socket (power button, keys).
     pub qmp: PathBuf,
+    /// Raw disk images, attached in order on `disk_bus`.
+    pub disks: Vec<PathBuf>,
+    /// How disks are attached.
+    pub disk_bus: DiskBus,
+    /// QEMU device model of the management NIC (`virtio-net-pci`, `e1000e`, `e1000`, ...).
+    pub nic_model: String,
+}
+
+/// Disk controllers QEMU can emulate, to exercise a profile's drivers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DiskBus {
+    /// virtio-blk: `vda`, `vdb`, ...
+    Virtio,
+    /// One NVMe controller per disk: `nvme0n1`, `nvme1n1`, ...
+    Nvme,
+    /// SATA on an ICH9 AHCI controller: `sda`, `sdb`, ...
+    Ahci,
 }
 
 impl QemuConfig {
@@ -53,6 +70,9 @@ impl QemuConfig {
             accel: Accel::Tcg,
             port: free_port()?,
             qmp: qmp_path(),
+            disks: Vec::new(),
+            disk_bus: DiskBus::Virtio,
+            nic_model: "virtio-net-pci".into(),
         })
     }
 
@@ -95,6 +115,30 @@ impl QemuConfig {
         ])
         .arg("-qmp")
         .arg(format!("unix:{},server=on,wait=off", self.qmp.display()));
+        if self.disk_bus == DiskBus::Ahci && !self.disks.is_empty() {
+            cmd.args(["-device", "ich9-ahci,id=ahci"]);
+        }
+        for (i, disk) in self.disks.iter().enumerate() {
+            let file = disk.display();
+            match self.disk_bus {
+                DiskBus::Virtio => {
+                    cmd.arg("-drive")
+                        .arg(format!("if=virtio,format=raw,file={file}"));
+                }
+                DiskBus::Nvme => {
+                    cmd.arg("-drive")
+                        .arg(format!("if=none,id=d{i},format=raw,file={file}"));
+                    cmd.arg("-device")
+                        .arg(format!("nvme,drive=d{i},serial=kaos{i}"));
+                }
+                DiskBus::Ahci => {
+                    cmd.arg("-drive")
+                        .arg(format!("if=none,id=d{i},format=raw,file={file}"));
+                    cmd.arg("-device")
+                        .arg(format!("ide-hd,drive=d{i},bus=ahci.{i}"));
+                }
+            }
+        }
         cmd
     }
 }

@@ -240,11 +240,15 @@ fn capacity(file: &File) -> io::Result<u64> {
 }
 
 /// Opens `path` for reading and writing and takes an exclusive lock, so two processes never
-/// write one store.
+/// write one store. A kernel built without file locking (`CONFIG_FILE_LOCKING=n`) answers
+/// ENOSYS: the device is used unlocked, as on such a host PID 1 is its only possible writer.
 fn open_locked(path: &Path) -> Result<File, StoreError> {
     let file = OpenOptions::new().read(true).write(true).open(path)?;
     match file.try_lock() {
         Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::Error(error)) if error.kind() == io::ErrorKind::Unsupported => {
+            Ok(file)
+        }
         Err(std::fs::TryLockError::WouldBlock) => Err(StoreError::Database(format!(
             "{} is in use by another process",
             path.display()

@@ -1,0 +1,479 @@
+//! The host's configuration store as PID 1 runs it: which disk, and what happens when it fails.
+//!
+//! - `kaos.store=auto` (default) adopts only a disk that carries our superblock; `memory` never
+//!   touches a disk; `kaos.store=DEVICE` wants that disk and nothing else.
+//! - A blank or foreign disk is never written: it is listed, and `store init` adopts it.
+//! - A store that cannot be opened, or a commit that fails later, switches the host to memory:
+//!   settings known so far are carried over, the reason is shown in `store status` and
+//!   recorded as an event, and the disk is not written again.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use kaos_protocol::{
+    DiskInfo, DiskState, ErrorCode, ErrorReply, EventEntry, EventKind, StoreMode, StoreReport,
+    truncated,
+};
+use kaos_store::{EventRecord, Location, Probe, Store, StoreError};
+
+/// A request the store refused: a stable code and a message for the client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// Stable code.
+    pub code: ErrorCode,
+    /// For people.
+    pub message: String,
+}
+
+impl Refusal {
+    fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// The wire form.
+    pub fn reply(&self) -> ErrorReply {
+        ErrorReply::new(self.code, &self.message)
+    }
+}
+
+/// Which store the host wants.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreChoice {
+    /// A disk with our superblock, if there is one; else memory.
+    Auto,
+    /// Memory only.
+    Memory,
+    /// This device (by kernel name or path), or memory with a reason.
+    Device(String),
+    /// A database file (hosted mode).
+    File(PathBuf),
+}
+
+impl StoreChoice {
+    /// Parses `kaos.store=` / `--store`.
+    pub fn parse(value: &str) -> Result<Self, String> {
+        match value {
+            "auto" => Ok(Self::Auto),
+            "memory" => Ok(Self::Memory),
+            "" => Err("empty store choice".into()),
+            v if v.len() > 64 => Err("device name too long".into()),
+            v => Ok(Self::Device(v.to_owned())),
+        }
+    }
+}
+
+/// Where candidate disks come from.
+#[derive(Debug, Clone)]
+pub enum DiskSource {
+    /// Whole disks in `/sys/block` (PID 1).
+    Sysfs,
+    /// These paths (hosted mode: files or loop devices standing in for disks).
+    Paths(Vec<PathBuf>),
+}
+
+struct State {
+    store: Store,
+    mode: StoreMode,
+    location: String,
+    degraded: Option<String>,
+    ready_ms: Option<u32>,
+    disks: Vec<(PathBuf, DiskInfo)>,
+}
+
+/// The store and everything known about it.
+pub struct Config {
+    state: Mutex<State>,
+    source: DiskSource,
+    boot_id: [u8; 16],
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("source", &self.source)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Milliseconds since boot, for events.
+fn uptime_ms() -> u64 {
+    crate::host::boot_ms()
+}
+
+impl Config {
+    /// A memory store until [`Config::select`] runs.
+    pub fn new(source: DiskSource, boot_id: [u8; 16]) -> Self {
+        Self {
+            state: Mutex::new(State {
+                store: Store::memory(),
+                mode: StoreMode::Absent,
+                location: String::new(),
+                degraded: None,
+                ready_ms: None,
+                disks: Vec::new(),
+            }),
+            source,
+            boot_id,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Probes the disks and opens the store `choice` asks for, falling back to memory.
+    pub fn select(&self, choice: &StoreChoice) {
+        let disks = self.probe_disks();
+        let (location, problem) = match choice {
+            StoreChoice::Memory => (Location::Memory, None),
+            StoreChoice::File(path) => (Location::File(path.clone()), None),
+            StoreChoice::Auto => match disks.iter().find(|(_, d)| d.state == DiskState::Ours) {
+                Some((path, _)) => (Location::Device(path.clone()), None),
+                None => (Location::Memory, None),
+            },
+            StoreChoice::Device(name) => match disks.iter().find(|(p, d)| matches_disk(name, p, d))
+            {
+                Some((path, d)) if d.state == DiskState::Ours => {
+                    (Location::Device(path.clone()), None)
+                }
+                Some((path, d)) => (
+                    Location::Memory,
+                    Some(format!(
+                        "{}: {} ({}); run `kaosctl store init`",
+                        path.display(),
+                        state_text(d.state),
+                        d.detail
+                    )),
+                ),
+                None => (
+                    Location::Memory,
+                    Some(format!("store device {name} not found")),
+                ),
+            },
+        };
+        let opened = match Store::open(&location) {
+            Ok(store) => Ok(store),
+            Err(e) => Err(format!("{}: {e}", location_text(&location))),
+        };
+        let mut st = self.lock();
+        st.disks = disks;
+        match opened {
+            Ok(store) => self.adopt(&mut st, store, &location),
+            Err(reason) => self.degrade(&mut st, reason),
+        }
+        if let Some(reason) = problem {
+            self.degrade(&mut st, reason);
+        }
+        st.ready_ms = Some(u32::try_from(uptime_ms()).unwrap_or(u32::MAX));
+        let message = format!("store: {}", describe(&st));
+        log::info!("{message}");
+        self.record_locked(&mut st, EventKind::Boot, &message);
+    }
+
+    fn adopt(&self, st: &mut State, store: Store, location: &Location) {
+        // Settings made before the disk was adopted (memory mode) carry over.
+        if let Ok(previous) = st.store.settings() {
+            for (k, v) in previous {
+                if let Ok(None) = store.setting(&k) {
+                    let _ = store.set_setting(&k, &v);
+                }
+            }
+        }
+        st.store = store;
+        st.mode = match location {
+            Location::Memory => StoreMode::Memory,
+            Location::File(_) => StoreMode::File,
+            Location::Device(_) => StoreMode::Disk,
+        };
+        st.location = location_text(location);
+        st.degraded = None;
+        if let Location::Device(path) = location {
+            for (p, d) in &mut st.disks {
+                if p == path {
+                    d.state = DiskState::InUse;
+                }
+            }
+        }
+    }
+
+    /// Switches to memory, carrying over the settings that can still be read.
+    fn degrade(&self, st: &mut State, reason: String) {
+        log::error!("store degraded to memory: {reason}");
+        let memory = Store::memory();
+        if let Ok(settings) = st.store.settings() {
+            for (k, v) in settings {
+                let _ = memory.set_setting(&k, &v);
+            }
+        }
+        st.store = memory;
+        st.mode = StoreMode::Memory;
+        st.location.clear();
+        st.degraded = Some(reason.clone());
+        self.record_locked(st, EventKind::StoreDegraded, &reason);
+    }
+
+    fn record_locked(&self, st: &mut State, kind: EventKind, message: &str) {
+        let event = EventRecord {
+            boot_id: self.boot_id,
+            uptime_ms: uptime_ms(),
+            kind: store_kind(kind),
+            message: message.chars().take(128).collect(),
+        };
+        if let Err(e) = st.store.record_event(&event) {
+            // Recording the failure itself must not recurse: degrade without an event first.
+            let reason = format!("recording an event failed: {e}");
+            self.degrade(st, reason);
+            let _ = st.store.record_event(&event);
+        }
+    }
+
+    /// Records an event.
+    pub fn record(&self, kind: EventKind, message: &str) {
+        self.record_locked(&mut self.lock(), kind, message);
+    }
+
+    /// A persisted setting.
+    pub fn setting(&self, key: &str) -> Option<String> {
+        self.lock().store.setting(key).ok().flatten()
+    }
+
+    /// Every persisted setting.
+    pub fn settings(&self) -> Vec<(String, String)> {
+        self.lock().store.settings().unwrap_or_default()
+    }
+
+    /// Persists a setting (durably, before returning). A failing disk degrades the host to
+    /// memory, where the setting is then kept, and the caller is told.
+    pub fn set_setting(&self, key: &str, value: &str) -> Result<(), Refusal> {
+        let mut st = self.lock();
+        match st.store.set_setting(key, value) {
+            Ok(()) => {
+                self.record_locked(
+                    &mut st,
+                    EventKind::SettingChanged,
+                    &format!("{key} = {value}"),
+                );
+                Ok(())
+            }
+            Err(e) => {
+                let reason = format!("commit failed on {}: {e}", st.location);
+                self.degrade(&mut st, reason.clone());
+                let _ = st.store.set_setting(key, value);
+                Err(Refusal::new(ErrorCode::StoreFailed, reason))
+            }
+        }
+    }
+
+    /// A page of events after `after`, and whether more follow.
+    pub fn events(&self, after: Option<u64>, limit: usize) -> (Vec<EventEntry>, bool) {
+        let st = self.lock();
+        let Ok(mut events) = st.store.events(after, limit + 1) else {
+            return (Vec::new(), false);
+        };
+        let more = events.len() > limit;
+        events.truncate(limit);
+        let entries = events
+            .into_iter()
+            .map(|(seq, e)| EventEntry {
+                seq,
+                boot_id: e.boot_id,
+                uptime_ms: e.uptime_ms,
+                kind: wire_kind(e.kind),
+                message: truncated(&e.message),
+            })
+            .collect();
+        (entries, more)
+    }
+
+    /// The store's state and the disks.
+    pub fn report(&self) -> StoreReport {
+        let st = self.lock();
+        let mut disks = heapless::Vec::new();
+        for (_, d) in &st.disks {
+            if disks.push(d.clone()).is_err() {
+                break;
+            }
+        }
+        StoreReport {
+            mode: st.mode,
+            location: truncated(&st.location),
+            host_id: st.store.host_id(),
+            degraded: st.degraded.as_deref().map(truncated),
+            ready_ms: st.ready_ms,
+            schema_version: st.store.schema_version().unwrap_or(0),
+            disks,
+        }
+    }
+
+    /// The store mode.
+    pub fn mode(&self) -> StoreMode {
+        self.lock().mode
+    }
+
+    /// Initialises `name` as the store and adopts it, carrying current settings over.
+    pub fn init_device(&self, name: &str, force: bool) -> Result<StoreReport, Refusal> {
+        let disks = self.probe_disks();
+        let Some((path, info)) = disks
+            .iter()
+            .find(|(p, d)| matches_disk(name, p, d))
+            .cloned()
+        else {
+            return Err(Refusal::new(ErrorCode::NotFound, format!("no disk {name}")));
+        };
+        {
+            let st = self.lock();
+            if st.mode == StoreMode::Disk && st.location == path.display().to_string() {
+                return Err(Refusal::new(
+                    ErrorCode::Conflict,
+                    "that disk is the store in use",
+                ));
+            }
+        }
+        let mut host_id = [0u8; 16];
+        let _ = rustix::rand::getrandom(&mut host_id, rustix::rand::GetRandomFlags::empty());
+        kaos_store::init_device(&path, force, host_id).map_err(|e| init_error(&info, &e))?;
+        let location = Location::Device(path.clone());
+        let store = Store::open(&location).map_err(|e| {
+            Refusal::new(ErrorCode::StoreFailed, format!("{}: {e}", path.display()))
+        })?;
+        let mut st = self.lock();
+        st.disks = self.probe_disks();
+        self.adopt(&mut st, store, &location);
+        let message = format!(
+            "initialised {} ({}) as the store",
+            path.display(),
+            if force { "forced" } else { "blank" }
+        );
+        log::info!("{message}");
+        self.record_locked(&mut st, EventKind::StoreInitialized, &message);
+        drop(st);
+        Ok(self.report())
+    }
+
+    fn probe_disks(&self) -> Vec<(PathBuf, DiskInfo)> {
+        let paths: Vec<PathBuf> = match &self.source {
+            DiskSource::Paths(p) => p.clone(),
+            DiskSource::Sysfs => sysfs_disks(),
+        };
+        paths
+            .into_iter()
+            .map(|p| {
+                let info = disk_info(&p);
+                (p, info)
+            })
+            .collect()
+    }
+}
+
+fn matches_disk(name: &str, path: &Path, info: &DiskInfo) -> bool {
+    path == Path::new(name) || info.name.as_str() == name
+}
+
+fn init_error(info: &DiskInfo, e: &StoreError) -> Refusal {
+    let code = match e {
+        StoreError::NonBlank(_) => ErrorCode::Conflict,
+        StoreError::TooSmall { .. } => ErrorCode::InvalidArgument,
+        _ => ErrorCode::StoreFailed,
+    };
+    Refusal::new(code, format!("{}: {e}", info.name))
+}
+
+/// Whole disks the kernel knows, as `/dev` paths.
+fn sysfs_disks() -> Vec<PathBuf> {
+    const SKIP: [&str; 6] = ["loop", "ram", "zram", "sr", "fd", "dm-"];
+    let Ok(dir) = std::fs::read_dir("/sys/block") else {
+        return Vec::new();
+    };
+    let mut names: Vec<String> = dir
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| !SKIP.iter().any(|s| n.starts_with(s)))
+        .collect();
+    names.sort();
+    names
+        .into_iter()
+        .map(|n| PathBuf::from("/dev").join(n))
+        .collect()
+}
+
+fn disk_info(path: &Path) -> DiskInfo {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let size_bytes = std::fs::File::open(path)
+        .and_then(|mut f| std::io::Seek::seek(&mut f, std::io::SeekFrom::End(0)))
+        .unwrap_or(0);
+    let (state, detail) = match kaos_store::probe(path) {
+        Probe::Ours { format, .. } => (DiskState::Ours, format!("store format {format}")),
+        Probe::Blank => (DiskState::Blank, String::new()),
+        Probe::Foreign(what) => (DiskState::Foreign, what),
+        Probe::NewerFormat(v) => (DiskState::NewerFormat, format!("store format {v}")),
+        Probe::Corrupt(why) => (DiskState::Corrupt, why),
+        Probe::TooSmall(size) => (DiskState::TooSmall, format!("{size} bytes")),
+        Probe::Unreadable(why) => (DiskState::Unreadable, why),
+    };
+    DiskInfo {
+        name: truncated(&name),
+        size_bytes,
+        state,
+        detail: truncated(&detail),
+    }
+}
+
+fn state_text(s: DiskState) -> &'static str {
+    match s {
+        DiskState::InUse => "in use",
+        DiskState::Ours => "a KaOS store",
+        DiskState::Blank => "blank",
+        DiskState::Foreign => "holds other data",
+        DiskState::TooSmall => "too small",
+        DiskState::Unreadable => "unreadable",
+        DiskState::NewerFormat => "a store of a newer format",
+        DiskState::Corrupt => "a corrupt store",
+    }
+}
+
+fn location_text(location: &Location) -> String {
+    match location {
+        Location::Memory => "memory".into(),
+        Location::File(p) | Location::Device(p) => p.display().to_string(),
+    }
+}
+
+fn describe(st: &State) -> String {
+    match (&st.mode, &st.degraded) {
+        (StoreMode::Memory | StoreMode::Absent, Some(reason)) => {
+            format!("memory (degraded: {reason})")
+        }
+        (StoreMode::Memory | StoreMode::Absent, None) => "memory".into(),
+        (StoreMode::File, _) => format!("file {}", st.location),
+        (StoreMode::Disk, _) => format!("disk {}", st.location),
+    }
+}
+
+fn store_kind(k: EventKind) -> kaos_store::EventKind {
+    use kaos_store::EventKind as S;
+    match k {
+        EventKind::Boot => S::Boot,
+        EventKind::StoreDegraded => S::StoreDegraded,
+        EventKind::StoreInitialized => S::StoreInitialized,
+        EventKind::SettingChanged => S::SettingChanged,
+        EventKind::PowerRequested => S::PowerRequested,
+        EventKind::AccessDenied => S::AccessDenied,
+    }
+}
+
+fn wire_kind(k: kaos_store::EventKind) -> EventKind {
+    use kaos_store::EventKind as S;
+    match k {
+        S::Boot => EventKind::Boot,
+        S::StoreDegraded => EventKind::StoreDegraded,
+        S::StoreInitialized => EventKind::StoreInitialized,
+        S::SettingChanged => EventKind::SettingChanged,
+        S::PowerRequested => EventKind::PowerRequested,
+        S::AccessDenied => EventKind::AccessDenied,
+    }
+}

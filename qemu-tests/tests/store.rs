@@ -1,0 +1,194 @@
+//! Tier 3: the configuration store on real (virtio-blk) disks under QEMU.
+
+use std::process::Command;
+use std::time::Duration;
+
+use kaos_protocol::{
+    DiskState, ErrorCode, EventKind, EventsQuery, HostSet, Request, Response, StoreInit, StoreMode,
+    StoreReport, truncated,
+};
+use kaos_qemu_tests::disk::DiskImage;
+use kaos_qemu_tests::qemu::{self, QemuConfig, QemuHost};
+use kaos_qemu_tests::skip;
+
+const BOOT: Duration = Duration::from_secs(120);
+
+fn boot(hostname: &str, disks: &[&DiskImage]) -> QemuHost {
+    let image = qemu::image_from_env().expect("checked by unavailable()");
+    let mut config = QemuConfig::new(&image).expect("config");
+    config.append = format!("kaos.hostname={hostname}");
+    config.disks = disks.iter().map(|d| d.path().to_owned()).collect();
+    QemuHost::launch(&config).expect("launch QEMU")
+}
+
+fn ask(client: &mut kaosctl::Client, request: Request) -> Response {
+    client
+        .request(request)
+        .unwrap_or_else(|e| panic!("request failed: {e}"))
+}
+
+/// The store report once the store thread has finished choosing.
+fn store_report(host: &QemuHost) -> StoreReport {
+    let deadline = std::time::Instant::now() + BOOT;
+    loop {
+        let mut client = host.wait_ready(BOOT).expect("ready");
+        let Response::StoreStatus(r) = ask(&mut client, Request::StoreStatus) else {
+            panic!("no store status")
+        };
+        if r.ready_ms.is_some() {
+            return r;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "store never ready\n{}",
+            host.tail()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn hostname_set_on_an_initialised_disk_survives_a_hard_power_off() {
+    if let Some(reason) = qemu::unavailable() {
+        return skip("hostname_survives_power_off", &reason);
+    }
+    let disk = DiskImage::blank("store", 64).expect("disk");
+    let host = boot("kaos-first", &[&disk]);
+    let report = store_report(&host);
+    assert_eq!(
+        report.mode,
+        StoreMode::Memory,
+        "a blank disk is not adopted by itself"
+    );
+    assert!(
+        report.degraded.is_none(),
+        "auto with no store disk is not degraded"
+    );
+    assert_eq!(report.disks.len(), 1, "{report:?}");
+    assert_eq!(report.disks[0].name.as_str(), "vda");
+    assert_eq!(report.disks[0].state, DiskState::Blank);
+
+    let mut client = host.client().expect("connect");
+    let init = Request::StoreInit(StoreInit {
+        device: truncated("vda"),
+        force: false,
+    });
+    let Response::StoreStatus(r) = ask(&mut client, init) else {
+        panic!("init failed")
+    };
+    assert_eq!(r.mode, StoreMode::Disk);
+    assert_eq!(r.location.as_str(), "/dev/vda");
+    assert!(r.host_id.is_some());
+    let set = Request::HostSet(HostSet {
+        key: truncated("hostname"),
+        value: truncated("persisted-1"),
+    });
+    let Response::Host(h) = ask(&mut client, set) else {
+        panic!("set failed")
+    };
+    assert_eq!(h.hostname.as_str(), "persisted-1");
+    // Pull the plug right after the answer: the commit was durable before it was answered.
+    host.kill();
+
+    let host = boot("kaos-second", &[&disk]);
+    let report = store_report(&host);
+    assert_eq!(report.mode, StoreMode::Disk, "{report:?}\n{}", host.tail());
+    assert_eq!(report.disks[0].state, DiskState::InUse);
+    let mut client = host.client().expect("connect");
+    let Response::Status(s) = ask(&mut client, Request::Status) else {
+        panic!("status")
+    };
+    assert_eq!(
+        s.hostname.as_str(),
+        "persisted-1",
+        "the stored name wins over the command line"
+    );
+    let Response::Events(page) = ask(
+        &mut client,
+        Request::Events(EventsQuery {
+            after: None,
+            limit: 32,
+        }),
+    ) else {
+        panic!("events")
+    };
+    let kinds: Vec<EventKind> = page.events.iter().map(|e| e.kind).collect();
+    assert!(kinds.contains(&EventKind::StoreInitialized), "{kinds:?}");
+    assert!(kinds.contains(&EventKind::SettingChanged), "{kinds:?}");
+    assert!(
+        kinds.iter().filter(|k| **k == EventKind::Boot).count() >= 1,
+        "{kinds:?}"
+    );
+}
+
+#[test]
+fn corrupt_store_and_foreign_disk_are_never_written() {
+    if let Some(reason) = qemu::unavailable() {
+        return skip("corrupt_and_foreign_disks", &reason);
+    }
+    // vda: our store with its database clobbered; vdb: an ext4 filesystem.
+    let corrupt = DiskImage::blank("corrupt", 32).expect("disk");
+    kaos_store::init_device(corrupt.path(), false, [7; 16]).expect("init store image");
+    corrupt
+        .overwrite(1024 * 1024, &[0xa5; 64 * 1024])
+        .expect("clobber the database");
+    let ext4 = DiskImage::blank("ext4", 32).expect("disk");
+    let mkfs = Command::new("mkfs.ext4")
+        .args(["-q", "-F"])
+        .arg(ext4.path())
+        .status();
+    assert!(
+        mkfs.is_ok_and(|s| s.success()),
+        "mkfs.ext4 (e2fsprogs) is needed"
+    );
+    let before = (
+        corrupt.fingerprint().expect("hash"),
+        ext4.fingerprint().expect("hash"),
+    );
+
+    let host = boot("kaos-degraded", &[&corrupt, &ext4]);
+    let report = store_report(&host);
+    assert_eq!(report.mode, StoreMode::Memory, "{report:?}");
+    let why = report
+        .degraded
+        .as_ref()
+        .map(|s| s.to_string())
+        .unwrap_or_default();
+    assert!(
+        why.contains("/dev/vda"),
+        "status says which disk and why: {why:?}\n{}",
+        host.tail()
+    );
+    assert_eq!(report.disks[1].state, DiskState::Foreign);
+    assert!(report.disks[1].detail.contains("ext2/3/4"), "{report:?}");
+
+    let mut client = host.client().expect("the endpoint answers while degraded");
+    let init = Request::StoreInit(StoreInit {
+        device: truncated("vdb"),
+        force: false,
+    });
+    match client.request(init) {
+        Err(kaosctl::ClientError::Refused { code, message }) => {
+            assert_eq!(code, ErrorCode::Conflict);
+            assert!(message.contains("ext2/3/4"), "{message}");
+        }
+        other => panic!("store init on ext4 without --force: {other:?}"),
+    }
+    let set = Request::HostSet(HostSet {
+        key: truncated("hostname"),
+        value: truncated("mem-only"),
+    });
+    assert!(
+        matches!(ask(&mut client, set), Response::Host(_)),
+        "memory mode keeps serving"
+    );
+    host.kill();
+    let after = (
+        corrupt.fingerprint().expect("hash"),
+        ext4.fingerprint().expect("hash"),
+    );
+    assert_eq!(
+        before, after,
+        "a corrupt store and a foreign disk are never written"
+    );
+}
