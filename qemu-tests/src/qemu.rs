@@ -123,7 +123,7 @@ impl QemuConfig {
             match self.disk_bus {
                 DiskBus::Virtio => {
                     cmd.arg("-drive")
-                        .arg(format!("if=virtio,format=raw,file={file}"));
+                        .arg(format!("if=virtio,id=d{i},format=raw,file={file}"));
                 }
                 DiskBus::Nvme => {
                     cmd.arg("-drive")
@@ -323,7 +323,7 @@ impl QemuHost {
 
     /// Presses the ACPI power button, as IPMI soft-off does.
     pub fn press_power_button(&self) -> Result<()> {
-        self.qmp(r#"{"execute":"system_powerdown"}"#)
+        self.qmp(r#"{"execute":"system_powerdown"}"#).map(drop)
     }
 
     /// Presses Ctrl-Alt-Del on the emulated keyboard.
@@ -331,10 +331,25 @@ impl QemuHost {
         self.qmp(
             r#"{"execute":"send-key","arguments":{"keys":[{"type":"qcode","data":"ctrl"},{"type":"qcode","data":"alt"},{"type":"qcode","data":"delete"}]}}"#,
         )
+        .map(drop)
     }
 
-    /// Runs one QMP command and checks that QEMU answered `return`, not `error`.
-    fn qmp(&self, command: &str) -> Result<()> {
+    /// Detaches disk `index` from its image on the QEMU side (`drive_del`): the guest keeps the
+    /// device and gets an I/O error for every request from now on, like a disk that died.
+    pub fn fail_disk(&self, index: usize) -> Result<()> {
+        let answer = self.qmp(&format!(
+            r#"{{"execute":"human-monitor-command","arguments":{{"command-line":"drive_del d{index}"}}}}"#
+        ))?;
+        // HMP reports its failures inside a successful QMP answer: `{"return": "<error>"}`.
+        if answer.replace(' ', "") != r#"{"return":""}"# {
+            bail!("drive_del d{index}: {answer}");
+        }
+        Ok(())
+    }
+
+    /// Runs one QMP command, checks that QEMU answered `return`, not `error`, and returns the
+    /// answer line.
+    fn qmp(&self, command: &str) -> Result<String> {
         use std::io::{BufRead as _, BufReader, Write as _};
         let stream = std::os::unix::net::UnixStream::connect(&self.qmp)
             .with_context(|| format!("connect QMP {}", self.qmp.display()))?;
@@ -358,7 +373,7 @@ impl QemuHost {
         if answer.contains("\"error\"") {
             bail!("QMP {command}: {answer}");
         }
-        Ok(())
+        Ok(answer)
     }
 
     /// Pulls the plug.

@@ -192,3 +192,59 @@ fn corrupt_store_and_foreign_disk_are_never_written() {
         "a corrupt store and a foreign disk are never written"
     );
 }
+
+#[test]
+fn disk_dying_after_boot_degrades_to_memory_and_keeps_serving() {
+    if let Some(reason) = qemu::unavailable() {
+        return skip("disk_dying_after_boot", &reason);
+    }
+    let disk = DiskImage::blank("dying", 32).expect("disk");
+    kaos_store::init_device(disk.path(), false, [9; 16]).expect("init store image");
+    let host = boot("kaos-dying", &[&disk]);
+    assert_eq!(store_report(&host).mode, StoreMode::Disk, "{}", host.tail());
+    let mut client = host.client().expect("connect");
+    let set = |name: &str| {
+        Request::HostSet(HostSet {
+            key: truncated("hostname"),
+            value: truncated(name),
+        })
+    };
+    assert!(matches!(ask(&mut client, set("alive")), Response::Host(_)));
+
+    host.fail_disk(0).expect("drive_del");
+    match client.request(set("after-death")) {
+        Err(kaosctl::ClientError::Refused { code, message }) => {
+            assert_eq!(code, ErrorCode::StoreFailed, "{message}");
+        }
+        other => panic!(
+            "a commit to a dead disk was acknowledged: {other:?}\n{}",
+            host.tail()
+        ),
+    }
+    let report = store_report(&host);
+    assert_eq!(report.mode, StoreMode::Memory);
+    let why = report.degraded.map(|s| s.to_string()).unwrap_or_default();
+    assert!(why.contains("commit failed on /dev/vda"), "{why}");
+    // Still serving; the setting that failed on disk is kept in memory and in effect.
+    let mut client = host.client().expect("still serving");
+    let Response::Status(s) = ask(&mut client, Request::Status) else {
+        panic!("status")
+    };
+    assert_eq!(s.hostname.as_str(), "after-death");
+    assert_eq!(s.store, StoreMode::Memory);
+    let Response::Events(page) = ask(
+        &mut client,
+        Request::Events(EventsQuery {
+            after: None,
+            limit: 32,
+        }),
+    ) else {
+        panic!("events")
+    };
+    assert!(
+        page.events
+            .iter()
+            .any(|e| e.kind == EventKind::StoreDegraded),
+        "{page:?}"
+    );
+}
