@@ -39,6 +39,43 @@ pub fn bench_plain_redb(path: &Path, n: usize) -> Result<Duration, StoreError> {
     Ok(start.elapsed())
 }
 
+/// Fills the file store at `location` with 64 KiB module chunks (in 16 MiB transactions) until
+/// the file is at least `bytes` long, then makes two copies of it next to `crashed`'s directory: `crashed` is taken
+/// while the database is open after a commit, so opening it runs redb's recovery, as after a
+/// power cut. Returns nothing; time [`Store::open`] on both afterwards.
+pub fn bench_fill(location: &Location, bytes: u64, crashed: &Path) -> Result<(), StoreError> {
+    const CHUNK: usize = 64 * 1024;
+    const PER_TXN: u64 = 64;
+    let store = Store::open(location)?;
+    let chunk = vec![0x5au8; CHUNK];
+    let Location::File(path) = location else {
+        return Err(StoreError::Database("bench_fill fills a file store".into()));
+    };
+    let mut written = 0u64;
+    while std::fs::metadata(path)?.len() < bytes {
+        let txn = store.database().begin_write()?;
+        {
+            let mut table = txn.open_table(crate::schema::MODULE_CHUNKS)?;
+            for i in written..written + PER_TXN {
+                let mut key = [0u8; 32];
+                key[..8].copy_from_slice(&i.to_le_bytes());
+                table.insert(key, chunk.as_slice())?;
+            }
+        }
+        txn.commit()?;
+        written += PER_TXN;
+    }
+    store.set_setting("bench/filled", "yes")?;
+    let Location::File(path) = location else {
+        return Err(StoreError::Database(
+            "bench_fill copies a file store".into(),
+        ));
+    };
+    // Copied while open: the copy is marked as not cleanly closed.
+    std::fs::copy(path, crashed)?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -38,6 +38,11 @@ pub struct Store {
 }
 
 impl Store {
+    /// The redb database, for the benches in this crate.
+    pub(crate) fn database(&self) -> &Database {
+        &self.db
+    }
+
     /// Opens the store at `location`, bringing its schema up to date.
     ///
     /// A file is created if absent. A device is opened only if [`crate::probe`] finds our

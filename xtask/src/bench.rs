@@ -78,6 +78,7 @@ pub fn run(boots: usize, hosted_runs: usize) -> Result<()> {
             ]);
         }
     }
+    crate::bench_store::rows(&mut rows, &info.image)?;
     print_table(&rows);
     Ok(())
 }
@@ -141,7 +142,8 @@ struct Hosted {
     floor: Vec<f64>,
 }
 
-fn stats(values: &mut [f64], unit: &str) -> String {
+/// `median unit (min, max, n)`.
+pub fn stats(values: &mut [f64], unit: &str) -> String {
     values.sort_by(f64::total_cmp);
     let median = values[values.len() / 2];
     // Sub-10 figures keep a decimal; larger ones are whole.
