@@ -130,10 +130,26 @@ impl Config {
         let (location, problem) = match choice {
             StoreChoice::Memory => (Location::Memory, None),
             StoreChoice::File(path) => (Location::File(path.clone()), None),
-            StoreChoice::Auto => match disks.iter().find(|(_, d)| d.state == DiskState::Ours) {
-                Some((path, _)) => (Location::Device(path.clone()), None),
-                None => (Location::Memory, None),
-            },
+            StoreChoice::Auto => {
+                let ours = disks.iter().find(|(_, d)| d.state == DiskState::Ours);
+                // Our magic but unusable: the disk was meant to be the store, so say why.
+                let unusable = disks
+                    .iter()
+                    .find(|(_, d)| matches!(d.state, DiskState::Corrupt | DiskState::NewerFormat));
+                match (ours, unusable) {
+                    (Some((path, _)), _) => (Location::Device(path.clone()), None),
+                    (None, Some((path, d))) => (
+                        Location::Memory,
+                        Some(format!(
+                            "{}: {} ({}); left untouched",
+                            path.display(),
+                            state_text(d.state),
+                            d.detail
+                        )),
+                    ),
+                    (None, None) => (Location::Memory, None),
+                }
+            }
             StoreChoice::Device(name) => match disks.iter().find(|(p, d)| matches_disk(name, p, d))
             {
                 Some((path, d)) if d.state == DiskState::Ours => {

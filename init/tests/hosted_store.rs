@@ -220,3 +220,62 @@ fn wanted_disk_that_is_not_ours_degrades_to_memory_and_is_not_written() {
         "the foreign disk was written"
     );
 }
+
+/// Writes both superblock slots of a store image with `format`.
+fn stamp_format(disk: &DiskImage, format: u32) {
+    let mut slot = kaos_store::device::Slot::new([5; 16]);
+    slot.format = format;
+    slot.seq = 10;
+    for offset in kaos_store::device::SLOT_OFFSETS {
+        disk.overwrite(offset, &slot.emit()).expect("write slot");
+    }
+}
+
+#[test]
+fn store_disks_from_a_newer_kattach_or_with_a_broken_superblock_are_left_alone() {
+    // vda: a store written by a newer format; vdb: our magic with a garbage checksum.
+    let newer = DiskImage::blank("hosted-newer", 32).expect("disk");
+    kaos_store::init_device(newer.path(), false, [5; 16]).expect("init");
+    stamp_format(&newer, kaos_store::device::FORMAT + 1);
+    let broken = DiskImage::blank("hosted-broken", 32).expect("disk");
+    let mut slot = kaos_store::device::Slot::new([6; 16]).emit();
+    slot[kaos_store::device::field::CRC.start] ^= 0xff;
+    broken.overwrite(0, &slot).expect("write slot");
+    let before = (
+        newer.fingerprint().expect("hash"),
+        broken.fingerprint().expect("hash"),
+    );
+
+    let (a, b) = (
+        newer.path().to_string_lossy().into_owned(),
+        broken.path().to_string_lossy().into_owned(),
+    );
+    let Some(host) = launch(
+        "newer_and_broken",
+        "hs-5",
+        &["--store", "auto", "--disk", &a, "--disk", &b],
+    ) else {
+        return;
+    };
+    let mut client = host.wait_ready(READY).expect("ready");
+    let r = report(&mut client);
+    assert_eq!(r.mode, StoreMode::Memory);
+    let why = r.degraded.map(|s| s.to_string()).unwrap_or_default();
+    assert!(why.contains("newer format"), "status says why: {why:?}");
+    let states: Vec<DiskState> = r.disks.iter().map(|d| d.state).collect();
+    assert!(
+        states.contains(&DiskState::NewerFormat) && states.contains(&DiskState::Corrupt),
+        "{states:?}"
+    );
+    assert!(matches!(
+        set_hostname(&mut client, "still-serving"),
+        Ok(Response::Host(_))
+    ));
+    drop(client);
+    drop(host);
+    let after = (
+        newer.fingerprint().expect("hash"),
+        broken.fingerprint().expect("hash"),
+    );
+    assert_eq!(before, after, "neither disk was written");
+}
