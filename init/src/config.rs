@@ -235,7 +235,7 @@ impl Config {
         let event = EventRecord {
             boot_id: self.boot_id,
             uptime_ms: uptime_ms(),
-            kind: store_kind(kind),
+            kind,
             message: message.chars().take(128).collect(),
         };
         if let Err(e) = st.store.record_event(&event) {
@@ -297,7 +297,7 @@ impl Config {
                 seq,
                 boot_id: e.boot_id,
                 uptime_ms: e.uptime_ms,
-                kind: wire_kind(e.kind),
+                kind: e.kind,
                 message: truncated(&e.message),
             })
             .collect();
@@ -467,29 +467,5 @@ fn describe(st: &State) -> String {
         (StoreMode::Memory | StoreMode::Absent, None) => "memory".into(),
         (StoreMode::File, _) => format!("file {}", st.location),
         (StoreMode::Disk, _) => format!("disk {}", st.location),
-    }
-}
-
-fn store_kind(k: EventKind) -> kaos_store::EventKind {
-    use kaos_store::EventKind as S;
-    match k {
-        EventKind::Boot => S::Boot,
-        EventKind::StoreDegraded => S::StoreDegraded,
-        EventKind::StoreInitialized => S::StoreInitialized,
-        EventKind::SettingChanged => S::SettingChanged,
-        EventKind::PowerRequested => S::PowerRequested,
-        EventKind::AccessDenied => S::AccessDenied,
-    }
-}
-
-fn wire_kind(k: kaos_store::EventKind) -> EventKind {
-    use kaos_store::EventKind as S;
-    match k {
-        S::Boot => EventKind::Boot,
-        S::StoreDegraded => EventKind::StoreDegraded,
-        S::StoreInitialized => EventKind::StoreInitialized,
-        S::SettingChanged => EventKind::SettingChanged,
-        S::PowerRequested => EventKind::PowerRequested,
-        S::AccessDenied => EventKind::AccessDenied,
     }
 }

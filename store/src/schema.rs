@@ -81,22 +81,9 @@ pub struct EventRecord {
     pub message: String,
 }
 
-/// What an [`EventRecord`] reports. postcard encodes the index: append only.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum EventKind {
-    /// The host booted.
-    Boot,
-    /// The store could not be used; the host runs on a memory store.
-    StoreDegraded,
-    /// A device was initialised as the store.
-    StoreInitialized,
-    /// A setting was changed.
-    SettingChanged,
-    /// A reboot or power-off was requested.
-    PowerRequested,
-    /// A management request was refused.
-    AccessDenied,
-}
+/// What an [`EventRecord`] reports: the protocol's own enum, so the log and the wire share one
+/// append-only list of kinds (postcard encodes the index in both).
+pub use kaos_protocol::EventKind;
 
 /// One step from schema version `to - 1` to `to`, run inside the migration's write transaction.
 #[derive(Debug, Clone, Copy)]
