@@ -1,10 +1,17 @@
-//! Kconfig fragment parsing and verification of a final `.config` against fragments.
+//! Kconfig fragment parsing, profile includes, and verification of a final `.config` against
+//! fragments.
+//!
+//! A profile may start with `#include <name>.config` lines: each names a fragment in the same
+//! directory that is merged *before* the profile (recursively, each file once, cycles are
+//! errors). To Kconfig and `merge_config.sh` the directive is just a comment; xtask resolves it
+//! ([`resolve_profile`]) and hands the files to `merge_config.sh` in merge order.
 //!
 //! `merge_config.sh` + `olddefconfig` silently drop settings whose dependencies are not met, so
-//! after configuring we check that every line of every fragment survived.
+//! after configuring we check that every line of every fragment survived ([`verify_layers`]).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
+use std::path::{Path, PathBuf};
 
 /// One requested setting from a fragment.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -18,24 +25,81 @@ pub struct Setting {
     pub line: usize,
 }
 
-/// A fragment line that is neither a setting, a comment nor blank.
+/// A fragment line that is neither a setting, an include, a comment nor blank.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ParseError {
     /// 1-based line number.
     pub line: usize,
     /// The offending text.
     pub text: String,
+    /// What is wrong with it.
+    pub kind: ParseErrorKind,
+}
+
+/// Why a fragment line was rejected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ParseErrorKind {
+    /// Not a setting, a comment or a blank line.
+    Setting,
+    /// `#include` with anything but one plain `<name>.config` file name.
+    Include,
+    /// `#include` after the first setting: includes are merged first, so they go at the top.
+    IncludeAfterSetting,
+    /// `#include` in a fragment that cannot have includes (xtask's generated one).
+    IncludeNotAllowed,
 }
 
 impl fmt::Display for ParseError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "line {}: expected CONFIG_X=value, `# CONFIG_X is not set`, a comment or a blank \
-             line (no trailing comments), got `{}`",
-            self.line, self.text
-        )
+        let expected = match self.kind {
+            ParseErrorKind::Setting => {
+                "expected CONFIG_X=value, `# CONFIG_X is not set`, `#include <name>.config`, a \
+                 comment or a blank line (no trailing comments)"
+            }
+            ParseErrorKind::Include => {
+                "expected `#include <name>.config` naming one file in the same directory \
+                 (letters, digits, `-`, `_`)"
+            }
+            ParseErrorKind::IncludeAfterSetting => {
+                "`#include` must come before the first setting (included files are merged \
+                 first)"
+            }
+            ParseErrorKind::IncludeNotAllowed => "this fragment cannot include others",
+        };
+        write!(f, "line {}: {expected}, got `{}`", self.line, self.text)
     }
+}
+
+/// `Some(argument)` when `line` is an `#include` directive (`#include`, then whitespace or the
+/// end of the line).
+fn include_argument(line: &str) -> Option<&str> {
+    let rest = line.trim_start().strip_prefix("#include")?;
+    (rest.is_empty() || rest.starts_with(char::is_whitespace)).then(|| rest.trim())
+}
+
+/// An `#include` directive of a fragment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Include {
+    /// The file name (`base-x86_64.config`), relative to the including file's directory.
+    pub file: String,
+    /// 1-based line number of the directive.
+    pub line: usize,
+}
+
+/// A parsed fragment file: its includes (all before its first setting) and its settings.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Parsed {
+    /// `#include` directives, in order.
+    pub includes: Vec<Include>,
+    /// Settings, in order.
+    pub settings: Vec<Setting>,
+}
+
+/// Profile and include names: letters, digits, `-` and `_` (so never a path).
+pub fn is_profile_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 fn parse_not_set(line: &str) -> Option<&str> {
@@ -47,14 +111,35 @@ fn is_symbol(s: &str) -> bool {
     !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
 }
 
-/// Parses a fragment (or a full `.config`).
-pub fn parse_fragment(text: &str) -> Result<Vec<Setting>, ParseError> {
-    let mut out = Vec::new();
+/// Parses a fragment: `#include <name>.config` lines (only before the first setting, one plain
+/// file name each), `CONFIG_X=value`, `CONFIG_X=n` / `# CONFIG_X is not set`, comments and blank
+/// lines.
+pub fn parse(text: &str) -> Result<Parsed, ParseError> {
+    let mut out = Parsed::default();
     for (idx, raw) in text.lines().enumerate() {
         let line = idx + 1;
         let trimmed = raw.trim_end();
+        let err = |kind| ParseError {
+            line,
+            text: raw.to_owned(),
+            kind,
+        };
+        if let Some(file) = include_argument(trimmed) {
+            if !out.settings.is_empty() {
+                return Err(err(ParseErrorKind::IncludeAfterSetting));
+            }
+            let stem = file.strip_suffix(".config").unwrap_or_default();
+            if !is_profile_name(stem) {
+                return Err(err(ParseErrorKind::Include));
+            }
+            out.includes.push(Include {
+                file: file.to_owned(),
+                line,
+            });
+            continue;
+        }
         if let Some(name) = parse_not_set(trimmed) {
-            out.push(Setting {
+            out.settings.push(Setting {
                 name: name.to_owned(),
                 value: None,
                 line,
@@ -64,13 +149,11 @@ pub fn parse_fragment(text: &str) -> Result<Vec<Setting>, ParseError> {
         if trimmed.trim_start().is_empty() || trimmed.trim_start().starts_with('#') {
             continue;
         }
-        let err = || ParseError {
-            line,
-            text: raw.to_owned(),
-        };
-        let (name, value) = trimmed.split_once('=').ok_or_else(err)?;
+        let (name, value) = trimmed
+            .split_once('=')
+            .ok_or_else(|| err(ParseErrorKind::Setting))?;
         if !name.starts_with("CONFIG_") || !is_symbol(name) || value.is_empty() {
-            return Err(err());
+            return Err(err(ParseErrorKind::Setting));
         }
         // Kconfig has no trailing comments: `CONFIG_X=y # why` would be read as a bad value.
         let unquoted_tail = if value.starts_with('"') {
@@ -79,15 +162,181 @@ pub fn parse_fragment(text: &str) -> Result<Vec<Setting>, ParseError> {
             value.contains(char::is_whitespace) || value.contains('#')
         };
         if unquoted_tail {
-            return Err(err());
+            return Err(err(ParseErrorKind::Setting));
         }
-        out.push(Setting {
+        out.settings.push(Setting {
             name: name.to_owned(),
             value: (value != "n").then(|| value.to_owned()),
             line,
         });
     }
     Ok(out)
+}
+
+/// Parses a fragment that must not include others (xtask's generated recipe fragment, tests).
+pub fn parse_fragment(text: &str) -> Result<Vec<Setting>, ParseError> {
+    let parsed = parse(text)?;
+    if let Some(inc) = parsed.includes.first() {
+        return Err(ParseError {
+            line: inc.line,
+            text: format!("#include {}", inc.file),
+            kind: ParseErrorKind::IncludeNotAllowed,
+        });
+    }
+    Ok(parsed.settings)
+}
+
+/// One file of a resolved profile.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Layer {
+    /// The file.
+    pub path: PathBuf,
+    /// Its own settings (not those of its includes).
+    pub settings: Vec<Setting>,
+}
+
+/// Why a profile's includes could not be resolved.
+#[derive(Debug)]
+pub enum IncludeError {
+    /// A file could not be read; `from` is the including file and line (`None`: the profile).
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Who included it.
+        from: Option<(PathBuf, usize)>,
+        /// The I/O error.
+        error: std::io::Error,
+    },
+    /// A file has a malformed line.
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        error: ParseError,
+    },
+    /// A file (directly or indirectly) includes itself; the chain ends with the repeated file.
+    Cycle {
+        /// Include chain from the profile to the repeated file.
+        chain: Vec<PathBuf>,
+    },
+}
+
+impl fmt::Display for IncludeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Read { path, from, error } => {
+                write!(f, "cannot read {}: {error}", path.display())?;
+                if let Some((by, line)) = from {
+                    write!(f, " (included from {}:{line})", by.display())?;
+                }
+                Ok(())
+            }
+            Self::Parse { path, error } => write!(f, "{}: {error}", path.display()),
+            Self::Cycle { chain } => {
+                let names: Vec<String> = chain.iter().map(|p| p.display().to_string()).collect();
+                write!(f, "include cycle: {}", names.join(" includes "))
+            }
+        }
+    }
+}
+
+impl std::error::Error for IncludeError {}
+
+/// Resolves `profile`'s includes into the layers `merge_config.sh` merges, in merge order: each
+/// file's includes (recursively, in their order) before the file itself, so later layers
+/// override earlier ones and the profile comes last. A file included more than once (a diamond)
+/// is merged only the first time, so it cannot undo a later layer's overrides; a file including
+/// itself, directly or not, is an error. `read` supplies file contents (the file system, or a
+/// map in tests).
+pub fn resolve_profile(
+    profile: &Path,
+    read: &mut dyn FnMut(&Path) -> std::io::Result<String>,
+) -> Result<Vec<Layer>, IncludeError> {
+    struct Walk<'a> {
+        read: &'a mut dyn FnMut(&Path) -> std::io::Result<String>,
+        stack: Vec<PathBuf>,
+        done: BTreeSet<PathBuf>,
+        out: Vec<Layer>,
+    }
+    impl Walk<'_> {
+        fn visit(&mut self, path: &Path, from: Option<(&Path, usize)>) -> Result<(), IncludeError> {
+            if self.stack.iter().any(|p| p == path) {
+                let mut chain = self.stack.clone();
+                chain.push(path.to_owned());
+                return Err(IncludeError::Cycle { chain });
+            }
+            if self.done.contains(path) {
+                return Ok(());
+            }
+            let text = (self.read)(path).map_err(|error| IncludeError::Read {
+                path: path.to_owned(),
+                from: from.map(|(p, l)| (p.to_owned(), l)),
+                error,
+            })?;
+            let parsed = parse(&text).map_err(|error| IncludeError::Parse {
+                path: path.to_owned(),
+                error,
+            })?;
+            let dir = path.parent().unwrap_or(Path::new(""));
+            self.stack.push(path.to_owned());
+            for inc in &parsed.includes {
+                self.visit(&dir.join(&inc.file), Some((path, inc.line)))?;
+            }
+            self.stack.pop();
+            self.done.insert(path.to_owned());
+            self.out.push(Layer {
+                path: path.to_owned(),
+                settings: parsed.settings,
+            });
+            Ok(())
+        }
+    }
+    let mut walk = Walk {
+        read,
+        stack: Vec::new(),
+        done: BTreeSet::new(),
+        out: Vec::new(),
+    };
+    walk.visit(profile, None)?;
+    Ok(walk.out)
+}
+
+/// A setting that repeats, with the same value, what an earlier layer already set: duplication
+/// between a profile and its includes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Redundant {
+    /// The repeating file and setting.
+    pub path: PathBuf,
+    /// The repeated setting.
+    pub setting: Setting,
+    /// The earlier file that set it first.
+    pub first: PathBuf,
+    /// Line there.
+    pub first_line: usize,
+}
+
+/// Settings that repeat an earlier layer's value for the same symbol (overriding with a
+/// different value is what layers are for and is not reported).
+pub fn redundant(layers: &[Layer]) -> Vec<Redundant> {
+    let mut current: BTreeMap<&str, (&Path, &Setting)> = BTreeMap::new();
+    let mut out = Vec::new();
+    for layer in layers {
+        for s in &layer.settings {
+            if let Some((first, earlier)) = current.get(s.name.as_str())
+                && earlier.value == s.value
+                && *first != layer.path.as_path()
+            {
+                out.push(Redundant {
+                    path: layer.path.clone(),
+                    setting: s.clone(),
+                    first: first.to_path_buf(),
+                    first_line: earlier.line,
+                });
+            }
+            current.insert(&s.name, (&layer.path, s));
+        }
+    }
+    out
 }
 
 /// Parses a final `.config` into symbol → value; "is not set" symbols are omitted.
@@ -133,18 +382,29 @@ pub fn verify(
     fragment: &[Setting],
     final_config: &BTreeMap<String, String>,
 ) -> Vec<Mismatch> {
-    let mut last: BTreeMap<&str, &Setting> = BTreeMap::new();
-    for s in fragment {
-        last.insert(&s.name, s);
+    verify_layers(&[(fragment_name, fragment)], final_config)
+}
+
+/// Checks fragments merged in this order against the final configuration: for every symbol the
+/// last setting wins (as in `merge_config.sh`), and is reported with its own fragment and line.
+pub fn verify_layers(
+    layers: &[(&str, &[Setting])],
+    final_config: &BTreeMap<String, String>,
+) -> Vec<Mismatch> {
+    let mut last: BTreeMap<&str, (usize, &str, &Setting)> = BTreeMap::new();
+    for (idx, (name, settings)) in layers.iter().enumerate() {
+        for s in *settings {
+            last.insert(&s.name, (idx, name, s));
+        }
     }
-    let mut wanted: Vec<&Setting> = last.into_values().collect();
-    wanted.sort_by_key(|s| s.line);
+    let mut wanted: Vec<(usize, &str, &Setting)> = last.into_values().collect();
+    wanted.sort_by_key(|(idx, _, s)| (*idx, s.line));
     wanted
         .into_iter()
-        .filter_map(|s| {
+        .filter_map(|(_, fragment, s)| {
             let got = final_config.get(&s.name).filter(|v| v.as_str() != "n");
             (got != s.value.as_ref()).then(|| Mismatch {
-                fragment: fragment_name.to_owned(),
+                fragment: fragment.to_owned(),
                 wanted: s.clone(),
                 got: got.cloned(),
             })
@@ -240,6 +500,186 @@ CONFIG_A=y
             m[4].to_string(),
             "f:9: CONFIG_A wanted y, final .config has n (unset)"
         );
+    }
+
+    #[test]
+    fn includes_go_at_the_top_and_name_one_file() {
+        let p = parse("# profile\n#include base.config\n\n#include more_2.config\nCONFIG_A=y\n")
+            .expect("valid");
+        let files: Vec<_> = p
+            .includes
+            .iter()
+            .map(|i| (i.file.as_str(), i.line))
+            .collect();
+        assert_eq!(files, [("base.config", 2), ("more_2.config", 4)]);
+        assert_eq!(p.settings.len(), 1);
+
+        let kind = |t: &str| parse(t).expect_err("invalid").kind;
+        assert_eq!(
+            kind("CONFIG_A=y\n#include base.config\n"),
+            ParseErrorKind::IncludeAfterSetting
+        );
+        assert_eq!(
+            kind("# CONFIG_A is not set\n#include base.config\n"),
+            ParseErrorKind::IncludeAfterSetting
+        );
+        for bad in [
+            "#include",
+            "#include base",
+            "#include ../base.config",
+            "#include /etc/base.config",
+            "#include <base.config>",
+            "#include \"base.config\"",
+            "#include a.config b.config",
+            "#include .config",
+        ] {
+            assert_eq!(kind(bad), ParseErrorKind::Include, "{bad}");
+        }
+        // Not directives: ordinary comments.
+        assert_eq!(
+            parse("#included by x\n# include y\n"),
+            Ok(Parsed::default())
+        );
+        // The generated fragment cannot include.
+        assert_eq!(
+            parse_fragment("#include base.config\n")
+                .expect_err("no includes")
+                .kind,
+            ParseErrorKind::IncludeNotAllowed
+        );
+    }
+
+    fn files<'a>(
+        files: &'a [(&'a str, &'a str)],
+    ) -> impl FnMut(&Path) -> std::io::Result<String> + 'a {
+        |p: &Path| {
+            files
+                .iter()
+                .find(|(n, _)| Path::new("/p").join(n) == p)
+                .map(|(_, t)| (*t).to_owned())
+                .ok_or_else(|| std::io::ErrorKind::NotFound.into())
+        }
+    }
+
+    fn names(layers: &[Layer]) -> Vec<String> {
+        layers
+            .iter()
+            .map(|l| l.path.display().to_string())
+            .collect()
+    }
+
+    #[test]
+    fn includes_merge_first_recursively_and_once() {
+        let fs = [
+            ("base.config", "CONFIG_A=y\n"),
+            ("nic.config", "#include base.config\nCONFIG_N=y\n"),
+            ("disk.config", "#include base.config\nCONFIG_D=y\n"),
+            (
+                "p.config",
+                "#include nic.config\n#include disk.config\nCONFIG_A=n\n",
+            ),
+        ];
+        let layers = resolve_profile(Path::new("/p/p.config"), &mut files(&fs)).expect("ok");
+        assert_eq!(
+            names(&layers),
+            [
+                "/p/base.config",
+                "/p/nic.config",
+                "/p/disk.config",
+                "/p/p.config"
+            ],
+            "includes first, depth first, base only once"
+        );
+        assert_eq!(layers[3].settings[0].name, "CONFIG_A");
+        assert!(redundant(&layers).is_empty(), "an override is not a repeat");
+
+        // Verification: the profile's override wins over the base, and mismatches name the file.
+        let checked: Vec<(String, &[Setting])> = layers
+            .iter()
+            .map(|l| (l.path.display().to_string(), l.settings.as_slice()))
+            .collect();
+        let checked: Vec<(&str, &[Setting])> =
+            checked.iter().map(|(n, s)| (n.as_str(), *s)).collect();
+        let good = parse_dotconfig("# CONFIG_A is not set\nCONFIG_N=y\nCONFIG_D=y\n");
+        assert!(verify_layers(&checked, &good).is_empty());
+        let bad = parse_dotconfig("CONFIG_A=y\nCONFIG_D=y\n");
+        let m: Vec<String> = verify_layers(&checked, &bad)
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            m,
+            [
+                "/p/nic.config:2: CONFIG_N wanted y, final .config has n (unset)",
+                "/p/p.config:3: CONFIG_A wanted n (unset), final .config has y",
+            ]
+        );
+    }
+
+    #[test]
+    fn include_cycles_are_errors() {
+        let selfish = [("p.config", "#include p.config\n")];
+        let e = resolve_profile(Path::new("/p/p.config"), &mut files(&selfish)).expect_err("cycle");
+        assert!(
+            matches!(e, IncludeError::Cycle { ref chain } if chain.len() == 2),
+            "{e}"
+        );
+
+        let fs = [
+            ("a.config", "#include b.config\nCONFIG_A=y\n"),
+            ("b.config", "#include c.config\n"),
+            ("c.config", "#include a.config\n"),
+            ("p.config", "#include a.config\n"),
+        ];
+        let e = resolve_profile(Path::new("/p/p.config"), &mut files(&fs)).expect_err("cycle");
+        assert_eq!(
+            e.to_string(),
+            "include cycle: /p/p.config includes /p/a.config includes /p/b.config includes \
+             /p/c.config includes /p/a.config"
+        );
+    }
+
+    #[test]
+    fn missing_and_malformed_includes_name_the_file() {
+        let fs = [("p.config", "# x\n#include gone.config\nCONFIG_A=y\n")];
+        let e = resolve_profile(Path::new("/p/p.config"), &mut files(&fs)).expect_err("missing");
+        assert!(matches!(e, IncludeError::Read { .. }), "{e:?}");
+        let msg = e.to_string();
+        assert!(
+            msg.starts_with("cannot read /p/gone.config: ")
+                && msg.ends_with("(included from /p/p.config:2)"),
+            "{msg}"
+        );
+
+        let e = resolve_profile(Path::new("/p/none.config"), &mut files(&fs)).expect_err("missing");
+        assert!(!e.to_string().contains("included from"), "{e}");
+
+        let fs = [
+            ("base.config", "CONFIG_A=y # why\n"),
+            ("p.config", "#include base.config\n"),
+        ];
+        let e = resolve_profile(Path::new("/p/p.config"), &mut files(&fs)).expect_err("bad line");
+        assert!(e.to_string().starts_with("/p/base.config: line 1: "), "{e}");
+    }
+
+    #[test]
+    fn repeats_of_included_settings_are_reported() {
+        let fs = [
+            ("base.config", "CONFIG_A=y\nCONFIG_B=y\n"),
+            ("p.config", "#include base.config\nCONFIG_A=y\nCONFIG_B=n\n"),
+        ];
+        let layers = resolve_profile(Path::new("/p/p.config"), &mut files(&fs)).expect("ok");
+        let r = redundant(&layers);
+        assert_eq!(r.len(), 1, "{r:?}");
+        assert_eq!(
+            (
+                r[0].setting.name.as_str(),
+                r[0].setting.line,
+                r[0].first_line
+            ),
+            ("CONFIG_A", 2, 1)
+        );
+        assert_eq!(r[0].first, Path::new("/p/base.config"));
     }
 
     #[test]

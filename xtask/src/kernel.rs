@@ -1,5 +1,6 @@
-//! Kernel builds: Debian's `linux-source-6.1` + `tinyconfig` + a profile fragment + the generated
-//! initramfs, built out of tree in a cache keyed by (source version, fragment hash).
+//! Kernel builds: Debian's `linux-source-6.1` + `tinyconfig` + a profile fragment (after the
+//! fragments it `#include`s) + the generated initramfs, built out of tree in a cache keyed by
+//! (source version, hash of the merged settings).
 //!
 //! Cache layout (`paths::cache_dir()`):
 //!
@@ -92,10 +93,7 @@ pub fn available_profiles() -> Vec<String> {
 /// Path of the fragment for `profile`, failing with the list of profiles if it does not exist.
 pub fn profile_path(profile: &str) -> Result<PathBuf> {
     ensure!(
-        !profile.is_empty()
-            && profile
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'),
+        kconfig::is_profile_name(profile),
         "invalid profile name {profile:?}"
     );
     let p = profiles_dir().join(format!("{profile}.config"));
@@ -109,13 +107,30 @@ pub fn profile_path(profile: &str) -> Result<PathBuf> {
     Ok(p)
 }
 
-/// Build-dir hash for a fragment: SHA-256 over the recipe version and the fragment's settings
-/// in canonical form (`CONFIG_X=v` / `CONFIG_X=n`, one per line, in order), shortened to 16 hex
-/// digits. Comments and blank lines do not count, so documenting a profile does not cost a
-/// five-minute rebuild.
-pub fn config_hash(fragment: &[kconfig::Setting]) -> String {
+/// A profile's layers in merge order (its `#include`d files first, the profile last).
+pub fn profile_layers(profile_path: &Path) -> Result<Vec<kconfig::Layer>> {
+    let layers = kconfig::resolve_profile(profile_path, &mut |p| fs::read_to_string(p))?;
+    for r in kconfig::redundant(&layers) {
+        eprintln!(
+            "[kernel] warning: {}:{}: {} repeats {}:{} (same value); drop one of them",
+            r.path.display(),
+            r.setting.line,
+            r.setting.name,
+            r.first.display(),
+            r.first_line
+        );
+    }
+    Ok(layers)
+}
+
+/// Build-dir hash for a profile: SHA-256 over the recipe version and the settings of all its
+/// layers in merge order, in canonical form (`CONFIG_X=v` / `CONFIG_X=n`, one per line),
+/// shortened to 16 hex digits. Comments, blank lines and how settings are split into files do
+/// not count, so documenting or reorganising a profile does not cost a five-minute rebuild;
+/// changing a setting in an included file does.
+pub fn config_hash(layers: &[kconfig::Layer]) -> String {
     let mut canonical = format!("{RECIPE_VERSION}\n");
-    for s in fragment {
+    for s in layers.iter().flat_map(|l| &l.settings) {
         let value = s.value.as_deref().unwrap_or("n");
         canonical.push_str(&format!("{}={value}\n", s.name));
     }
@@ -254,15 +269,11 @@ fn make(src: &Path, build_dir: &Path) -> Command {
 
 /// Builds (or reuses) the kernel for `profile` with `kattach` as `/init`.
 pub fn build(profile: &str, kattach: &Path) -> Result<KernelBuild> {
-    let fragment_path = profile_path(profile)?;
-    let fragment_text = fs::read_to_string(&fragment_path)
-        .with_context(|| format!("reading {}", fragment_path.display()))?;
-    let fragment = kconfig::parse_fragment(&fragment_text)
-        .map_err(|e| anyhow::anyhow!("{}: {e}", fragment_path.display()))?;
+    let layers = profile_layers(&profile_path(profile)?)?;
 
     let cache = paths::cache_dir()?;
     let (src, src_version) = source_tree(&cache)?;
-    let hash = config_hash(&fragment);
+    let hash = config_hash(&layers);
     let build_dir = cache
         .join("kernel")
         .join(format!("{profile}-{src_version}-{hash}"));
@@ -295,7 +306,7 @@ pub fn build(profile: &str, kattach: &Path) -> Result<KernelBuild> {
     {
         let _ = fs::remove_file(&config_stamp);
         let _ = fs::remove_file(&build_stamp);
-        configure(&src, &build_dir, &fragment_path, &fragment, &list_file)?;
+        configure(&src, &build_dir, &layers, &list_file)?;
         fs::write(&config_stamp, &hash)?;
     }
 
@@ -343,20 +354,21 @@ pub fn build(profile: &str, kattach: &Path) -> Result<KernelBuild> {
     })
 }
 
-/// `tinyconfig`, merge the profile and the generated recipe fragment, `olddefconfig`, verify.
+/// `tinyconfig`, merge the profile's layers and the generated recipe fragment, `olddefconfig`,
+/// verify.
 fn configure(
     src: &Path,
     build_dir: &Path,
-    fragment_path: &Path,
-    fragment: &[kconfig::Setting],
+    layers: &[kconfig::Layer],
     list_file: &Path,
 ) -> Result<()> {
     let log = build_dir.join("config.log");
     File::create(&log)?;
-    eprintln!(
-        "[kernel] configuring: tinyconfig + {}",
-        fragment_path.display()
-    );
+    let names: Vec<String> = layers
+        .iter()
+        .map(|l| l.path.display().to_string())
+        .collect();
+    eprintln!("[kernel] configuring: tinyconfig + {}", names.join(" + "));
     cmd::run_logged(make(src, build_dir).arg("tinyconfig"), &log, "config")?;
 
     let recipe_path = build_dir.join("xtask-recipe.config");
@@ -373,7 +385,7 @@ fn configure(
             .arg("-O")
             .arg(build_dir)
             .arg(&dot_config)
-            .arg(fragment_path)
+            .args(layers.iter().map(|l| &l.path))
             .arg(&recipe_path)
             .current_dir(build_dir),
         &log,
@@ -383,16 +395,14 @@ fn configure(
 
     let final_text = fs::read_to_string(&dot_config)?;
     let final_config = kconfig::parse_dotconfig(&final_text);
-    let mut mismatches = kconfig::verify(
-        &fragment_path.display().to_string(),
-        fragment,
-        &final_config,
-    );
-    mismatches.extend(kconfig::verify(
-        &recipe_path.display().to_string(),
-        &recipe,
-        &final_config,
-    ));
+    let recipe_name = recipe_path.display().to_string();
+    let mut checked: Vec<(&str, &[kconfig::Setting])> = names
+        .iter()
+        .zip(layers)
+        .map(|(n, l)| (n.as_str(), l.settings.as_slice()))
+        .collect();
+    checked.push((&recipe_name, &recipe));
+    let mismatches = kconfig::verify_layers(&checked, &final_config);
     if !mismatches.is_empty() {
         let list: Vec<String> = mismatches.iter().map(|m| format!("  {m}")).collect();
         bail!(
@@ -410,15 +420,67 @@ fn configure(
 mod tests {
     use super::*;
 
+    /// Layers of a profile made of in-memory files: `(name, text)`, the last one is the profile.
+    fn layers(files: &[(&str, &str)]) -> Vec<kconfig::Layer> {
+        let (profile, _) = files.last().expect("a profile");
+        kconfig::resolve_profile(Path::new(profile), &mut |p| {
+            files
+                .iter()
+                .find(|(n, _)| Path::new(n) == p)
+                .map(|(_, t)| (*t).to_owned())
+                .ok_or_else(|| std::io::ErrorKind::NotFound.into())
+        })
+        .expect("resolves")
+    }
+
     #[test]
     fn hash_is_stable_and_sensitive() {
-        let h = |t: &str| config_hash(&kconfig::parse_fragment(t).expect("valid fragment"));
+        let h = |t: &str| config_hash(&layers(&[("p.config", t)]));
         let a = h("CONFIG_A=y\n");
         assert_eq!(a.len(), 16);
         assert_eq!(a, h("# why\nCONFIG_A=y\n\n"), "comments do not count");
         assert_ne!(a, h("CONFIG_A=n\n"));
         assert_eq!(h("CONFIG_A=n\n"), h("# CONFIG_A is not set\n"));
         assert_ne!(h("CONFIG_A=y\nCONFIG_B=y\n"), h("CONFIG_B=y\nCONFIG_A=y\n"));
+    }
+
+    #[test]
+    fn hash_covers_included_settings() {
+        let h = |base: &str| {
+            config_hash(&layers(&[
+                ("base.config", base),
+                ("p.config", "#include base.config\nCONFIG_B=y\n"),
+            ]))
+        };
+        let split = h("CONFIG_A=y\n");
+        assert_ne!(split, h("CONFIG_A=n\n"), "an included setting counts");
+        assert_eq!(
+            split,
+            config_hash(&layers(&[("p.config", "CONFIG_A=y\nCONFIG_B=y\n")])),
+            "the same settings in one file hash the same"
+        );
+    }
+
+    #[test]
+    fn every_profile_resolves_without_duplication() {
+        let profiles = available_profiles();
+        for name in ["base-x86_64", "qemu-x86_64"] {
+            assert!(profiles.iter().any(|p| p == name), "{name} in {profiles:?}");
+        }
+        for name in &profiles {
+            let path = profile_path(name).expect("exists");
+            let layers = kconfig::resolve_profile(&path, &mut |p| fs::read_to_string(p))
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            let redundant = kconfig::redundant(&layers);
+            assert!(redundant.is_empty(), "{name}: {redundant:?}");
+            if name != "base-x86_64" {
+                assert_eq!(
+                    layers[0].path,
+                    profiles_dir().join("base-x86_64.config"),
+                    "{name} builds on the base"
+                );
+            }
+        }
     }
 
     #[test]
