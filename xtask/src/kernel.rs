@@ -464,7 +464,7 @@ mod tests {
     #[test]
     fn every_profile_resolves_without_duplication() {
         let profiles = available_profiles();
-        for name in ["base-x86_64", "qemu-x86_64"] {
+        for name in ["base-x86_64", "qemu-x86_64", "generic-x86_64"] {
             assert!(profiles.iter().any(|p| p == name), "{name} in {profiles:?}");
         }
         for name in &profiles {

@@ -36,7 +36,8 @@ enum Cmd {
         #[arg(long, default_value = "")]
         append: String,
     },
-    /// Everything CI checks: packages, fmt, clippy, unit and hosted tests, image, qemu-tests.
+    /// Everything CI checks: packages, fmt, clippy, unit and hosted tests, both images
+    /// (qemu-x86_64, generic-x86_64), qemu-tests.
     Test,
     /// Sizes and start-up times, each beside its anchor (medians).
     Bench {
