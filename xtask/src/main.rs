@@ -35,6 +35,9 @@ enum Cmd {
         /// Extra kernel command-line words, e.g. "kaos.hostname=lab1 kaos.log=debug".
         #[arg(long, default_value = "")]
         append: String,
+        /// Raw disk image to attach (repeatable; vda, vdb, ...). Created blank if missing.
+        #[arg(long)]
+        disk: Vec<PathBuf>,
     },
     /// Everything CI checks: packages, fmt, clippy, unit and hosted tests, both images
     /// (qemu-x86_64, generic-x86_64), qemu-tests.
@@ -60,7 +63,8 @@ fn main() -> anyhow::Result<()> {
             profile,
             accel,
             append,
-        } => xtask::run::run(&profile, accel, &append)?,
+            disk,
+        } => xtask::run::run(&profile, accel, &append, &disk)?,
         Cmd::Test => xtask::suite::run()?,
         Cmd::Bench { boots, hosted_runs } => xtask::bench::run(boots, hosted_runs)?,
     }

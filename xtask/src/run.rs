@@ -23,8 +23,26 @@ pub enum AccelChoice {
     Kvm,
 }
 
-/// Builds the image for `profile` and boots it until QEMU exits (power-off or Ctrl-C).
-pub fn run(profile: &str, accel: AccelChoice, append: &str) -> Result<()> {
+/// Builds the image for `profile` and boots it until QEMU exits (power-off or Ctrl-C), with
+/// `disks` attached as virtio disks `vda`, `vdb`, ... (raw images; created sparse at 256 MiB if
+/// missing, so `kaosctl store init vda` has something to adopt).
+pub fn run(
+    profile: &str,
+    accel: AccelChoice,
+    append: &str,
+    disks: &[std::path::PathBuf],
+) -> Result<()> {
+    for disk in disks {
+        if !disk.exists() {
+            std::fs::File::create(disk)
+                .and_then(|f| f.set_len(256 << 20))
+                .with_context(|| format!("create disk image {}", disk.display()))?;
+            println!(
+                "created blank disk image {} (256 MiB, sparse)",
+                disk.display()
+            );
+        }
+    }
     deps::ensure_packages(RUN_PACKAGES)?;
     let info = image::build_image(profile, None)?;
     println!("{info}");
@@ -37,6 +55,7 @@ pub fn run(profile: &str, accel: AccelChoice, append: &str) -> Result<()> {
     config.port = kaos_protocol::PORT;
     config.accel = accel;
     config.append = append.to_owned();
+    config.disks = disks.to_vec();
     if std::net::TcpListener::bind(("127.0.0.1", config.port)).is_err() {
         bail!(
             "127.0.0.1:{} is in use: is another host running?",
