@@ -288,6 +288,22 @@ impl QemuHost {
             .clone()
     }
 
+    /// Waits up to `timeout` for the console to satisfy `pred`. Serial output under TCG can
+    /// trail what the host already answers over the network by a second or more, so tests wait
+    /// for console lines instead of checking a snapshot.
+    pub fn wait_console(&self, timeout: Duration, pred: impl Fn(&str) -> bool) -> bool {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if pred(&self.console()) {
+                return true;
+            }
+            if Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// The last lines of the console, for failure messages.
     pub fn tail(&self) -> String {
         let console = self.console();

@@ -69,7 +69,7 @@ fn status_is_right_and_kattach_is_the_only_process() {
     assert!(0 < t.init_exec_ms && t.init_exec_ms <= mounts && mounts <= link && link <= ready);
     assert!(s.uptime_ms >= u64::from(ready));
     assert!(
-        host.console().contains("kattach: kattach "),
+        host.wait_console(Duration::from_secs(30), |c| c.contains("kattach: kattach ")),
         "{}",
         host.tail()
     );
