@@ -41,9 +41,10 @@ fn image() -> Result<PathBuf, String> {
     Ok(path)
 }
 
-/// Boots the generic image with `nic_model` as the management NIC and one blank 64 MiB disk on
-/// `disk_bus`, checks the management link and that the store sees the disk as `disk_name`.
-fn boots_on(test: &str, nic_model: &str, disk_bus: DiskBus, disk_name: &str) {
+/// Boots the generic image with `nic_model` (bound by the kernel driver `driver`) as the
+/// management NIC and one blank 64 MiB disk on `disk_bus`, checks the management link and that
+/// the store sees the disk as `disk_name`.
+fn boots_on(test: &str, nic_model: &str, driver: &str, disk_bus: DiskBus, disk_name: &str) {
     let image = match image() {
         Ok(image) => image,
         Err(reason) => return skip(test, &reason),
@@ -54,6 +55,15 @@ fn boots_on(test: &str, nic_model: &str, disk_bus: DiskBus, disk_name: &str) {
     config.nic_model = nic_model.into();
     config.disk_bus = disk_bus;
     config.disks = vec![disk.path().to_owned()];
+    // The point of these tests is the real-hardware NIC driver: the guest must get the NIC
+    // model asked for, not the harness's default virtio-net.
+    let device = format!("{nic_model},netdev=mgmt");
+    assert!(
+        config.command().get_args().any(|a| a == device.as_str()),
+        "QemuConfig::command does not attach the management NIC as `-device {device}`: \
+         {:?}",
+        config.command()
+    );
     let host = QemuHost::launch(&config).expect("launch QEMU");
 
     let mut client = host.wait_ready(BOOT).expect("ready");
@@ -71,10 +81,17 @@ fn boots_on(test: &str, nic_model: &str, disk_bus: DiskBus, disk_name: &str) {
         host.tail()
     );
     assert_eq!(s.mgmt.gateway, Some([10, 0, 2, 2]));
-    // `-nodefaults` gives the guest exactly one NIC, of `nic_model`: a DHCP lease on eth0 means
-    // that driver bound and works. (The driver's own console lines depend on link timing and
-    // are not a reliable oracle.)
+    // `-nodefaults` gives the guest exactly one NIC, of `nic_model` (checked above): a DHCP
+    // lease on eth0 means its driver bound and works.
     assert_eq!(s.mgmt.interface.as_str(), "eth0", "{:?}", s.mgmt);
+    // And the driver says so when it binds, at probe time (`e1000e 0000:00:02.0 eth0: ...`,
+    // long before the link is up); the serial console may trail the network, so wait for it.
+    let bound = format!("{driver} 0000:");
+    assert!(
+        host.wait_console(Duration::from_secs(15), |c| c.contains(&bound)),
+        "no `{bound}` line: {driver} did not bind the management NIC\n{}",
+        host.tail()
+    );
 
     let report = store_report(&host);
     assert_eq!(report.disks.len(), 1, "{report:?}");
@@ -106,10 +123,16 @@ fn store_report(host: &QemuHost) -> StoreReport {
 
 #[test]
 fn e1000e_nic_and_nvme_disk() {
-    boots_on("generic-e1000e-nvme", "e1000e", DiskBus::Nvme, "nvme0n1");
+    boots_on(
+        "generic-e1000e-nvme",
+        "e1000e",
+        "e1000e",
+        DiskBus::Nvme,
+        "nvme0n1",
+    );
 }
 
 #[test]
 fn e1000_nic_and_ahci_sata_disk() {
-    boots_on("generic-e1000-ahci", "e1000", DiskBus::Ahci, "sda");
+    boots_on("generic-e1000-ahci", "e1000", "e1000", DiskBus::Ahci, "sda");
 }
