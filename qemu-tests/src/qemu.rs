@@ -111,7 +111,7 @@ impl QemuConfig {
                 kaos_protocol::PORT
             ),
             "-device",
-            "virtio-net-pci,netdev=mgmt",
+            &format!("{},netdev=mgmt", self.nic_model),
         ])
         .arg("-qmp")
         .arg(format!("unix:{},server=on,wait=off", self.qmp.display()));
@@ -271,6 +271,24 @@ impl QemuHost {
     /// A new greeted client.
     pub fn client(&self) -> Result<Client> {
         Ok(Client::connect(&self.endpoint, Duration::from_secs(5))?)
+    }
+
+    /// The store report once the host's store thread has chosen (waits for the endpoint too).
+    pub fn store_report(&self, timeout: Duration) -> Result<kaos_protocol::StoreReport> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let mut client = self.wait_ready(timeout)?;
+            if let kaos_protocol::Response::StoreStatus(r) =
+                client.request(kaos_protocol::Request::StoreStatus)?
+                && r.ready_ms.is_some()
+            {
+                return Ok(r);
+            }
+            if Instant::now() > deadline {
+                bail!("store never ready\n{}", self.tail());
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
     }
 
     /// A plain TCP connection to the forwarded port.

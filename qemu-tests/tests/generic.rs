@@ -8,9 +8,9 @@
 
 use std::path::PathBuf;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use kaos_protocol::{DiskState, Request, Response, StoreReport};
+use kaos_protocol::{DiskState, Request, Response};
 use kaos_qemu_tests::disk::DiskImage;
 use kaos_qemu_tests::qemu::{DiskBus, QemuConfig, QemuHost};
 use kaos_qemu_tests::skip;
@@ -93,32 +93,12 @@ fn boots_on(test: &str, nic_model: &str, driver: &str, disk_bus: DiskBus, disk_n
         host.tail()
     );
 
-    let report = store_report(&host);
+    let report = host.store_report(BOOT).expect("store report");
     assert_eq!(report.disks.len(), 1, "{report:?}");
     let found = &report.disks[0];
     assert_eq!(found.name.as_str(), disk_name, "{report:?}");
     assert_eq!(found.state, DiskState::Blank, "{report:?}");
     assert_eq!(found.size_bytes, 64 * 1024 * 1024, "{report:?}");
-}
-
-/// The store report once the store thread has finished probing.
-fn store_report(host: &QemuHost) -> StoreReport {
-    let deadline = Instant::now() + BOOT;
-    loop {
-        let mut client = host.client().expect("connect");
-        let Response::StoreStatus(r) = client.request(Request::StoreStatus).expect("store") else {
-            panic!("no store status")
-        };
-        if r.ready_ms.is_some() {
-            return r;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "store never ready\n{}",
-            host.tail()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
 }
 
 #[test]

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use kaos_protocol::{
     DiskState, ErrorCode, EventKind, EventsQuery, HostSet, Request, Response, StoreInit, StoreMode,
-    StoreReport, truncated,
+    truncated,
 };
 use kaos_qemu_tests::disk::DiskImage;
 use kaos_qemu_tests::qemu::{self, QemuConfig, QemuHost};
@@ -27,26 +27,6 @@ fn ask(client: &mut kaosctl::Client, request: Request) -> Response {
         .unwrap_or_else(|e| panic!("request failed: {e}"))
 }
 
-/// The store report once the store thread has finished choosing.
-fn store_report(host: &QemuHost) -> StoreReport {
-    let deadline = std::time::Instant::now() + BOOT;
-    loop {
-        let mut client = host.wait_ready(BOOT).expect("ready");
-        let Response::StoreStatus(r) = ask(&mut client, Request::StoreStatus) else {
-            panic!("no store status")
-        };
-        if r.ready_ms.is_some() {
-            return r;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "store never ready\n{}",
-            host.tail()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
 #[test]
 fn hostname_set_on_an_initialised_disk_survives_a_hard_power_off() {
     if let Some(reason) = qemu::unavailable() {
@@ -54,7 +34,7 @@ fn hostname_set_on_an_initialised_disk_survives_a_hard_power_off() {
     }
     let disk = DiskImage::blank("store", 64).expect("disk");
     let host = boot("kaos-first", &[&disk]);
-    let report = store_report(&host);
+    let report = host.store_report(BOOT).expect("store report");
     assert_eq!(
         report.mode,
         StoreMode::Memory,
@@ -91,7 +71,7 @@ fn hostname_set_on_an_initialised_disk_survives_a_hard_power_off() {
     host.kill();
 
     let host = boot("kaos-second", &[&disk]);
-    let report = store_report(&host);
+    let report = host.store_report(BOOT).expect("store report");
     assert_eq!(report.mode, StoreMode::Disk, "{report:?}\n{}", host.tail());
     assert_eq!(report.disks[0].state, DiskState::InUse);
     let mut client = host.client().expect("connect");
@@ -147,7 +127,7 @@ fn corrupt_store_and_foreign_disk_are_never_written() {
     );
 
     let host = boot("kaos-degraded", &[&corrupt, &ext4]);
-    let report = store_report(&host);
+    let report = host.store_report(BOOT).expect("store report");
     assert_eq!(report.mode, StoreMode::Memory, "{report:?}");
     let why = report
         .degraded
@@ -201,7 +181,12 @@ fn disk_dying_after_boot_degrades_to_memory_and_keeps_serving() {
     let disk = DiskImage::blank("dying", 32).expect("disk");
     kaos_store::init_device(disk.path(), false, [9; 16]).expect("init store image");
     let host = boot("kaos-dying", &[&disk]);
-    assert_eq!(store_report(&host).mode, StoreMode::Disk, "{}", host.tail());
+    assert_eq!(
+        host.store_report(BOOT).expect("store report").mode,
+        StoreMode::Disk,
+        "{}",
+        host.tail()
+    );
     let mut client = host.client().expect("connect");
     let set = |name: &str| {
         Request::HostSet(HostSet {
@@ -221,7 +206,7 @@ fn disk_dying_after_boot_degrades_to_memory_and_keeps_serving() {
             host.tail()
         ),
     }
-    let report = store_report(&host);
+    let report = host.store_report(BOOT).expect("store report");
     assert_eq!(report.mode, StoreMode::Memory);
     let why = report.degraded.map(|s| s.to_string()).unwrap_or_default();
     assert!(why.contains("commit failed on /dev/vda"), "{why}");
