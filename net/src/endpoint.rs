@@ -241,28 +241,28 @@ impl Endpoint {
 
     /// Recycles closed sockets and keeps `listen_pool` sockets listening.
     fn refill_pool(&mut self) {
+        let (pool, port) = (self.config.listen_pool, self.config.port);
+        let sockets = &mut self.sockets;
         let mut listening = 0;
-        let mut keep = Vec::with_capacity(self.conns.len());
-        for (handle, conn) in self.conns.drain(..) {
-            let socket = self.sockets.get_mut::<tcp::Socket>(handle);
+        // In place: this runs every round of the poll loop.
+        self.conns.retain_mut(|(handle, conn)| {
+            let socket = sockets.get_mut::<tcp::Socket>(*handle);
             match socket.state() {
                 tcp::State::Listen => listening += 1,
-                tcp::State::Closed if listening < self.config.listen_pool => {
-                    if socket.listen(self.config.port).is_ok() {
+                tcp::State::Closed if listening < pool => {
+                    if socket.listen(port).is_ok() {
                         listening += 1;
                     }
-                    keep.push((handle, Conn::default()));
-                    continue;
+                    *conn = Conn::default();
                 }
                 tcp::State::Closed => {
-                    self.sockets.remove(handle);
-                    continue;
+                    sockets.remove(*handle);
+                    return false;
                 }
                 _ => {}
             }
-            keep.push((handle, conn));
-        }
-        self.conns = keep;
+            true
+        });
         while listening < self.config.listen_pool && self.conns.len() < self.config.max_connections
         {
             let mut socket = tcp::Socket::new(

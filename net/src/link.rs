@@ -59,13 +59,7 @@ impl Link {
     /// Opens NIC `name` through an `AF_PACKET` socket, brings it up and uses its own MAC.
     pub fn packet(name: &str) -> Result<Self, LinkError> {
         check_name(name)?;
-        let sys_err = |what| {
-            move |source| LinkError::Sys {
-                what,
-                iface: name.to_owned(),
-                source,
-            }
-        };
+        let sys_err = |what| sys_error(name, what);
         let fd = socket_with(
             AddressFamily::PACKET,
             SocketType::RAW,
@@ -85,13 +79,7 @@ impl Link {
     /// endpoint's MAC is `mac`: the kernel side of the TAP has its own.
     pub fn tap(name: &str, mac: [u8; 6]) -> Result<Self, LinkError> {
         check_name(name)?;
-        let sys_err = |what| {
-            move |source| LinkError::Sys {
-                what,
-                iface: name.to_owned(),
-                source,
-            }
-        };
+        let sys_err = |what| sys_error(name, what);
         let fd = open(
             "/dev/net/tun",
             OFlags::RDWR | OFlags::NONBLOCK | OFlags::CLOEXEC,
@@ -126,6 +114,15 @@ impl Link {
     /// Frame counters.
     pub fn stats(&self) -> LinkStats {
         self.stats
+    }
+}
+
+/// The error of step `what` on interface `iface`, for `map_err`.
+fn sys_error<'a>(iface: &'a str, what: &'static str) -> impl FnOnce(io::Errno) -> LinkError + 'a {
+    move |source| LinkError::Sys {
+        what,
+        iface: iface.to_owned(),
+        source,
     }
 }
 
