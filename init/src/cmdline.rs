@@ -7,6 +7,7 @@
 //! | `kaos.hostname=` | RFC 1123 host name | `kaos` |
 //! | `kaos.log=` | `error`, `warn`, `info`, `debug`, `trace` | `info` |
 //! | `kaos.store=` | `auto`, `memory`, or a disk (`vdb`, `/dev/nvme0n1`) | `auto` |
+//! | `kaos.authorize=` | client keys, `BASE64[:ROLE]`, comma-separated (role: `admin`) | none |
 //!
 //! A bad value is reported and replaced by the default: a typo must not keep a host from booting.
 
@@ -31,6 +32,8 @@ pub struct Settings {
     pub log: LevelFilter,
     /// Which configuration store to use.
     pub store: StoreChoice,
+    /// Client keys authorised on the command line (`kaos.authorize=` may repeat).
+    pub authorize: Vec<(kaos_protocol::keys::PublicKey, kaos_protocol::Role)>,
 }
 
 impl Default for Settings {
@@ -41,6 +44,7 @@ impl Default for Settings {
             hostname: "kaos".into(),
             log: LevelFilter::Info,
             store: StoreChoice::Auto,
+            authorize: Vec::new(),
         }
     }
 }
@@ -70,6 +74,9 @@ impl Settings {
             "hostname" => self.hostname = hostname(value)?,
             "log" => self.log = value.parse().map_err(|_| "unknown log level".to_owned())?,
             "store" => self.store = StoreChoice::parse(value)?,
+            "authorize" => self
+                .authorize
+                .extend(crate::access::parse_cmdline_keys(value)?),
             _ => return Err("unknown key".into()),
         }
         Ok(())

@@ -14,7 +14,7 @@ use kaos_protocol::{
     DiskInfo, DiskState, ErrorCode, ErrorReply, EventEntry, EventKind, StoreMode, StoreReport,
     truncated,
 };
-use kaos_store::{EventRecord, Location, Probe, Store, StoreError};
+use kaos_store::{ClientKey, EventRecord, Location, Probe, Store, StoreError};
 
 /// A request the store refused: a stable code and a message for the client.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,7 +26,8 @@ pub struct Refusal {
 }
 
 impl Refusal {
-    fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+    /// A refusal with `code`.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
         Self {
             code,
             message: message.into(),
@@ -88,6 +89,8 @@ pub struct Config {
     state: Mutex<State>,
     source: DiskSource,
     boot_id: [u8; 16],
+    /// Written whenever an event is recorded, to wake the endpoint's event streams.
+    wake: Option<std::os::fd::OwnedFd>,
 }
 
 impl std::fmt::Debug for Config {
@@ -117,7 +120,19 @@ impl Config {
             }),
             source,
             boot_id,
+            wake: rustix::event::eventfd(
+                0,
+                rustix::event::EventfdFlags::CLOEXEC | rustix::event::EventfdFlags::NONBLOCK,
+            )
+            .map_err(|e| log::warn!("eventfd: {e}; event streams poll once a second"))
+            .ok(),
         }
+    }
+
+    /// Readable after an event was recorded (see `kaos_net::run::serve`).
+    pub fn wake_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        use std::os::fd::AsFd;
+        self.wake.as_ref().map(AsFd::as_fd)
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -190,14 +205,9 @@ impl Config {
     }
 
     fn adopt(&self, st: &mut State, store: Store, location: &Location) {
-        // Settings made before the disk was adopted (memory mode) carry over.
-        if let Ok(previous) = st.store.settings() {
-            for (k, v) in previous {
-                if let Ok(None) = store.setting(&k) {
-                    let _ = store.set_setting(&k, &v);
-                }
-            }
-        }
+        // Settings and keys made before the disk was adopted (memory mode) carry over; what
+        // the disk already holds wins.
+        carry_over(&st.store, &store);
         st.store = store;
         st.mode = match location {
             Location::Memory => StoreMode::Memory,
@@ -219,11 +229,7 @@ impl Config {
     fn degrade(&self, st: &mut State, reason: String) {
         log::error!("store degraded to memory: {reason}");
         let memory = Store::memory();
-        if let Ok(settings) = st.store.settings() {
-            for (k, v) in settings {
-                let _ = memory.set_setting(&k, &v);
-            }
-        }
+        carry_over(&st.store, &memory);
         st.store = memory;
         st.mode = StoreMode::Memory;
         st.location.clear();
@@ -243,6 +249,9 @@ impl Config {
             let reason = format!("recording an event failed: {e}");
             self.degrade(st, reason);
             let _ = st.store.record_event(&event);
+        }
+        if let Some(wake) = &self.wake {
+            let _ = rustix::io::write(wake, &1u64.to_ne_bytes());
         }
     }
 
@@ -264,23 +273,9 @@ impl Config {
     /// Persists a setting (durably, before returning). A failing disk degrades the host to
     /// memory, where the setting is then kept, and the caller is told.
     pub fn set_setting(&self, key: &str, value: &str) -> Result<(), Refusal> {
-        let mut st = self.lock();
-        match st.store.set_setting(key, value) {
-            Ok(()) => {
-                self.record_locked(
-                    &mut st,
-                    EventKind::SettingChanged,
-                    &format!("{key} = {value}"),
-                );
-                Ok(())
-            }
-            Err(e) => {
-                let reason = format!("commit failed on {}: {e}", st.location);
-                self.degrade(&mut st, reason.clone());
-                let _ = st.store.set_setting(key, value);
-                Err(Refusal::new(ErrorCode::StoreFailed, reason))
-            }
-        }
+        self.write(|store| store.set_setting(key, value))?;
+        self.record(EventKind::SettingChanged, &format!("{key} = {value}"));
+        Ok(())
     }
 
     /// A page of events after `after`, and whether more follow.
@@ -327,6 +322,58 @@ impl Config {
     /// The store mode.
     pub fn mode(&self) -> StoreMode {
         self.lock().mode
+    }
+
+    /// True when the store survives a reboot (a disk or a file).
+    pub fn persistent(&self) -> bool {
+        matches!(self.lock().mode, StoreMode::Disk | StoreMode::File)
+    }
+
+    /// The stored host key, if any.
+    pub fn host_key(&self) -> Option<[u8; 32]> {
+        self.lock().store.host_key().ok().flatten()
+    }
+
+    /// Stores the host key (durably); a failing disk degrades the host, which keeps it.
+    pub fn set_host_key(&self, secret: &[u8; 32]) -> Result<(), Refusal> {
+        self.write(|store| store.set_host_key(secret))
+    }
+
+    /// The client keys in the store.
+    pub fn client_keys(&self) -> Vec<(String, ClientKey)> {
+        self.lock().store.client_keys().unwrap_or_default()
+    }
+
+    /// Authorises a client key (durably), recording the change.
+    pub fn put_client_key(&self, name: &str, key: &ClientKey) -> Result<(), Refusal> {
+        self.write(|store| store.put_client_key(name, key))?;
+        self.record(
+            EventKind::AccessChanged,
+            &format!("authorised {name} as {} ({})", key.role, key.key.fingerprint()),
+        );
+        Ok(())
+    }
+
+    /// Withdraws a client key (durably), recording the change.
+    pub fn remove_client_key(&self, name: &str) -> Result<(), Refusal> {
+        self.write(|store| store.remove_client_key(name).map(drop))?;
+        self.record(EventKind::AccessChanged, &format!("withdrew {name}"));
+        Ok(())
+    }
+
+    /// Runs one durable write; on failure the host degrades to memory, where the write is
+    /// then made, and the caller is told.
+    fn write(&self, op: impl Fn(&Store) -> Result<(), StoreError>) -> Result<(), Refusal> {
+        let mut st = self.lock();
+        match op(&st.store) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                let reason = format!("commit failed on {}: {e}", st.location);
+                self.degrade(&mut st, reason.clone());
+                let _ = op(&st.store);
+                Err(Refusal::new(ErrorCode::StoreFailed, reason))
+            }
+        }
     }
 
     /// Initialises `name` as the store and adopts it, carrying current settings over.
@@ -381,6 +428,27 @@ impl Config {
                 (p, info)
             })
             .collect()
+    }
+}
+
+/// Copies what `to` lacks from `from`: settings, the host key, client keys.
+fn carry_over(from: &Store, to: &Store) {
+    if let Ok(settings) = from.settings() {
+        for (k, v) in settings {
+            if let Ok(None) = to.setting(&k) {
+                let _ = to.set_setting(&k, &v);
+            }
+        }
+    }
+    if let (Ok(Some(key)), Ok(None)) = (from.host_key(), to.host_key()) {
+        let _ = to.set_host_key(&key);
+    }
+    if let (Ok(keys), Ok(existing)) = (from.client_keys(), to.client_keys()) {
+        for (name, key) in keys {
+            if !existing.iter().any(|(n, _)| *n == name) {
+                let _ = to.put_client_key(&name, &key);
+            }
+        }
     }
 }
 

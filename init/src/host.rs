@@ -3,12 +3,15 @@
 use std::sync::{Arc, Mutex, PoisonError};
 
 use kaos_net::run::Observer;
-use kaos_net::{AddressEvent, Handler};
+use kaos_net::{AddressEvent, Answer, Handler, Stream, StreamPoll};
+use kaos_protocol::handshake::{ClientHello, ServerHello};
+use kaos_protocol::keys::{PublicKey, SecretKey};
 use kaos_protocol::{
-    BootTimeline, ErrorCode, ErrorReply, EventKind, EventPage, HostSettings, Ipv4Cidr, MgmtLink,
-    Request, Response, ServerHello, Status, truncated,
+    AccessEntry, BootTimeline, ErrorCode, ErrorReply, EventKind, EventPage, EventsQuery,
+    HostSettings, Identity, Ipv4Cidr, MgmtLink, Request, Response, Status, truncated,
 };
 
+use crate::access::Access;
 use crate::config::Config;
 use rustix::time::{ClockId, clock_gettime};
 
@@ -34,6 +37,8 @@ pub struct Host {
     power: Mutex<Option<PowerAction>>,
     /// The configuration store.
     pub config: Config,
+    /// The host key and the authorised client keys.
+    pub access: Access,
 }
 
 /// Milliseconds since the kernel started (`CLOCK_BOOTTIME` counts suspend, too).
@@ -58,6 +63,7 @@ impl Host {
         hosted: bool,
         init_exec_ms: u32,
         disks: crate::config::DiskSource,
+        keys: Vec<AccessEntry>,
     ) -> Arc<Self> {
         let mut boot_id = [0u8; 16];
         // INSECURE: an identifier, not a secret, and early boot must not wait for entropy.
@@ -79,6 +85,7 @@ impl Host {
                 dhcp: false,
             }),
             power: Mutex::new(None),
+            access: Access::new(keys),
         })
     }
 
@@ -100,6 +107,7 @@ impl Host {
     /// Opens the store `choice` names, then applies the persisted settings.
     pub fn start_store(&self, choice: &crate::config::StoreChoice) {
         self.config.select(choice);
+        self.access.load(&self.config);
         if let Some(name) = self.config.setting("hostname") {
             if crate::cmdline::hostname(&name).is_ok() {
                 log::info!("hostname {name} (from the store)");
@@ -183,6 +191,11 @@ impl Host {
             processes: u32::try_from(crate::procs::userspace_pids().len()).unwrap_or(u32::MAX),
             store: self.config.mode(),
             mgmt: lock(&self.mgmt).clone(),
+            host_key: self
+                .access
+                .host_key()
+                .map_or(PublicKey([0; 32]), |k| k.public()),
+            host_key_persistent: self.config.persistent(),
         }
     }
 }
@@ -191,57 +204,141 @@ impl Host {
 #[derive(Debug)]
 pub struct Service(pub Arc<Host>);
 
+impl Service {
+    fn events_page(&self, q: &EventsQuery) -> EventPage {
+        let limit = usize::from(q.limit).clamp(1, kaos_protocol::EVENTS_PER_PAGE);
+        let (events, more) = self.0.config.events(q.after, limit);
+        let mut page = EventPage {
+            events: heapless::Vec::new(),
+            more,
+        };
+        for e in events {
+            if page.events.push(e).is_err() {
+                page.more = true;
+                break;
+            }
+        }
+        page
+    }
+
+    fn reply(result: Result<Response, crate::config::Refusal>) -> Answer {
+        Answer::Reply(result.unwrap_or_else(|e| Response::Error(e.reply())))
+    }
+}
+
+/// `events --follow`: pages of events as they are recorded.
+struct EventStream {
+    host: Arc<Host>,
+    query: EventsQuery,
+}
+
+impl Stream for EventStream {
+    fn poll(&mut self) -> StreamPoll {
+        let page = Service(Arc::clone(&self.host)).events_page(&self.query);
+        match page.events.last() {
+            Some(last) => {
+                self.query.after = Some(last.seq);
+                StreamPoll::Item(Response::Events(page))
+            }
+            None => StreamPoll::Pending,
+        }
+    }
+}
+
 impl Handler for Service {
-    fn hello(&mut self) -> ServerHello {
+    fn host_key(&self) -> Option<SecretKey> {
+        self.0.access.host_key()
+    }
+
+    fn server_hello(&self) -> ServerHello {
         ServerHello {
             version: kaos_protocol::VERSION,
             hostname: truncated(&self.0.hostname()),
+            key_persistent: self.0.config.persistent(),
         }
     }
 
-    fn request(&mut self, request: &Request) -> Response {
+    fn authenticate(
+        &mut self,
+        key: &PublicKey,
+        hello: &ClientHello,
+        from: &str,
+    ) -> Result<Identity, ErrorReply> {
+        if let Some(who) = self.0.access.lookup(key) {
+            log::info!(
+                "session from {from}: key {} ({}), {}",
+                who.name,
+                who.role,
+                hello.client
+            );
+            return Ok(who);
+        }
+        let fingerprint = key.fingerprint();
+        let message = format!("unknown key {fingerprint} from {from} ({})", hello.client);
+        log::warn!("refused: {message}");
+        self.0.config.record(EventKind::AccessDenied, &message);
+        Err(ErrorReply::new(
+            ErrorCode::Unauthorized,
+            &format!(
+                "key {fingerprint} is not authorised on {}; an admin can run `kaosctl access add`",
+                self.0.hostname()
+            ),
+        ))
+    }
+
+    fn identity(&self, key: &PublicKey) -> Option<Identity> {
+        self.0.access.lookup(key)
+    }
+
+    fn denied(&mut self, who: &Identity, request: &Request) {
+        let message = format!("{} key {} may not {}", who.role, who.name, request.name());
+        self.0.config.record(EventKind::AccessDenied, &message);
+    }
+
+    fn request(&mut self, who: &Identity, request: &Request) -> Answer {
+        let host = &self.0;
         match request {
-            Request::Status => Response::Status(self.0.status()),
-            Request::Reboot => {
-                log::info!("reboot requested over the management port");
-                self.0
-                    .config
-                    .record(EventKind::PowerRequested, "reboot (management port)");
-                self.0.request_power(PowerAction::Reboot);
-                Response::Accepted
-            }
-            Request::Shutdown => {
-                log::info!("shutdown requested over the management port");
-                self.0
-                    .config
-                    .record(EventKind::PowerRequested, "power-off (management port)");
-                self.0.request_power(PowerAction::PowerOff);
-                Response::Accepted
-            }
-            Request::StoreStatus => Response::StoreStatus(self.0.config.report()),
-            Request::StoreInit(init) => match self.0.config.init_device(&init.device, init.force) {
-                Ok(report) => Response::StoreStatus(report),
-                Err(e) => Response::Error(e.reply()),
-            },
-            Request::HostGet => Response::Host(self.0.host_settings()),
-            Request::HostSet(set) => self.0.set(&set.key, &set.value),
-            Request::Events(q) => {
-                let limit = usize::from(q.limit).clamp(1, kaos_protocol::EVENTS_PER_PAGE);
-                let (events, more) = self.0.config.events(q.after, limit);
-                let mut page = EventPage {
-                    events: heapless::Vec::new(),
-                    more,
+            Request::Status => Answer::Reply(Response::Status(host.status())),
+            Request::Reboot | Request::Shutdown => {
+                let (action, what) = if *request == Request::Reboot {
+                    (PowerAction::Reboot, "reboot")
+                } else {
+                    (PowerAction::PowerOff, "power-off")
                 };
-                for e in events {
-                    if page.events.push(e).is_err() {
-                        page.more = true;
-                        break;
-                    }
-                }
-                Response::Events(page)
+                log::info!("{what} requested by {} over the management port", who.name);
+                host.config
+                    .record(EventKind::PowerRequested, &format!("{what} by {}", who.name));
+                host.request_power(action);
+                Answer::Reply(Response::Accepted)
             }
-            // Sessions answer hellos themselves.
-            Request::Hello(_) => Response::Accepted,
+            Request::StoreStatus => Answer::Reply(Response::StoreStatus(host.config.report())),
+            Request::StoreInit(init) => Self::reply(
+                host.config
+                    .init_device(&init.device, init.force)
+                    .map(Response::StoreStatus),
+            ),
+            Request::HostGet => Answer::Reply(Response::Host(host.host_settings())),
+            Request::HostSet(set) => Answer::Reply(host.set(&set.key, &set.value)),
+            Request::Events(q) if q.follow => Answer::Stream(Box::new(EventStream {
+                host: Arc::clone(host),
+                query: *q,
+            })),
+            Request::Events(q) => Answer::Reply(Response::Events(self.events_page(q))),
+            Request::AccessList => Answer::Reply(Response::Access(host.access.list())),
+            Request::AccessAdd(add) => Self::reply(
+                host.access
+                    .add(&host.config, &add.name, add.role, add.key)
+                    .map(Response::Access),
+            ),
+            Request::AccessRemove(rm) => Self::reply(
+                host.access
+                    .remove(&host.config, &rm.name)
+                    .map(Response::Access),
+            ),
+            // The session answers these itself.
+            Request::Ping | Request::Cancel(_) | Request::WhoAmI => {
+                Answer::Reply(Response::Accepted)
+            }
         }
     }
 }

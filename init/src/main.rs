@@ -10,6 +10,7 @@
 //! - **Nothing slow blocks start-up**: the endpoint thread brings up the link and DHCP while the
 //!   supervisor is already reaping and handling signals.
 
+mod access;
 mod buttons;
 mod cmdline;
 mod config;
@@ -28,6 +29,7 @@ const USAGE: &str = "\
 usage: kattach                       (as PID 1: the KaOS host init)
        kattach --hosted --tap IFACE [--ip CIDR[,GATEWAY]|dhcp] [--hostname NAME] [--log LEVEL]
                 [--disk PATH]... [--store auto|memory|DISK] [--state-file PATH]
+                [--authorized-keys FILE] [--authorize BASE64[:ROLE]]
        kattach --version";
 
 fn main() {
@@ -77,11 +79,19 @@ fn pid1_main(init_exec_ms: u32) -> ! {
     if let Err(e) = rustix::system::sethostname(settings.hostname.as_bytes()) {
         log::warn!("sethostname: {e}");
     }
+    let mut keys = Vec::new();
+    match std::fs::read_to_string(access::IMAGE_KEYS) {
+        Ok(text) => keys_from(&text, kaos_protocol::KeySource::Image, &mut keys),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => log::warn!("{}: {e}", access::IMAGE_KEYS),
+    }
+    keys.extend(cmdline_keys(&settings));
     let host = host::Host::new(
         settings.hostname.clone(),
         false,
         init_exec_ms,
         config::DiskSource::Sysfs,
+        keys,
     );
     host.mark(|t| &mut t.mounts_ms);
     spawn_store(&host, settings.store.clone());
@@ -96,6 +106,34 @@ fn pid1_main(init_exec_ms: u32) -> ! {
         log::info!("no power button found");
     }
     supervisor::run(&host)
+}
+
+/// Adds the keys of an `authorized_keys` text, logging refused lines.
+fn keys_from(
+    text: &str,
+    source: kaos_protocol::KeySource,
+    keys: &mut Vec<kaos_protocol::AccessEntry>,
+) {
+    let (entries, problems) = access::parse_authorized_keys(text, source);
+    for p in problems {
+        log::warn!("authorized keys ({source:?}): {p}");
+    }
+    keys.extend(entries);
+}
+
+/// The `kaos.authorize=` keys, named `cmdline-N`.
+fn cmdline_keys(settings: &Settings) -> Vec<kaos_protocol::AccessEntry> {
+    settings
+        .authorize
+        .iter()
+        .enumerate()
+        .map(|(i, (key, role))| kaos_protocol::AccessEntry {
+            name: kaos_protocol::truncated(&format!("cmdline-{}", i + 1)),
+            role: *role,
+            key: *key,
+            source: kaos_protocol::KeySource::CommandLine,
+        })
+        .collect()
 }
 
 /// Disk probing and opening the store never hold up the endpoint.
@@ -120,11 +158,23 @@ fn hosted_main(init_exec_ms: u32, settings: Settings, hosted: Hosted) -> ! {
         "kattach {} starting hosted on TAP {tap}",
         env!("CARGO_PKG_VERSION")
     );
+    let mut keys = Vec::new();
+    if let Some(path) = &hosted.authorized_keys {
+        match std::fs::read_to_string(path) {
+            Ok(text) => keys_from(&text, kaos_protocol::KeySource::File, &mut keys),
+            Err(e) => {
+                log::error!("{}: {e}", path.display());
+                std::process::exit(1);
+            }
+        }
+    }
+    keys.extend(cmdline_keys(&settings));
     let host = host::Host::new(
         settings.hostname.clone(),
         true,
         init_exec_ms,
         config::DiskSource::Paths(hosted.disks),
+        keys,
     );
     let choice = match hosted.state_file {
         Some(path) => config::StoreChoice::File(path),
@@ -144,6 +194,7 @@ struct Hosted {
     tap: String,
     disks: Vec<std::path::PathBuf>,
     state_file: Option<std::path::PathBuf>,
+    authorized_keys: Option<std::path::PathBuf>,
 }
 
 /// Hosted-mode flags, mapped onto the same settings as the kernel command line. Hosted hosts
@@ -157,6 +208,7 @@ fn parse_hosted(args: &[String]) -> Result<(Settings, Hosted), String> {
     let mut tap = None;
     let mut disks = Vec::new();
     let mut state_file = None;
+    let mut authorized_keys = None;
     let mut it = args.iter();
     while let Some(flag) = it.next() {
         let mut value = || it.next().ok_or_else(|| format!("{flag} needs a value"));
@@ -169,6 +221,8 @@ fn parse_hosted(args: &[String]) -> Result<(Settings, Hosted), String> {
             "--store" => settings.set("store", value()?)?,
             "--disk" => disks.push(value()?.into()),
             "--state-file" => state_file = Some(value()?.into()),
+            "--authorized-keys" => authorized_keys = Some(value()?.into()),
+            "--authorize" => settings.set("authorize", value()?)?,
             other => return Err(format!("unknown argument {other:?}")),
         }
     }
@@ -182,6 +236,7 @@ fn parse_hosted(args: &[String]) -> Result<(Settings, Hosted), String> {
             tap,
             disks,
             state_file,
+            authorized_keys,
         },
     ))
 }

@@ -40,7 +40,8 @@ fn run(host: &Arc<Host>, spec: &LinkSpec, ip: IpConfig) {
                 let config = EndpointConfig::new(link.mac(), ip, random_u64());
                 let mut endpoint = Endpoint::new(config, &mut link, kaos_net::run::now());
                 let mut service = Service(Arc::clone(host));
-                let err = kaos_net::run::serve(&mut endpoint, &mut link, &mut service);
+                let wake = host.config.wake_fd();
+                let err = kaos_net::run::serve(&mut endpoint, &mut link, &mut service, wake);
                 log::error!("management endpoint on {} stopped: {err}", link.name());
             }
             Err(e) => log::warn!("management link: {e}"),

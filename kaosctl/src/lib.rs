@@ -4,4 +4,4 @@
 pub mod client;
 pub mod view;
 
-pub use client::{Client, ClientError};
+pub use client::{Client, ClientError, ConnectOptions, HostKeyCheck};

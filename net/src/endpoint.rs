@@ -13,10 +13,11 @@ use smoltcp::socket::{dhcpv4, tcp};
 use smoltcp::time::{Duration, Instant};
 use smoltcp::wire::{
     ArpOperation, ArpPacket, ArpRepr, EthernetAddress, EthernetFrame, EthernetProtocol,
-    EthernetRepr, HardwareAddress, IpCidr, Ipv4Address, Ipv4Cidr,
+    EthernetRepr, HardwareAddress, IpAddress, IpCidr, Ipv4Address, Ipv4Cidr,
 };
 
-use crate::session::{Handler, Session};
+use crate::guard::{Guard, GuardConfig};
+use crate::session::{AuthOutcome, Handler, Session};
 
 /// How the endpoint gets its address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,6 +48,8 @@ pub struct EndpointConfig {
     pub max_connections: usize,
     /// Seed for smoltcp's initial sequence numbers and ports.
     pub random_seed: u64,
+    /// Per-source handshake rate limit and failed-authentication back-off.
+    pub guard: GuardConfig,
 }
 
 impl EndpointConfig {
@@ -57,8 +60,9 @@ impl EndpointConfig {
             ip,
             port: kaos_protocol::PORT,
             listen_pool: 4,
-            max_connections: 32,
+            max_connections: 128,
             random_seed,
+            guard: GuardConfig::default(),
         }
     }
 }
@@ -78,19 +82,41 @@ pub enum AddressEvent {
 }
 
 /// Connection state kept beside each TCP socket.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Conn {
-    session: Session,
+    /// Created when the connection is established, with the guard's verdict.
+    session: Option<Session>,
     out: Vec<u8>,
     /// The socket was seen connected, so a later `Closed` means this connection ended.
     connected: bool,
+    peer: Option<IpAddress>,
+    since: Instant,
+    last_request: Instant,
+}
+
+impl Default for Conn {
+    fn default() -> Self {
+        Self {
+            session: None,
+            out: Vec::new(),
+            connected: false,
+            peer: None,
+            since: Instant::ZERO,
+            last_request: Instant::ZERO,
+        }
+    }
 }
 
 const SOCKET_RX: usize = 8 * 1024;
-const SOCKET_TX: usize = 32 * 1024;
-/// A connection that sends nothing for this long is dropped.
-const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+const SOCKET_TX: usize = 16 * 1024;
+/// TCP: a peer that acknowledges nothing (keepalives included) for this long is dropped.
+const TCP_TIMEOUT: Duration = Duration::from_secs(120);
 const KEEPALIVE: Duration = Duration::from_secs(30);
+/// A connection must complete its handshake within this time.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// An established connection that sends no request for this long (and has no open stream) is
+/// closed. Clients keep a session alive with `Ping`.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// The management endpoint.
 pub struct Endpoint {
@@ -103,6 +129,7 @@ pub struct Endpoint {
     pending: Option<AddressEvent>,
     /// A gratuitous ARP is due for this address.
     announce: Option<Ipv4Address>,
+    guard: Guard,
 }
 
 impl std::fmt::Debug for Endpoint {
@@ -130,6 +157,7 @@ impl Endpoint {
             address: None,
             pending: None,
             announce: None,
+            guard: Guard::new(config.guard),
         };
         match config.ip {
             IpConfig::Dhcp => {
@@ -161,15 +189,33 @@ impl Endpoint {
         device: &mut impl Device,
         handler: &mut impl Handler,
     ) -> (Option<Duration>, Option<AddressEvent>) {
+        self.iface.poll_maintenance(now);
         // Bounded: each round either moves frames or stops; a flood cannot starve sessions.
         for _ in 0..64 {
-            let moved = self.iface.poll(now, device, &mut self.sockets);
+            let mut moved = false;
+            // One frame at a time, refilling the listening pool after each: a burst of SYNs
+            // finds a listening socket for every one, up to `max_connections`, as a kernel's
+            // listen backlog would.
+            for _ in 0..256 {
+                let ingress = self.iface.poll_ingress_single(now, device, &mut self.sockets);
+                if ingress == smoltcp::iface::PollIngressSingleResult::None {
+                    break;
+                }
+                moved = true;
+                self.refill_pool();
+            }
             self.poll_dhcp();
-            let served = self.serve(handler);
-            // Every round: clients that connect, ask and close within one `poll` would
-            // otherwise drain the listening pool before it is refilled.
+            moved |= self.serve(now, handler);
+            for _ in 0..256 {
+                if self.iface.poll_egress(now, device, &mut self.sockets)
+                    == smoltcp::iface::PollResult::None
+                {
+                    break;
+                }
+                moved = true;
+            }
             self.refill_pool();
-            if moved == smoltcp::iface::PollResult::None && !served {
+            if !moved {
                 break;
             }
         }
@@ -230,11 +276,35 @@ impl Endpoint {
     }
 
     /// Moves bytes between sockets and sessions. Returns true if anything moved.
-    fn serve(&mut self, handler: &mut impl Handler) -> bool {
+    fn serve(&mut self, now: Instant, handler: &mut impl Handler) -> bool {
         let mut moved = false;
         for (handle, conn) in &mut self.conns {
             let socket = self.sockets.get_mut::<tcp::Socket>(*handle);
-            moved |= serve_one(socket, conn, handler);
+            if matches!(socket.state(), tcp::State::Listen | tcp::State::SynReceived) {
+                continue;
+            }
+            if !conn.connected {
+                conn.connected = true;
+                let remote = socket.remote_endpoint();
+                conn.peer = remote.map(|e| e.addr);
+                let admission = match conn.peer {
+                    Some(ip) => self.guard.admit(ip, now),
+                    None => crate::session::Admission::PROCEED,
+                };
+                let from = remote.map_or_else(|| "unknown peer".to_owned(), |e| e.to_string());
+                log::debug!("connection from {from}: {:?}", admission.verdict);
+                conn.session = Some(Session::new(admission, from));
+                conn.since = now;
+                conn.last_request = now;
+            }
+            moved |= serve_one(socket, conn, now, handler);
+            let outcome = conn.session.as_mut().and_then(Session::take_outcome);
+            if let (Some(outcome), Some(ip)) = (outcome, conn.peer) {
+                match outcome {
+                    AuthOutcome::Succeeded => self.guard.succeeded(ip),
+                    AuthOutcome::Failed => self.guard.failed(ip, now),
+                }
+            }
         }
         moved
     }
@@ -269,7 +339,7 @@ impl Endpoint {
                 tcp::SocketBuffer::new(vec![0; SOCKET_RX]),
                 tcp::SocketBuffer::new(vec![0; SOCKET_TX]),
             );
-            socket.set_timeout(Some(IDLE_TIMEOUT));
+            socket.set_timeout(Some(TCP_TIMEOUT));
             socket.set_keep_alive(Some(KEEPALIVE));
             if socket.listen(self.config.port).is_err() {
                 break;
@@ -307,32 +377,27 @@ fn announce(device: &mut impl Device, now: Instant, mac: [u8; 6], ip: Ipv4Addres
     });
 }
 
-/// Serves one socket: flush replies, read requests, answer them. Returns true if anything moved.
-fn serve_one(socket: &mut tcp::Socket<'_>, conn: &mut Conn, handler: &mut impl Handler) -> bool {
-    if matches!(socket.state(), tcp::State::Listen | tcp::State::SynReceived) {
+/// Serves one socket: flush replies, read requests, answer them, poll streams, enforce the
+/// handshake and idle timeouts. Returns true if anything moved.
+fn serve_one(
+    socket: &mut tcp::Socket<'_>,
+    conn: &mut Conn,
+    now: Instant,
+    handler: &mut impl Handler,
+) -> bool {
+    let Some(session) = conn.session.as_mut() else {
         return false;
-    }
-    if !conn.connected {
-        conn.connected = true;
-        log::debug!("connection from {:?}", socket.remote_endpoint());
-    }
-    let mut moved = false;
-    if !conn.out.is_empty()
-        && socket.can_send()
-        && let Ok(n) = socket.send_slice(&conn.out)
-    {
-        conn.out.drain(..n);
-        moved |= n > 0;
-    }
-    if conn.out.is_empty() && conn.session.closing() {
+    };
+    let mut moved = flush(socket, &mut conn.out);
+    if conn.out.is_empty() && session.closing() {
         socket.close();
         return moved;
     }
     // Read only while replies are flushed: a client that does not read its answers stalls
     // itself, not the host.
-    while conn.out.is_empty() && !conn.session.closing() && socket.can_recv() {
+    while conn.out.is_empty() && !session.closing() && socket.can_recv() {
         let taken = socket.recv(|data| {
-            let n = conn.session.receive(data);
+            let n = session.receive(data);
             (n, n)
         });
         let Ok(taken) = taken else { break };
@@ -340,7 +405,8 @@ fn serve_one(socket: &mut tcp::Socket<'_>, conn: &mut Conn, handler: &mut impl H
             break;
         }
         moved = true;
-        if let Err(e) = conn.session.process(handler, &mut conn.out) {
+        conn.last_request = now;
+        if let Err(e) = session.process(handler, &mut conn.out) {
             log::warn!(
                 "closing connection from {:?}: {e}",
                 socket.remote_endpoint()
@@ -349,14 +415,55 @@ fn serve_one(socket: &mut tcp::Socket<'_>, conn: &mut Conn, handler: &mut impl H
             conn.out.clear();
             return true;
         }
-        if let Ok(n) = socket.send_slice(&conn.out) {
-            conn.out.drain(..n);
-        }
+        flush(socket, &mut conn.out);
+    }
+    // The host key may have become available since the bytes arrived.
+    if !session.established()
+        && !session.closing()
+        && let Err(e) = session.process(handler, &mut conn.out)
+    {
+        log::warn!("closing connection from {:?}: {e}", socket.remote_endpoint());
+        socket.abort();
+        conn.out.clear();
+        return true;
+    }
+    if session.poll_streams(handler, &mut conn.out) {
+        moved = true;
+        flush(socket, &mut conn.out);
+    }
+    let timed_out = if session.established() {
+        session.streams() == 0 && now - conn.last_request > IDLE_TIMEOUT
+    } else {
+        !session.closing() && now - conn.since > HANDSHAKE_TIMEOUT
+    };
+    if timed_out {
+        log::info!(
+            "closing connection from {:?}: {}",
+            socket.remote_endpoint(),
+            if session.established() { "idle" } else { "handshake timed out" }
+        );
+        socket.abort();
+        conn.out.clear();
+        return true;
     }
     if socket.state() == tcp::State::CloseWait && conn.out.is_empty() {
         socket.close();
     }
     moved
+}
+
+/// Sends as much of `out` as the socket takes. Returns true if anything was sent.
+fn flush(socket: &mut tcp::Socket<'_>, out: &mut Vec<u8>) -> bool {
+    if out.is_empty() || !socket.can_send() {
+        return false;
+    }
+    match socket.send_slice(out) {
+        Ok(n) if n > 0 => {
+            out.drain(..n);
+            true
+        }
+        _ => false,
+    }
 }
 
 #[cfg(test)]

@@ -6,13 +6,17 @@
 //!
 //! - [`link`]: the Ethernet links (packet socket, TAP), as smoltcp devices.
 //! - [`endpoint`]: interface, addressing (DHCPv4 or static), the listening-socket pool.
-//! - [`session`]: one connection's protocol state, pure logic, no I/O.
+//! - [`session`]: one connection's protocol state (Noise handshake, roles, streams), no I/O.
+//! - [`client`]: the same session seen from the client, for `kaosctl`, tests and fuzzing.
+//! - [`guard`]: per-source handshake rate limit and failed-authentication back-off.
 //! - [`run`]: the blocking loop that ties them to a real fd and a clock.
 //!
 //! The virtual switch (VLANs, IPAM, anti-spoofing, firewall) will live here too.
 #![deny(unsafe_code)]
 
+pub mod client;
 pub mod endpoint;
+pub mod guard;
 pub mod link;
 pub mod run;
 pub mod session;
@@ -20,4 +24,4 @@ mod sys;
 
 pub use endpoint::{AddressEvent, Endpoint, EndpointConfig, IpConfig};
 pub use link::{Link, LinkError};
-pub use session::{Handler, Session};
+pub use session::{Admission, Answer, Handler, Session, Stream, StreamPoll};

@@ -1,6 +1,6 @@
 //! The blocking service loop: poll the link fd, run the endpoint, repeat.
 
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, BorrowedFd};
 
 use rustix::event::{PollFd, PollFlags, poll};
 use rustix::io;
@@ -26,8 +26,14 @@ pub fn now() -> Instant {
     Instant::from_micros(ts.tv_sec * 1_000_000 + ts.tv_nsec / 1_000)
 }
 
-/// Serves `endpoint` on `link` until an unrecoverable error.
-pub fn serve(endpoint: &mut Endpoint, link: &mut Link, observer: &mut impl Observer) -> io::Errno {
+/// Serves `endpoint` on `link` until an unrecoverable error. `wake` (an eventfd) is written by
+/// other threads when a stream may have something to send, e.g. a new event was recorded.
+pub fn serve(
+    endpoint: &mut Endpoint,
+    link: &mut Link,
+    observer: &mut impl Observer,
+    wake: Option<BorrowedFd<'_>>,
+) -> io::Errno {
     loop {
         let (delay, event) = endpoint.poll(now(), link, observer);
         if let Some(event) = event {
@@ -39,10 +45,20 @@ pub fn serve(endpoint: &mut Endpoint, link: &mut Link, observer: &mut impl Obser
             tv_nsec: i64::try_from(wait.millis() % 1000 * 1_000_000).unwrap_or(0),
         };
         let fd = link.as_fd();
-        let mut fds = [PollFd::new(&fd, PollFlags::IN)];
+        let mut fds = vec![PollFd::new(&fd, PollFlags::IN)];
+        if let Some(wake) = &wake {
+            fds.push(PollFd::new(wake, PollFlags::IN));
+        }
         match poll(&mut fds, Some(&timeout)) {
             Ok(_) | Err(io::Errno::INTR) => {}
             Err(e) => return e,
+        }
+        if let Some(wake) = wake
+            && fds.get(1).is_some_and(|f| f.revents().contains(PollFlags::IN))
+        {
+            // Reset the eventfd's counter; its value does not matter.
+            let mut counter = [0u8; 8];
+            let _ = io::read(wake, &mut counter);
         }
     }
 }

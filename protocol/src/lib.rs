@@ -7,17 +7,23 @@
 //!   are only ever appended**. The golden-byte tests in [`tests`](self) pin the encoding.
 //! - Every frame is length-prefixed and bounded by [`MAX_FRAME`]; a decoder never reads past the
 //!   length it was given and never panics on any input.
-//! - A connection starts with [`Request::Hello`]; a major version mismatch is refused with
-//!   [`ErrorCode::VersionMismatch`] before anything else is decoded.
+//! - A connection starts with a cleartext preamble and a Noise `XX` handshake
+//!   ([`handshake`]); a major version mismatch is reported by both sides before any
+//!   cryptography, and no request is decoded before both keys are authenticated.
 //!
 //! See `docs/protocol.md` for the session flow and the compatibility rules.
 #![no_std]
 #![deny(unsafe_code)]
 
 mod frame;
+pub mod handshake;
+pub mod keys;
 mod message;
 
-pub use frame::{FrameError, HEADER_LEN, MAX_FRAME, decode_frame, encode_frame};
+pub use frame::{
+    FrameError, HEADER_LEN, MAX_FRAME, MAX_MESSAGE, decode_message, encode_message, frame_header,
+    split_frame,
+};
 pub use message::*;
 
 /// The TCP port of the management endpoint.
@@ -25,10 +31,10 @@ pub const PORT: u16 = 1289;
 
 /// Protocol version spoken by this build. A peer with another `major` is refused; `minor` only
 /// adds messages and fields that an older peer never sends.
-pub const VERSION: Version = Version { major: 0, minor: 2 };
+pub const VERSION: Version = Version { major: 1, minor: 0 };
 
-/// First bytes of every client hello, so a stray client of another protocol is told apart from a
-/// KaOS client with a bad version.
+/// First bytes of both preambles, so a stray peer of another protocol is told apart from a
+/// KaOS peer with another version.
 pub const MAGIC: [u8; 4] = *b"KAOS";
 
 #[cfg(test)]

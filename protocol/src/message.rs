@@ -3,6 +3,8 @@
 use heapless::String;
 use serde::{Deserialize, Serialize};
 
+use crate::keys::PublicKey;
+
 /// A host name or client name (RFC 1123 labels fit in 63 bytes).
 pub type Name = String<64>;
 
@@ -33,8 +35,10 @@ pub struct ClientFrame {
 /// A server message: the response to the request with the same id.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ServerFrame {
-    /// The id of the request this answers.
+    /// The id of the request this answers (0: the session itself, e.g. the welcome).
     pub id: u32,
+    /// False while more frames for this id follow (a stream); true on the final one.
+    pub last: bool,
     /// The answer.
     pub response: Response,
 }
@@ -42,8 +46,6 @@ pub struct ServerFrame {
 /// Requests, in wire order.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Request {
-    /// Must be the first request of every connection.
-    Hello(Hello),
     /// Host status: [`Response::Status`].
     Status,
     /// Orderly reboot: [`Response::Accepted`], then the connection closes.
@@ -58,8 +60,164 @@ pub enum Request {
     HostGet,
     /// Change and persist one host setting: [`Response::Host`].
     HostSet(HostSet),
-    /// A page of the event log: [`Response::Events`].
+    /// A page of the event log: [`Response::Events`]; with `follow`, a stream of pages.
     Events(EventsQuery),
+    /// Keepalive and round-trip probe: [`Response::Pong`].
+    Ping,
+    /// Ends the stream of the request with this id: [`Response::Accepted`] (the stream ends
+    /// with [`ErrorCode::Cancelled`]) or [`ErrorCode::NotFound`].
+    Cancel(u32),
+    /// The caller's key name, role and key: [`Response::Identity`].
+    WhoAmI,
+    /// Every authorised client key: [`Response::Access`].
+    AccessList,
+    /// Authorise a client key (persisted): [`Response::Access`].
+    AccessAdd(AccessAdd),
+    /// Withdraw a key added with `AccessAdd`: [`Response::Access`].
+    AccessRemove(AccessRemove),
+}
+
+impl Request {
+    /// The least role allowed to make this request.
+    pub fn required_role(&self) -> Role {
+        match self {
+            Self::Status
+            | Self::StoreStatus
+            | Self::HostGet
+            | Self::Events(_)
+            | Self::Ping
+            | Self::Cancel(_)
+            | Self::WhoAmI => Role::Reader,
+            Self::Reboot | Self::Shutdown | Self::HostSet(_) => Role::Operator,
+            Self::StoreInit(_) | Self::AccessList | Self::AccessAdd(_) | Self::AccessRemove(_) => {
+                Role::Admin
+            }
+        }
+    }
+
+    /// A short name for logs and events, e.g. `host set`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Status => "status",
+            Self::Reboot => "reboot",
+            Self::Shutdown => "shutdown",
+            Self::StoreStatus => "store status",
+            Self::StoreInit(_) => "store init",
+            Self::HostGet => "host get",
+            Self::HostSet(_) => "host set",
+            Self::Events(_) => "events",
+            Self::Ping => "ping",
+            Self::Cancel(_) => "cancel",
+            Self::WhoAmI => "whoami",
+            Self::AccessList => "access list",
+            Self::AccessAdd(_) => "access add",
+            Self::AccessRemove(_) => "access remove",
+        }
+    }
+}
+
+/// What a key may do. Ordered: each role may do everything the roles below it may.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum Role {
+    /// Read-only: status, settings, events, the store report.
+    Reader,
+    /// Reader, plus power actions and host settings (and, later, VM lifecycle).
+    Operator,
+    /// Everything, including access control and store initialisation.
+    Admin,
+}
+
+impl Role {
+    /// Lower-case name, as typed on command lines.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Reader => "reader",
+            Self::Operator => "operator",
+            Self::Admin => "admin",
+        }
+    }
+
+    /// Parses `reader`, `operator` or `admin`.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "reader" => Some(Self::Reader),
+            "operator" => Some(Self::Operator),
+            "admin" => Some(Self::Admin),
+            _ => None,
+        }
+    }
+}
+
+impl core::fmt::Display for Role {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A name for an authorised key: `[A-Za-z0-9._-]`, 1 to 32 bytes.
+pub type KeyName = String<32>;
+
+/// True if `name` is a valid [`KeyName`].
+pub fn valid_key_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 32
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+/// Arguments of [`Request::AccessAdd`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccessAdd {
+    /// Unique name, see [`valid_key_name`].
+    pub name: KeyName,
+    /// What the key may do.
+    pub role: Role,
+    /// The client's static public key.
+    pub key: PublicKey,
+}
+
+/// Arguments of [`Request::AccessRemove`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccessRemove {
+    /// The name given at `AccessAdd`.
+    pub name: KeyName,
+}
+
+/// Where an authorised key comes from. Only `Store` keys can be removed at run time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum KeySource {
+    /// Built into the image (`cargo xtask image --authorize`).
+    Image,
+    /// The kernel command line (`kaos.authorize=`).
+    CommandLine,
+    /// Added at run time (`kaosctl access add`), kept in the store.
+    Store,
+    /// A file given to a hosted `kattach` (`--authorized-keys`).
+    File,
+}
+
+/// One authorised key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccessEntry {
+    /// Its name.
+    pub name: KeyName,
+    /// What it may do.
+    pub role: Role,
+    /// The key.
+    pub key: PublicKey,
+    /// Where it comes from.
+    pub source: KeySource,
+}
+
+/// Most keys a host authorises.
+pub const MAX_ACCESS_ENTRIES: usize = 64;
+
+/// Every authorised key, sorted by name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccessList {
+    /// The keys.
+    pub entries: heapless::Vec<AccessEntry, MAX_ACCESS_ENTRIES>,
 }
 
 /// Arguments of [`Request::StoreInit`].
@@ -85,8 +243,11 @@ pub struct HostSet {
 pub struct EventsQuery {
     /// Only events with a sequence number above this.
     pub after: Option<u64>,
-    /// At most this many (the host caps it at [`EVENTS_PER_PAGE`]).
+    /// At most this many per page (the host caps it at [`EVENTS_PER_PAGE`]).
     pub limit: u16,
+    /// Keep the request open and stream every new event as it is recorded, until
+    /// [`Request::Cancel`] or the connection closes.
+    pub follow: bool,
 }
 
 /// Most events in one [`Response::Events`].
@@ -98,51 +259,37 @@ pub const EVENTS_PER_PAGE: usize = 32;
 #[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Response {
-    /// Answer to [`Request::Hello`].
-    Hello(ServerHello),
-    /// Answer to [`Request::Status`].
-    Status(Status),
     /// The request was accepted and is being carried out.
     Accepted,
     /// The request failed.
     Error(ErrorReply),
+    /// Answer to [`Request::Status`].
+    Status(Status),
     /// Answer to [`Request::StoreStatus`] and [`Request::StoreInit`].
     StoreStatus(StoreReport),
     /// Answer to [`Request::HostGet`] and [`Request::HostSet`].
     Host(HostSettings),
     /// Answer to [`Request::Events`].
     Events(EventPage),
+    /// Answer to [`Request::Ping`].
+    Pong,
+    /// Who the caller is: the session's welcome (id 0) and the answer to [`Request::WhoAmI`].
+    Identity(Identity),
+    /// Answer to the `Access*` requests.
+    Access(AccessList),
 }
 
-/// The client's opening message.
+/// The authenticated caller of a session.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Hello {
-    /// Always [`crate::MAGIC`].
-    pub magic: [u8; 4],
-    /// The client's protocol version.
-    pub version: Version,
-    /// Free-form client name for the host's log, e.g. `kaosctl 0.1.0`.
-    pub client: Name,
-}
-
-impl Hello {
-    /// The hello this build sends.
-    pub fn new(client: &str) -> Self {
-        Self {
-            magic: crate::MAGIC,
-            version: crate::VERSION,
-            client: truncated(client),
-        }
-    }
-}
-
-/// The host's answer to a hello.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ServerHello {
-    /// The host's protocol version.
-    pub version: Version,
-    /// The host's name.
-    pub hostname: Name,
+pub struct Identity {
+    /// The name of the caller's key.
+    pub name: KeyName,
+    /// Its role now.
+    pub role: Role,
+    /// The caller's static key, as the host saw it in the handshake.
+    pub key: PublicKey,
+    /// Where the key was authorised.
+    pub source: KeySource,
 }
 
 /// A snapshot of the host.
@@ -166,6 +313,10 @@ pub struct Status {
     pub store: StoreMode,
     /// The management link this endpoint serves.
     pub mgmt: MgmtLink,
+    /// The host's static key, which clients pin.
+    pub host_key: PublicKey,
+    /// False when the key lives only in memory (no store disk): it changes at the next boot.
+    pub host_key_persistent: bool,
 }
 
 /// Milestones in milliseconds since the kernel started. `None`: not reached (yet).
@@ -295,8 +446,10 @@ pub enum EventKind {
     SettingChanged,
     /// A reboot or power-off was requested.
     PowerRequested,
-    /// A request was refused for lack of rights.
+    /// A connection or request was refused: unknown key, or a role without the right.
     AccessDenied,
+    /// A client key was authorised or withdrawn.
+    AccessChanged,
 }
 
 /// An IPv4 address with its prefix length.
@@ -355,10 +508,10 @@ impl ErrorReply {
 pub enum ErrorCode {
     /// 1: the peers' major versions differ.
     VersionMismatch,
-    /// 2: the first request was not a hello, or a second hello was sent.
-    HelloRequired,
-    /// 3: the hello did not carry the KaOS magic.
-    BadMagic,
+    /// 2: the client's key is not authorised on this host.
+    Unauthorized,
+    /// 3: the key's role does not allow this request.
+    PermissionDenied,
     /// 4: the host could not carry out the request.
     Internal,
     /// 5: the request is known but not available on this host.
@@ -371,6 +524,10 @@ pub enum ErrorCode {
     Conflict,
     /// 9: the store could not commit; the host fell back to memory (see `store status`).
     StoreFailed,
+    /// 10: the stream was ended by [`Request::Cancel`].
+    Cancelled,
+    /// 11: a per-connection limit was reached (e.g. open streams); retry later.
+    Busy,
 }
 
 impl ErrorCode {
@@ -378,14 +535,16 @@ impl ErrorCode {
     pub fn code(self) -> u16 {
         match self {
             Self::VersionMismatch => 1,
-            Self::HelloRequired => 2,
-            Self::BadMagic => 3,
+            Self::Unauthorized => 2,
+            Self::PermissionDenied => 3,
             Self::Internal => 4,
             Self::Unsupported => 5,
             Self::InvalidArgument => 6,
             Self::NotFound => 7,
             Self::Conflict => 8,
             Self::StoreFailed => 9,
+            Self::Cancelled => 10,
+            Self::Busy => 11,
         }
     }
 }

@@ -2,83 +2,200 @@
 //! compatibility with deployed hosts and clients; append a variant or field instead.
 
 use super::*;
+extern crate std;
+use std::{format, vec};
 
 fn roundtrip<T>(msg: &T) -> T
 where
     T: serde::Serialize + serde::de::DeserializeOwned,
 {
     let mut buf = [0u8; 512];
-    let n = encode_frame(msg, &mut buf).expect("encodes");
-    let (back, used) = decode_frame::<T>(&buf[..n])
-        .expect("decodes")
-        .expect("complete");
-    assert_eq!(used, n);
-    back
+    let n = encode_message(msg, &mut buf).expect("encodes");
+    decode_message::<T>(&buf[..n]).expect("decodes")
 }
 
-fn frame_bytes<T: serde::Serialize>(msg: &T) -> ([u8; 512], usize) {
+fn bytes<T: serde::Serialize>(msg: &T) -> ([u8; 512], usize) {
     let mut buf = [0u8; 512];
-    let n = encode_frame(msg, &mut buf).expect("encodes");
+    let n = encode_message(msg, &mut buf).expect("encodes");
     (buf, n)
 }
 
 #[test]
-fn golden_hello() {
-    let msg = ClientFrame {
-        id: 1,
-        request: Request::Hello(Hello::new("t")),
-    };
-    let (buf, n) = frame_bytes(&msg);
-    // len=10 | id=1 | Request::Hello=0 | "KAOS" | major=0 minor=2 | "t"
+fn golden_preambles() {
     assert_eq!(
-        &buf[..n],
-        &[10, 0, 0, 0, 1, 0, b'K', b'A', b'O', b'S', 0, 2, 1, b't']
+        handshake::ClientPreamble::CURRENT.encode(),
+        [b'K', b'A', b'O', b'S', 1, 0, 0, 0]
     );
+    let server = handshake::ServerPreamble {
+        version: Version { major: 1, minor: 2 },
+        verdict: handshake::Verdict::BackingOff,
+        retry_after_ms: 1000,
+    };
+    let wire = server.encode();
+    assert_eq!(wire, [b'K', b'A', b'O', b'S', 1, 0, 2, 0, 3, 0, 0xe8, 0x03]);
+    assert_eq!(handshake::ServerPreamble::decode(&wire), Ok(server));
+    let mut bad = wire;
+    bad[8] = 9;
+    assert_eq!(
+        handshake::ServerPreamble::decode(&bad),
+        Err(handshake::PreambleError::BadVerdict(9))
+    );
+    assert_eq!(
+        handshake::ClientPreamble::decode(b"GET / HT"),
+        Err(handshake::PreambleError::BadMagic)
+    );
+    let prologue = handshake::ClientPreamble::CURRENT.prologue();
+    assert_eq!(&prologue[..10], b"kaos-mgmt\0");
+    assert_eq!(&prologue[10..], &handshake::ClientPreamble::CURRENT.encode());
 }
 
 #[test]
 fn golden_requests_by_index() {
     for (request, index) in [
-        (Request::Status, 1u8),
-        (Request::Reboot, 2),
-        (Request::Shutdown, 3),
+        (Request::Status, 0u8),
+        (Request::Reboot, 1),
+        (Request::Shutdown, 2),
+        (Request::StoreStatus, 3),
+        (Request::HostGet, 5),
+        (Request::Ping, 8),
+        (Request::WhoAmI, 10),
+        (Request::AccessList, 11),
     ] {
-        let (buf, n) = frame_bytes(&ClientFrame { id: 300, request });
+        let (buf, n) = bytes(&ClientFrame { id: 300, request });
         // id 300 is the varint [0xac, 0x02].
-        assert_eq!(&buf[..n], &[3, 0, 0, 0, 0xac, 0x02, index]);
+        assert_eq!(&buf[..n], &[0xac, 0x02, index]);
     }
+    let (buf, n) = bytes(&ClientFrame {
+        id: 1,
+        request: Request::Cancel(300),
+    });
+    assert_eq!(&buf[..n], &[1, 9, 0xac, 0x02]);
 }
 
 #[test]
-fn golden_store_and_host_requests() {
+fn golden_store_host_and_event_requests() {
     let init = Request::StoreInit(StoreInit {
         device: truncated("vdb"),
         force: true,
     });
-    let (buf, n) = frame_bytes(&ClientFrame {
+    let (buf, n) = bytes(&ClientFrame {
         id: 4,
         request: init,
     });
-    // id | StoreInit=5 | "vdb" | force
-    assert_eq!(&buf[..n], &[7, 0, 0, 0, 4, 5, 3, b'v', b'd', b'b', 1]);
+    // id | StoreInit=4 | "vdb" | force
+    assert_eq!(&buf[..n], &[4, 4, 3, b'v', b'd', b'b', 1]);
     let set = Request::HostSet(HostSet {
         key: truncated("k"),
         value: truncated("v"),
     });
-    let (buf, n) = frame_bytes(&ClientFrame {
+    let (buf, n) = bytes(&ClientFrame {
         id: 5,
         request: set,
     });
-    assert_eq!(&buf[..n], &[6, 0, 0, 0, 5, 7, 1, b'k', 1, b'v']);
+    assert_eq!(&buf[..n], &[5, 6, 1, b'k', 1, b'v']);
     let events = Request::Events(EventsQuery {
         after: Some(2),
         limit: 10,
+        follow: true,
     });
-    let (buf, n) = frame_bytes(&ClientFrame {
+    let (buf, n) = bytes(&ClientFrame {
         id: 6,
         request: events,
     });
-    assert_eq!(&buf[..n], &[5, 0, 0, 0, 6, 8, 1, 2, 10]);
+    assert_eq!(&buf[..n], &[6, 7, 1, 2, 10, 1]);
+}
+
+#[test]
+fn golden_access_requests() {
+    let add = Request::AccessAdd(AccessAdd {
+        name: truncated("ci"),
+        role: Role::Operator,
+        key: keys::PublicKey([7; 32]),
+    });
+    let (buf, n) = bytes(&ClientFrame { id: 1, request: add });
+    let mut want = vec![1u8, 12, 2, b'c', b'i', 1];
+    want.extend_from_slice(&[7; 32]);
+    assert_eq!(&buf[..n], &want[..]);
+    let remove = Request::AccessRemove(AccessRemove {
+        name: truncated("ci"),
+    });
+    let (buf, n) = bytes(&ClientFrame {
+        id: 1,
+        request: remove,
+    });
+    assert_eq!(&buf[..n], &[1, 13, 2, b'c', b'i']);
+}
+
+#[test]
+fn roles_are_ordered_and_every_request_has_one() {
+    assert!(Role::Reader < Role::Operator && Role::Operator < Role::Admin);
+    assert_eq!(Request::Status.required_role(), Role::Reader);
+    assert_eq!(Request::Reboot.required_role(), Role::Operator);
+    assert_eq!(Request::AccessList.required_role(), Role::Admin);
+    for role in [Role::Reader, Role::Operator, Role::Admin] {
+        assert_eq!(Role::parse(role.as_str()), Some(role));
+    }
+    assert_eq!(Role::parse("root"), None);
+}
+
+#[test]
+fn key_names_are_bounded_and_plain() {
+    assert!(valid_key_name("ci-runner_2.lab"));
+    assert!(!valid_key_name(""));
+    assert!(!valid_key_name("a b"));
+    assert!(!valid_key_name("../x"));
+    assert!(!valid_key_name(&"a".repeat(33)));
+}
+
+#[test]
+fn key_text_roundtrips_and_rejects_garbage() {
+    let key = keys::PublicKey([0; 32]);
+    let line = key.to_line();
+    assert_eq!(
+        line.as_str(),
+        "kaos-x25519 AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA="
+    );
+    let text = format!("{line}  alice@laptop \n");
+    let (back, comment) = keys::PublicKey::parse_line(&text).expect("parses");
+    assert_eq!((back, comment), (key, "alice@laptop"));
+    assert_eq!(
+        keys::PublicKey::parse_line("ssh-ed25519 AAAA"),
+        Err(keys::KeyError::WrongType)
+    );
+    assert_eq!(
+        keys::PublicKey::parse_line("kaos-x25519AAAA"),
+        Err(keys::KeyError::WrongType)
+    );
+    assert_eq!(
+        keys::PublicKey::parse_line("kaos-x25519 AAAA"),
+        Err(keys::KeyError::BadKey),
+        "too short"
+    );
+    let long = format!("kaos-x25519 {}", "A".repeat(48));
+    assert_eq!(keys::PublicKey::parse_line(&long), Err(keys::KeyError::BadKey));
+    // SHA-256 of 32 zero bytes, as OpenSSH would print it.
+    let fp = key.fingerprint();
+    assert_eq!(
+        format!("{fp}"),
+        "SHA256:Zmh6rfhivXdsj8GLjp+OIAiXFIVu4jOzkCpZHQ1fKSU"
+    );
+    assert_eq!(keys::Fingerprint::parse(&format!("{fp}")), Some(fp));
+    assert_eq!(keys::Fingerprint::parse("SHA256:short"), None);
+    // RFC 7748 section 6.1, Alice.
+    let alice = keys::SecretKey(hex32(
+        "77076d0a7318a57d3c16c17251b26645df4c2f87ebc0992ab177fba51db92c2a",
+    ));
+    assert_eq!(
+        alice.public().0,
+        hex32("8520f0098930a754748b7ddcb43ef75a0dbf3a0d26381af4eba4a98eaa9b4e6a")
+    );
+    let secret = keys::SecretKey([1; 32]);
+    assert_eq!(keys::SecretKey::parse(&secret.to_text()), Ok(secret));
+    assert_eq!(
+        format!("{:?}", keys::SecretKey([1; 32])),
+        "SecretKey(..)",
+        "a secret is never printed"
+    );
 }
 
 #[test]
@@ -94,11 +211,12 @@ fn full_pages_fit_a_frame() {
     while events.push(entry.clone()).is_ok() {}
     let page = ServerFrame {
         id: u32::MAX,
+        last: false,
         response: Response::Events(EventPage { events, more: true }),
     };
-    let mut buf = [0u8; HEADER_LEN + MAX_FRAME];
+    let mut buf = [0u8; MAX_FRAME];
     assert!(
-        encode_frame(&page, &mut buf).is_ok(),
+        encode_message(&page, &mut buf).is_ok(),
         "a full event page fits one frame"
     );
     let disk = DiskInfo {
@@ -120,11 +238,29 @@ fn full_pages_fit_a_frame() {
     };
     let frame = ServerFrame {
         id: 1,
+        last: true,
         response: Response::StoreStatus(report),
     };
     assert!(
-        encode_frame(&frame, &mut buf).is_ok(),
+        encode_message(&frame, &mut buf).is_ok(),
         "a full store report fits one frame"
+    );
+    let entry = AccessEntry {
+        name: truncated(&"n".repeat(32)),
+        role: Role::Admin,
+        key: keys::PublicKey([0xff; 32]),
+        source: KeySource::File,
+    };
+    let mut entries = heapless::Vec::new();
+    while entries.push(entry.clone()).is_ok() {}
+    let frame = ServerFrame {
+        id: u32::MAX,
+        last: true,
+        response: Response::Access(AccessList { entries }),
+    };
+    assert!(
+        encode_message(&frame, &mut buf).is_ok(),
+        "a full access list fits one frame"
     );
 }
 
@@ -132,11 +268,14 @@ fn full_pages_fit_a_frame() {
 fn golden_error_reply() {
     let msg = ServerFrame {
         id: 7,
-        response: Response::Error(ErrorReply::new(ErrorCode::BadMagic, "no")),
+        last: true,
+        response: Response::Error(ErrorReply::new(ErrorCode::PermissionDenied, "no")),
     };
-    let (buf, n) = frame_bytes(&msg);
-    assert_eq!(&buf[..n], &[6, 0, 0, 0, 7, 3, 2, 2, b'n', b'o']);
-    assert_eq!(ErrorCode::BadMagic.code(), 3);
+    let (buf, n) = bytes(&msg);
+    // id | last | Error=1 | PermissionDenied=2 | "no"
+    assert_eq!(&buf[..n], &[7, 1, 1, 2, 2, b'n', b'o']);
+    assert_eq!(ErrorCode::PermissionDenied.code(), 3);
+    assert_eq!(ErrorCode::Busy.code(), 11);
 }
 
 fn sample_status() -> Status {
@@ -165,6 +304,8 @@ fn sample_status() -> Status {
             gateway: Some([10, 0, 2, 2]),
             dhcp: true,
         },
+        host_key: keys::PublicKey([3; 32]),
+        host_key_persistent: true,
     }
 }
 
@@ -172,6 +313,7 @@ fn sample_status() -> Status {
 fn status_roundtrips() {
     let msg = ServerFrame {
         id: 2,
+        last: true,
         response: Response::Status(sample_status()),
     };
     assert_eq!(roundtrip(&msg), msg);
@@ -179,44 +321,36 @@ fn status_roundtrips() {
 
 #[test]
 fn partial_frames_wait_for_more() {
-    let (buf, n) = frame_bytes(&ServerFrame {
-        id: 2,
-        response: Response::Status(sample_status()),
-    });
-    for cut in 0..n {
-        assert_eq!(
-            decode_frame::<ServerFrame>(&buf[..cut]),
-            Ok(None),
-            "cut at {cut}"
-        );
+    let body = [0xabu8; 300];
+    let mut wire = frame_header(body.len()).expect("fits").to_vec();
+    wire.extend_from_slice(&body);
+    for cut in 0..wire.len() {
+        assert_eq!(split_frame(&wire[..cut]), Ok(None), "cut at {cut}");
     }
+    wire.push(0);
+    assert_eq!(split_frame(&wire), Ok(Some((&body[..], 304))));
 }
 
 #[test]
 fn oversize_header_is_refused_before_the_body() {
     let header = u32::try_from(MAX_FRAME + 1).expect("fits").to_le_bytes();
     assert_eq!(
-        decode_frame::<ClientFrame>(&header),
+        split_frame(&header),
         Err(FrameError::Oversize(u32::from_le_bytes(header)))
     );
-    assert_eq!(
-        decode_frame::<ClientFrame>(&[0xff; 4]),
-        Err(FrameError::Oversize(u32::MAX))
-    );
+    assert_eq!(split_frame(&[0xff; 4]), Err(FrameError::Oversize(u32::MAX)));
+    assert_eq!(frame_header(MAX_FRAME + 1), None);
 }
 
 #[test]
 fn garbage_is_malformed_not_a_panic() {
     assert_eq!(
-        decode_frame::<ClientFrame>(&[2, 0, 0, 0, 1, 99]),
+        decode_message::<ClientFrame>(&[1, 99]),
         Err(FrameError::Malformed)
     );
+    assert_eq!(decode_message::<ClientFrame>(&[]), Err(FrameError::Malformed));
     assert_eq!(
-        decode_frame::<ClientFrame>(&[0, 0, 0, 0]),
-        Err(FrameError::Malformed)
-    );
-    assert_eq!(
-        decode_frame::<ClientFrame>(&[3, 0, 0, 0, 1, 1, 0]),
+        decode_message::<ClientFrame>(&[1, 0, 0]),
         Err(FrameError::TrailingBytes)
     );
     // Every short pseudo-random input decodes to an answer, never a panic.
@@ -229,10 +363,9 @@ fn garbage_is_malformed_not_a_panic() {
             x ^= x << 5;
             *b = x.to_le_bytes()[0];
         }
-        buf[0] %= 20;
-        buf[1..4].fill(0);
-        let _ = decode_frame::<ClientFrame>(&buf);
-        let _ = decode_frame::<ServerFrame>(&buf);
+        let n = usize::from(buf[0] % 24);
+        let _ = decode_message::<ClientFrame>(&buf[..n]);
+        let _ = decode_message::<ServerFrame>(&buf[..n]);
     }
 }
 
@@ -240,15 +373,12 @@ fn garbage_is_malformed_not_a_panic() {
 fn encode_refuses_small_buffers() {
     let msg = ServerFrame {
         id: 2,
+        last: true,
         response: Response::Status(sample_status()),
     };
     let mut small = [0u8; 16];
     assert_eq!(
-        encode_frame(&msg, &mut small),
-        Err(FrameError::BufferTooSmall)
-    );
-    assert_eq!(
-        encode_frame(&msg, &mut small[..2]),
+        encode_message(&msg, &mut small),
         Err(FrameError::BufferTooSmall)
     );
 }
@@ -257,4 +387,12 @@ fn encode_refuses_small_buffers() {
 fn truncation_respects_char_boundaries() {
     let s: heapless::String<4> = truncated("abcé");
     assert_eq!(s.as_str(), "abc");
+}
+
+fn hex32(s: &str) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).expect("hex");
+    }
+    out
 }

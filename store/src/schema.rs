@@ -26,9 +26,24 @@ pub const META_NEXT_EVENT_SEQ: &str = "next_event_seq";
 /// Host settings (hostname, management address, …): key → value, both text.
 pub const HOST_SETTINGS: TableDefinition<&str, &str> = TableDefinition::new("host_settings");
 
-/// Authorised management keys (Noise static public keys and their roles), key id → postcard
-/// record. Filled by the protocol v1 (authentication) issue.
+/// Management keys, id → bytes: [`KEY_HOST`] → the host's 32-byte static secret;
+/// `client:<name>` ([`CLIENT_KEY_PREFIX`]) → a postcard [`ClientKey`] (role and public key).
 pub const KEYS: TableDefinition<&str, &[u8]> = TableDefinition::new("keys");
+
+/// Id of the host's static secret key in [`KEYS`].
+pub const KEY_HOST: &str = "host";
+
+/// Prefix of an authorised client key's id in [`KEYS`].
+pub const CLIENT_KEY_PREFIX: &str = "client:";
+
+/// An authorised client key, as stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientKey {
+    /// What it may do.
+    pub role: kaos_protocol::Role,
+    /// The key.
+    pub key: kaos_protocol::keys::PublicKey,
+}
 
 /// VLANs of the switch, VLAN id → postcard record (name, ports). Filled by the switch issue.
 pub const VLANS: TableDefinition<u16, &[u8]> = TableDefinition::new("vlans");

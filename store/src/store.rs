@@ -11,7 +11,10 @@ use redb::{
 
 use crate::creation::FinishCreation;
 use crate::device::DeviceBackend;
-use crate::schema::{self, EVENT_CAPACITY, EVENTS, HOST_SETTINGS, META, META_NEXT_EVENT_SEQ};
+use crate::schema::{
+    self, CLIENT_KEY_PREFIX, ClientKey, EVENT_CAPACITY, EVENTS, HOST_SETTINGS, KEY_HOST, KEYS,
+    META, META_NEXT_EVENT_SEQ,
+};
 use crate::{EventRecord, StoreError};
 
 /// redb's page cache. The whole configuration is a few MiB; PID 1 should not hold 1 GiB (redb's
@@ -182,6 +185,65 @@ impl Store {
             events.push((seq, record));
         }
         Ok(events)
+    }
+
+    /// The host's static secret key, if one was stored.
+    pub fn host_key(&self) -> Result<Option<[u8; 32]>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(KEYS)?;
+        let Some(value) = table.get(KEY_HOST)? else {
+            return Ok(None);
+        };
+        <[u8; 32]>::try_from(value.value())
+            .map(Some)
+            .map_err(|_| StoreError::Corrupt("host key is not 32 bytes".into()))
+    }
+
+    /// Stores the host's static secret key; durable when it returns `Ok`.
+    pub fn set_host_key(&self, secret: &[u8; 32]) -> Result<(), StoreError> {
+        let txn = self.begin_durable_write()?;
+        txn.open_table(KEYS)?.insert(KEY_HOST, secret.as_slice())?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Every authorised client key, sorted by name.
+    pub fn client_keys(&self) -> Result<Vec<(String, ClientKey)>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(KEYS)?;
+        let mut keys = Vec::new();
+        for entry in table.range(CLIENT_KEY_PREFIX..)? {
+            let (id, bytes) = entry?;
+            let Some(name) = id.value().strip_prefix(CLIENT_KEY_PREFIX) else {
+                break;
+            };
+            let record = postcard::from_bytes(bytes.value())
+                .map_err(|error| StoreError::Corrupt(format!("client key {name}: {error}")))?;
+            keys.push((name.to_owned(), record));
+        }
+        Ok(keys)
+    }
+
+    /// Authorises (or replaces) client key `name`; durable when it returns `Ok`.
+    pub fn put_client_key(&self, name: &str, record: &ClientKey) -> Result<(), StoreError> {
+        let bytes = postcard::to_allocvec(record)
+            .map_err(|error| StoreError::Database(format!("encoding a key: {error}")))?;
+        let txn = self.begin_durable_write()?;
+        txn.open_table(KEYS)?
+            .insert(format!("{CLIENT_KEY_PREFIX}{name}").as_str(), bytes.as_slice())?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Withdraws client key `name`; returns whether it existed. Durable when it returns `Ok`.
+    pub fn remove_client_key(&self, name: &str) -> Result<bool, StoreError> {
+        let txn = self.begin_durable_write()?;
+        let existed = txn
+            .open_table(KEYS)?
+            .remove(format!("{CLIENT_KEY_PREFIX}{name}").as_str())?
+            .is_some();
+        txn.commit()?;
+        Ok(existed)
     }
 
     fn begin_durable_write(&self) -> Result<redb::WriteTransaction, StoreError> {

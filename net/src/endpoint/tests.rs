@@ -4,8 +4,10 @@ use smoltcp::phy::{self, DeviceCapabilities, Medium};
 use smoltcp::wire::{ArpOperation, ArpPacket, ArpRepr, EthernetFrame, EthernetProtocol};
 
 use super::*;
-use crate::session::Handler;
-use kaos_protocol::{Request, Response, ServerHello};
+use crate::session::{Answer, Handler};
+use kaos_protocol::handshake::{ClientHello, ServerHello};
+use kaos_protocol::keys::{PublicKey, SecretKey};
+use kaos_protocol::{ErrorReply, Identity, Request};
 
 #[derive(Default)]
 struct Wire {
@@ -51,10 +53,27 @@ impl phy::Device for Wire {
 struct NoRequests;
 
 impl Handler for NoRequests {
-    fn hello(&mut self) -> ServerHello {
+    fn host_key(&self) -> Option<SecretKey> {
         unreachable!("no client in these tests")
     }
-    fn request(&mut self, _: &Request) -> Response {
+    fn server_hello(&self) -> ServerHello {
+        unreachable!("no client in these tests")
+    }
+    fn authenticate(
+        &mut self,
+        _: &PublicKey,
+        _: &ClientHello,
+        _: &str,
+    ) -> Result<Identity, ErrorReply> {
+        unreachable!("no client in these tests")
+    }
+    fn identity(&self, _: &PublicKey) -> Option<Identity> {
+        unreachable!("no client in these tests")
+    }
+    fn denied(&mut self, _: &Identity, _: &Request) {
+        unreachable!("no client in these tests")
+    }
+    fn request(&mut self, _: &Identity, _: &Request) -> Answer {
         unreachable!("no client in these tests")
     }
 }

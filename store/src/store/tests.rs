@@ -127,3 +127,38 @@ fn store_is_send_and_sync() {
     fn shared<T: Send + Sync>() {}
     shared::<Store>();
 }
+
+#[test]
+fn keys_round_trip_and_survive_a_reopen() -> Result<(), StoreError> {
+    use kaos_protocol::Role;
+    use kaos_protocol::keys::PublicKey;
+    let dir = tempfile::tempdir().map_err(|e| StoreError::Database(e.to_string()))?;
+    let location = Location::File(dir.path().join("store.redb"));
+    let store = Store::open(&location)?;
+    assert_eq!(store.host_key()?, None);
+    assert!(store.client_keys()?.is_empty());
+    store.set_host_key(&[9; 32])?;
+    let ci = ClientKey {
+        role: Role::Operator,
+        key: PublicKey([1; 32]),
+    };
+    let alice = ClientKey {
+        role: Role::Admin,
+        key: PublicKey([2; 32]),
+    };
+    store.put_client_key("ci", &ci)?;
+    store.put_client_key("alice", &alice)?;
+    // Settings share no ids with keys.
+    store.set_setting("hostname", "h")?;
+    drop(store);
+    let store = Store::open(&location)?;
+    assert_eq!(store.host_key()?, Some([9; 32]));
+    assert_eq!(
+        store.client_keys()?,
+        [("alice".to_owned(), alice), ("ci".to_owned(), ci)]
+    );
+    assert!(store.remove_client_key("ci")?);
+    assert!(!store.remove_client_key("ci")?, "already gone");
+    assert_eq!(store.client_keys()?, [("alice".to_owned(), alice)]);
+    Ok(())
+}
