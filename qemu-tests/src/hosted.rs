@@ -7,7 +7,7 @@ use std::process::{Child, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use kaosctl::Client;
+use kaosctl::{Client, ConnectOptions};
 
 use crate::netns::NetNs;
 
@@ -28,7 +28,8 @@ pub struct HostedHost {
 }
 
 impl HostedHost {
-    /// Starts `kattach --hosted` with `hostname` on a fresh namespace and TAP.
+    /// Starts `kattach --hosted` with `hostname` on a fresh namespace and TAP, authorising the
+    /// harness's admin key ([`crate::keys::admin`]).
     pub fn launch(kattach: &Path, hostname: &str) -> Result<Self> {
         Self::launch_with(kattach, hostname, &[])
     }
@@ -51,6 +52,11 @@ impl HostedHost {
                 &format!("{HOST_IP}/24"),
                 "--hostname",
                 hostname,
+                "--authorize",
+                &crate::keys::authorize_arg(
+                    &crate::keys::admin().public(),
+                    kaos_protocol::Role::Admin,
+                ),
             ])
             .args(extra)
             .stdin(Stdio::null())
@@ -84,12 +90,18 @@ impl HostedHost {
         }
     }
 
-    /// A new greeted client.
+    /// A new client with the harness's admin key.
     pub fn client(&self) -> Result<Client> {
+        self.client_with(&crate::keys::options(crate::keys::admin()))
+    }
+
+    /// A new client with other options (another key, a pinned host key).
+    pub fn client_with(&self, options: &ConnectOptions) -> Result<Client> {
         let endpoint = self.endpoint.clone();
+        let options = options.clone();
         Ok(self
             .ns
-            .enter(move || Client::connect(&endpoint, Duration::from_secs(5)))??)
+            .enter(move || Client::connect(&endpoint, &options))??)
     }
 
     /// A plain TCP connection to the endpoint, for sending arbitrary bytes.

@@ -7,11 +7,13 @@
 //! - [`hosted`]: tier 2, `kattach --hosted` on a TAP inside a namespace.
 //! - [`qemu`]: tier 3, the real host image booted under QEMU.
 //! - [`disk`]: raw disk images to attach, and fingerprints to prove they were not written.
+//! - [`keys`]: the admin key every harness host authorises, and fresh keys for other roles.
 //!
 //! A test that cannot run here (not root, no image built) prints `SKIPPED: <reason>` and returns.
 
 pub mod disk;
 pub mod hosted;
+pub mod keys;
 pub mod netns;
 pub mod qemu;
 

@@ -46,6 +46,9 @@ pub struct QemuConfig {
     pub disk_bus: DiskBus,
     /// QEMU device model of the management NIC (`virtio-net-pci`, `e1000e`, `e1000`, ...).
     pub nic_model: String,
+    /// A client key to authorise on the command line (`kaos.authorize=`): by default the
+    /// harness's admin key; `None` for tests of keys built into the image.
+    pub authorize: Option<String>,
 }
 
 /// Disk controllers QEMU can emulate, to exercise a profile's drivers.
@@ -73,6 +76,10 @@ impl QemuConfig {
             disks: Vec::new(),
             disk_bus: DiskBus::Virtio,
             nic_model: "virtio-net-pci".into(),
+            authorize: Some(crate::keys::authorize_arg(
+                &crate::keys::admin().public(),
+                kaos_protocol::Role::Admin,
+            )),
         })
     }
 
@@ -101,7 +108,14 @@ impl QemuConfig {
         .arg(&self.image)
         .args([
             "-append",
-            &format!("console=ttyS0 panic=10 {}", self.append),
+            &format!(
+                "console=ttyS0 panic=10 {}{}",
+                self.append,
+                self.authorize
+                    .as_deref()
+                    .map(|k| format!(" kaos.authorize={k}"))
+                    .unwrap_or_default()
+            ),
         ])
         .args([
             "-netdev",
@@ -270,7 +284,10 @@ impl QemuHost {
 
     /// A new greeted client.
     pub fn client(&self) -> Result<Client> {
-        Ok(Client::connect(&self.endpoint, Duration::from_secs(5))?)
+        Ok(Client::connect(
+            &self.endpoint,
+            &crate::keys::options(crate::keys::admin()),
+        )?)
     }
 
     /// The store report once the host's store thread has chosen (waits for the endpoint too).
