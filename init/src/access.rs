@@ -89,7 +89,8 @@ pub fn parse_cmdline_keys(value: &str) -> Result<Vec<(PublicKey, Role)>, String>
 /// The host's identity and its table of authorised keys.
 #[derive(Debug)]
 pub struct Access {
-    host_key: RwLock<Option<SecretKey>>,
+    /// The host's static key and its public half (computed once: it is in every `status`).
+    host_key: RwLock<Option<(SecretKey, PublicKey)>>,
     /// Image, command line and file keys: fixed for this boot.
     fixed: Vec<AccessEntry>,
     /// A copy of the store's keys, refreshed on every change.
@@ -140,7 +141,8 @@ impl Access {
         } else {
             log::warn!("host key {fingerprint} (in memory only: it changes at the next boot)");
         }
-        *write(&self.host_key) = Some(secret);
+        let public = secret.public();
+        *write(&self.host_key) = Some((secret, public));
         self.refresh(config);
         if self.fixed.is_empty() && read(&self.stored).is_empty() {
             log::warn!(
@@ -166,7 +168,14 @@ impl Access {
 
     /// The host's static key, once loaded.
     pub fn host_key(&self) -> Option<SecretKey> {
-        read(&self.host_key).clone()
+        read(&self.host_key)
+            .as_ref()
+            .map(|(secret, _)| secret.clone())
+    }
+
+    /// The host's public key, once loaded.
+    pub fn host_public_key(&self) -> Option<PublicKey> {
+        read(&self.host_key).as_ref().map(|(_, public)| *public)
     }
 
     /// The identity `key` has now, if any (fixed keys first).
@@ -259,7 +268,11 @@ impl Access {
                 ),
             ));
         }
-        let admins = list.entries.iter().filter(|e| e.role == Role::Admin).count();
+        let admins = list
+            .entries
+            .iter()
+            .filter(|e| e.role == Role::Admin)
+            .count();
         if entry.role == Role::Admin && admins == 1 {
             return Err(Refusal::new(
                 ErrorCode::Conflict,
@@ -291,7 +304,11 @@ mod tests {
             (entries[0].name.as_str(), entries[0].role, entries[0].key),
             ("alice", Role::Admin, PublicKey([1; 32]))
         );
-        assert_eq!(entries[1].name.as_str(), "image-4", "unnamed: source and line");
+        assert_eq!(
+            entries[1].name.as_str(),
+            "image-4",
+            "unnamed: source and line"
+        );
         assert_eq!(entries[1].source, KeySource::Image);
         assert_eq!(problems.len(), 3, "{problems:?}");
         assert!(problems[0].starts_with("line 5: unknown role"));

@@ -349,7 +349,11 @@ impl Config {
         self.write(|store| store.put_client_key(name, key))?;
         self.record(
             EventKind::AccessChanged,
-            &format!("authorised {name} as {} ({})", key.role, key.key.fingerprint()),
+            &format!(
+                "authorised {name} as {} ({})",
+                key.role,
+                key.key.fingerprint()
+            ),
         );
         Ok(())
     }

@@ -191,10 +191,7 @@ impl Host {
             processes: u32::try_from(crate::procs::userspace_pids().len()).unwrap_or(u32::MAX),
             store: self.config.mode(),
             mgmt: lock(&self.mgmt).clone(),
-            host_key: self
-                .access
-                .host_key()
-                .map_or(PublicKey([0; 32]), |k| k.public()),
+            host_key: self.access.host_public_key().unwrap_or(PublicKey([0; 32])),
             host_key_persistent: self.config.persistent(),
         }
     }
@@ -306,8 +303,10 @@ impl Handler for Service {
                     (PowerAction::PowerOff, "power-off")
                 };
                 log::info!("{what} requested by {} over the management port", who.name);
-                host.config
-                    .record(EventKind::PowerRequested, &format!("{what} by {}", who.name));
+                host.config.record(
+                    EventKind::PowerRequested,
+                    &format!("{what} by {}", who.name),
+                );
                 host.request_power(action);
                 Answer::Reply(Response::Accepted)
             }

@@ -197,7 +197,9 @@ impl Endpoint {
             // finds a listening socket for every one, up to `max_connections`, as a kernel's
             // listen backlog would.
             for _ in 0..256 {
-                let ingress = self.iface.poll_ingress_single(now, device, &mut self.sockets);
+                let ingress = self
+                    .iface
+                    .poll_ingress_single(now, device, &mut self.sockets);
                 if ingress == smoltcp::iface::PollIngressSingleResult::None {
                     break;
                 }
@@ -422,7 +424,10 @@ fn serve_one(
         && !session.closing()
         && let Err(e) = session.process(handler, &mut conn.out)
     {
-        log::warn!("closing connection from {:?}: {e}", socket.remote_endpoint());
+        log::warn!(
+            "closing connection from {:?}: {e}",
+            socket.remote_endpoint()
+        );
         socket.abort();
         conn.out.clear();
         return true;
@@ -440,7 +445,11 @@ fn serve_one(
         log::info!(
             "closing connection from {:?}: {}",
             socket.remote_endpoint(),
-            if session.established() { "idle" } else { "handshake timed out" }
+            if session.established() {
+                "idle"
+            } else {
+                "handshake timed out"
+            }
         );
         socket.abort();
         conn.out.clear();

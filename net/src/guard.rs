@@ -174,9 +174,19 @@ mod tests {
         }
         let refused = g.admit(A, t0);
         assert_eq!(refused.verdict, Verdict::RateLimited);
-        assert_eq!(refused.retry_after_ms, 100, "10 per second: one token per 100 ms");
-        assert_eq!(g.admit(B, t0), Admission::PROCEED, "other sources unaffected");
-        assert_eq!(g.admit(A, t0 + Duration::from_millis(100)), Admission::PROCEED);
+        assert_eq!(
+            refused.retry_after_ms, 100,
+            "10 per second: one token per 100 ms"
+        );
+        assert_eq!(
+            g.admit(B, t0),
+            Admission::PROCEED,
+            "other sources unaffected"
+        );
+        assert_eq!(
+            g.admit(A, t0 + Duration::from_millis(100)),
+            Admission::PROCEED
+        );
     }
 
     #[test]
@@ -195,7 +205,11 @@ mod tests {
         assert_eq!(g.admit(A, now), Admission::PROCEED, "back-off over");
         g.succeeded(A);
         g.failed(A, now);
-        assert_eq!(g.admit(A, now).retry_after_ms, 1000, "success resets the count");
+        assert_eq!(
+            g.admit(A, now).retry_after_ms,
+            1000,
+            "success resets the count"
+        );
     }
 
     #[test]
@@ -205,7 +219,11 @@ mod tests {
         let c = IpAddress::Ipv4(Ipv4Address::new(10, 0, 0, 3));
         assert_eq!(g.admit(A, t0), Admission::PROCEED);
         assert_eq!(g.admit(B, t0), Admission::PROCEED);
-        assert_eq!(g.admit(c, t0).verdict, Verdict::Busy, "full of busy sources");
+        assert_eq!(
+            g.admit(c, t0).verdict,
+            Verdict::Busy,
+            "full of busy sources"
+        );
         // Once A and B have refilled, they are forgotten to make room.
         let later = t0 + Duration::from_secs(1);
         assert_eq!(g.admit(c, later), Admission::PROCEED);

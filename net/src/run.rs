@@ -54,7 +54,9 @@ pub fn serve(
             Err(e) => return e,
         }
         if let Some(wake) = wake
-            && fds.get(1).is_some_and(|f| f.revents().contains(PollFlags::IN))
+            && fds
+                .get(1)
+                .is_some_and(|f| f.revents().contains(PollFlags::IN))
         {
             // Reset the eventfd's counter; its value does not matter.
             let mut counter = [0u8; 8];

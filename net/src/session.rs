@@ -16,8 +16,7 @@ use kaos_protocol::handshake::{
 use kaos_protocol::keys::{PublicKey, SecretKey};
 use kaos_protocol::{
     ClientFrame, ErrorCode, ErrorReply, FrameError, HEADER_LEN, Identity, MAX_FRAME, MAX_MESSAGE,
-    Request, Response, ServerFrame, decode_message, encode_message, frame_header,
-    split_frame,
+    Request, Response, ServerFrame, decode_message, encode_message, frame_header, split_frame,
 };
 
 /// Most open streams (e.g. `events --follow`) on one connection.
@@ -362,8 +361,8 @@ impl Session {
             SessionError::Handshake("message 3 did not authenticate")
         })?;
         self.rx.drain(..used);
-        let hello: ClientHello =
-            decode_message(&self.plain[..n]).map_err(|_| SessionError::Frame(FrameError::Malformed))?;
+        let hello: ClientHello = decode_message(&self.plain[..n])
+            .map_err(|_| SessionError::Frame(FrameError::Malformed))?;
         let key = hs
             .get_remote_static()
             .and_then(|k| <[u8; 32]>::try_from(k).ok())
@@ -376,13 +375,27 @@ impl Session {
         match handler.authenticate(&key, &hello, &self.from) {
             Ok(identity) => {
                 self.outcome = Some(AuthOutcome::Succeeded);
-                seal(&mut transport, &mut self.plain, out, 0, true, &Response::Identity(identity));
+                seal(
+                    &mut transport,
+                    &mut self.plain,
+                    out,
+                    0,
+                    true,
+                    &Response::Identity(identity),
+                );
                 self.phase = Phase::Established { transport, key };
                 Ok(true)
             }
             Err(reply) => {
                 self.outcome = Some(AuthOutcome::Failed);
-                seal(&mut transport, &mut self.plain, out, 0, true, &Response::Error(reply));
+                seal(
+                    &mut transport,
+                    &mut self.plain,
+                    out,
+                    0,
+                    true,
+                    &Response::Error(reply),
+                );
                 self.rx.clear();
                 self.phase = Phase::Closing;
                 Ok(false)
@@ -425,7 +438,14 @@ impl Session {
         let closes = matches!(frame.request, Request::Reboot | Request::Shutdown)
             && response == Some(Response::Accepted);
         if let Some(response) = response {
-            seal(&mut transport, &mut self.plain, out, frame.id, true, &response);
+            seal(
+                &mut transport,
+                &mut self.plain,
+                out,
+                frame.id,
+                true,
+                &response,
+            );
         }
         if closes {
             self.rx.clear();
@@ -472,8 +492,13 @@ impl Session {
                     ErrorCode::Busy,
                     "too many open streams on this connection",
                 )),
-                Answer::Stream(_) if frame.id == 0 || self.streams.iter().any(|s| s.0 == frame.id) => {
-                    Some(error(ErrorCode::InvalidArgument, "stream id 0 or already in use"))
+                Answer::Stream(_)
+                    if frame.id == 0 || self.streams.iter().any(|s| s.0 == frame.id) =>
+                {
+                    Some(error(
+                        ErrorCode::InvalidArgument,
+                        "stream id 0 or already in use",
+                    ))
                 }
                 Answer::Stream(stream) => {
                     self.streams.push((frame.id, stream));

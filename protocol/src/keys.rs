@@ -19,7 +19,9 @@ pub const PUBLIC_TAG: &str = "kaos-x25519";
 pub const SECRET_TAG: &str = "kaos-x25519-secret";
 
 /// A static public key: a host's or a client's identity.
-#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub struct PublicKey(pub [u8; KEY_LEN]);
 
 impl core::fmt::Debug for PublicKey {

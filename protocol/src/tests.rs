@@ -46,7 +46,10 @@ fn golden_preambles() {
     );
     let prologue = handshake::ClientPreamble::CURRENT.prologue();
     assert_eq!(&prologue[..10], b"kaos-mgmt\0");
-    assert_eq!(&prologue[10..], &handshake::ClientPreamble::CURRENT.encode());
+    assert_eq!(
+        &prologue[10..],
+        &handshake::ClientPreamble::CURRENT.encode()
+    );
 }
 
 #[test]
@@ -112,7 +115,10 @@ fn golden_access_requests() {
         role: Role::Operator,
         key: keys::PublicKey([7; 32]),
     });
-    let (buf, n) = bytes(&ClientFrame { id: 1, request: add });
+    let (buf, n) = bytes(&ClientFrame {
+        id: 1,
+        request: add,
+    });
     let mut want = vec![1u8, 12, 2, b'c', b'i', 1];
     want.extend_from_slice(&[7; 32]);
     assert_eq!(&buf[..n], &want[..]);
@@ -172,7 +178,10 @@ fn key_text_roundtrips_and_rejects_garbage() {
         "too short"
     );
     let long = format!("kaos-x25519 {}", "A".repeat(48));
-    assert_eq!(keys::PublicKey::parse_line(&long), Err(keys::KeyError::BadKey));
+    assert_eq!(
+        keys::PublicKey::parse_line(&long),
+        Err(keys::KeyError::BadKey)
+    );
     // SHA-256 of 32 zero bytes, as OpenSSH would print it.
     let fp = key.fingerprint();
     assert_eq!(
@@ -348,7 +357,10 @@ fn garbage_is_malformed_not_a_panic() {
         decode_message::<ClientFrame>(&[1, 99]),
         Err(FrameError::Malformed)
     );
-    assert_eq!(decode_message::<ClientFrame>(&[]), Err(FrameError::Malformed));
+    assert_eq!(
+        decode_message::<ClientFrame>(&[]),
+        Err(FrameError::Malformed)
+    );
     assert_eq!(
         decode_message::<ClientFrame>(&[1, 0, 0]),
         Err(FrameError::TrailingBytes)

@@ -229,8 +229,10 @@ impl Store {
         let bytes = postcard::to_allocvec(record)
             .map_err(|error| StoreError::Database(format!("encoding a key: {error}")))?;
         let txn = self.begin_durable_write()?;
-        txn.open_table(KEYS)?
-            .insert(format!("{CLIENT_KEY_PREFIX}{name}").as_str(), bytes.as_slice())?;
+        txn.open_table(KEYS)?.insert(
+            format!("{CLIENT_KEY_PREFIX}{name}").as_str(),
+            bytes.as_slice(),
+        )?;
         txn.commit()?;
         Ok(())
     }

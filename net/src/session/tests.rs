@@ -174,7 +174,11 @@ impl Pair {
 #[test]
 fn an_authorised_key_is_welcomed_with_its_role() {
     let pair = handshake(&key(1), Fake::new()).expect("handshake");
-    assert_eq!(pair.host_key, key(100).public(), "the client learns the host key");
+    assert_eq!(
+        pair.host_key,
+        key(100).public(),
+        "the client learns the host key"
+    );
     assert_eq!(pair.welcome.id, 0);
     assert_eq!(
         pair.welcome.response,
@@ -203,14 +207,24 @@ fn an_unknown_key_is_refused_after_the_handshake_and_the_connection_closes() {
             &mut bytes,
         )
         .expect("seal");
-    assert_eq!(feed(&mut pair.session, &mut pair.host, &bytes), Ok(Vec::new()));
+    assert_eq!(
+        feed(&mut pair.session, &mut pair.host, &bytes),
+        Ok(Vec::new())
+    );
 }
 
 #[test]
 fn roles_are_enforced_per_request_and_refusals_recorded() {
     let mut reader = handshake(&key(2), Fake::new()).expect("handshake");
     let replies = reader.ask(7, Request::Reboot).expect("answered");
-    let [ServerFrame { id: 7, last: true, response: Response::Error(e) }] = &replies[..] else {
+    let [
+        ServerFrame {
+            id: 7,
+            last: true,
+            response: Response::Error(e),
+        },
+    ] = &replies[..]
+    else {
         panic!("reader rebooted: {replies:?}");
     };
     assert_eq!(e.code, ErrorCode::PermissionDenied);
@@ -277,7 +291,11 @@ fn a_refused_admission_is_told_before_any_cryptography() {
     let mut session = Session::new(admission, "test");
     let (mut hs, first) = ClientHandshake::start(&key(1)).expect("start");
     let out = feed(&mut session, &mut host, &first).expect("no error");
-    assert_eq!(out.len(), SERVER_PREAMBLE_LEN, "no handshake message follows");
+    assert_eq!(
+        out.len(),
+        SERVER_PREAMBLE_LEN,
+        "no handshake message follows"
+    );
     let (HostReply::Refused(p), _) = hs.read_reply(&out).expect("r").expect("c") else {
         panic!("proceeded");
     };
@@ -294,7 +312,10 @@ fn the_handshake_waits_for_the_host_key() {
     host.host = Some(key(100));
     let mut out = Vec::new();
     session.process(&mut host, &mut out).expect("proceeds");
-    assert!(out.len() > SERVER_PREAMBLE_LEN, "message 2 sent once the key exists");
+    assert!(
+        out.len() > SERVER_PREAMBLE_LEN,
+        "message 2 sent once the key exists"
+    );
 }
 
 #[test]
@@ -393,7 +414,11 @@ fn streams_yield_until_cancelled_and_are_bounded() {
         limit: 10,
         follow: true,
     });
-    assert_eq!(pair.ask(5, follow.clone()).expect("opened"), [], "no reply yet");
+    assert_eq!(
+        pair.ask(5, follow.clone()).expect("opened"),
+        [],
+        "no reply yet"
+    );
     pair.host.feed.lock().expect("lock").push(Response::Pong);
     let frames = pair.poll_streams();
     assert_eq!(
@@ -406,7 +431,10 @@ fn streams_yield_until_cancelled_and_are_bounded() {
     );
     assert_eq!(pair.poll_streams(), [], "pending: nothing sent");
     // Requests still work beside the stream.
-    assert_eq!(pair.ask(6, Request::Ping).expect("ok")[0].response, Response::Pong);
+    assert_eq!(
+        pair.ask(6, Request::Ping).expect("ok")[0].response,
+        Response::Pong
+    );
     let frames = pair.ask(7, Request::Cancel(5)).expect("ok");
     let [end, ack] = &frames[..] else {
         panic!("{frames:?}");
