@@ -316,6 +316,75 @@ mod tests {
         assert!(problems[2].contains("bad key name"));
     }
 
+    fn memory_config() -> Config {
+        let config = Config::new(crate::config::DiskSource::Paths(Vec::new()), [0; 16]);
+        config.select(&crate::config::StoreChoice::Memory);
+        config
+    }
+
+    #[test]
+    fn the_host_key_is_made_once_and_kept_by_the_store() {
+        let config = memory_config();
+        let access = Access::new(Vec::new());
+        assert!(
+            access.host_key().is_none(),
+            "no key before the store is open"
+        );
+        access.load(&config);
+        let key = access.host_key().expect("generated");
+        assert_eq!(access.host_public_key(), Some(key.public()));
+        let again = Access::new(Vec::new());
+        again.load(&config);
+        assert_eq!(again.host_key(), Some(key), "the stored key is reused");
+    }
+
+    #[test]
+    fn the_last_admin_cannot_be_removed_and_fixed_keys_stay() {
+        let config = memory_config();
+        let fixed = AccessEntry {
+            name: truncated("image-1"),
+            role: Role::Reader,
+            key: PublicKey([9; 32]),
+            source: KeySource::Image,
+        };
+        let access = Access::new(vec![fixed]);
+        access.load(&config);
+        access
+            .add(&config, "root", Role::Admin, PublicKey([1; 32]))
+            .expect("add");
+        let last = access.remove(&config, "root").expect_err("last admin");
+        assert_eq!(last.code, ErrorCode::Conflict);
+        access
+            .add(&config, "second", Role::Admin, PublicKey([2; 32]))
+            .expect("add");
+        access
+            .remove(&config, "root")
+            .expect("another admin remains");
+        let fixed = access.remove(&config, "image-1").expect_err("fixed");
+        assert!(fixed.message.contains("image"), "{}", fixed.message);
+        assert_eq!(
+            access
+                .add(&config, "bad name", Role::Reader, PublicKey([3; 32]))
+                .map(drop),
+            Err(Refusal::new(
+                ErrorCode::InvalidArgument,
+                "bad key name \"bad name\": 1-32 of A-Z a-z 0-9 . _ -"
+            ))
+        );
+        let names: Vec<_> = access
+            .list()
+            .entries
+            .iter()
+            .map(|e| e.name.to_string())
+            .collect();
+        assert_eq!(names, ["image-1", "second"]);
+        assert_eq!(
+            access.lookup(&PublicKey([2; 32])).map(|i| i.role),
+            Some(Role::Admin)
+        );
+        assert_eq!(access.lookup(&PublicKey([1; 32])), None);
+    }
+
     #[test]
     fn cmdline_keys_default_to_admin() {
         let a = PublicKey([1; 32]).to_base64();

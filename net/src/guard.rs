@@ -140,10 +140,13 @@ impl Guard {
     }
 }
 
+/// A refusal; the delay is at least 1 ms, because 0 means "do not retry".
 fn refuse(verdict: Verdict, wait: Duration) -> Admission {
     Admission {
         verdict,
-        retry_after_ms: u16::try_from(wait.total_millis()).unwrap_or(u16::MAX),
+        retry_after_ms: u16::try_from(wait.total_millis())
+            .unwrap_or(u16::MAX)
+            .max(1),
     }
 }
 
