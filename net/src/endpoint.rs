@@ -176,6 +176,15 @@ impl Endpoint {
         self.address
     }
 
+    /// Starts DHCP discovery over at once, if the endpoint has no address yet. Called when the
+    /// NIC's carrier comes up: a DISCOVER sent before that was lost, and the DHCP client's own
+    /// back-off would wait seconds before the next one.
+    pub fn restart_dhcp(&mut self) {
+        if let (Some(handle), None) = (self.dhcp, self.address) {
+            self.sockets.get_mut::<dhcpv4::Socket>(handle).reset();
+        }
+    }
+
     /// Connected (not listening) sockets.
     pub fn connections(&self) -> usize {
         self.conns.iter().filter(|(_, c)| c.connected).count()

@@ -48,6 +48,8 @@ pub struct LinkStats {
 #[derive(Debug)]
 pub struct Link {
     fd: OwnedFd,
+    /// A NIC through a packet socket (false: a TAP, whose carrier is always up).
+    nic: bool,
     name: String,
     mac: [u8; 6],
     rx: Vec<u8>,
@@ -72,7 +74,9 @@ impl Link {
         let mac = sys::hw_addr(fd.as_fd(), name).map_err(sys_err("hardware address"))?;
         let addr = sys::PacketAddr::all_protocols(index).map_err(sys_err("bind"))?;
         rustix::net::bind(&fd, &addr).map_err(sys_err("bind"))?;
-        Ok(Self::new(fd, name, mac))
+        let mut link = Self::new(fd, name, mac);
+        link.nic = true;
+        Ok(link)
     }
 
     /// Attaches to TAP interface `name` (created if absent, which needs `CAP_NET_ADMIN`). The
@@ -93,6 +97,7 @@ impl Link {
     fn new(fd: OwnedFd, name: &str, mac: [u8; 6]) -> Self {
         Self {
             fd,
+            nic: false,
             name: name.to_owned(),
             mac,
             rx: vec![0; MAX_FRAME + 4],
@@ -114,6 +119,14 @@ impl Link {
     /// Frame counters.
     pub fn stats(&self) -> LinkStats {
         self.stats
+    }
+
+    /// Whether the NIC has a carrier; `None` for a TAP or if it cannot be read.
+    pub fn carrier(&self) -> Option<bool> {
+        if !self.nic {
+            return None;
+        }
+        sys::running(self.fd.as_fd(), &self.name).ok()
     }
 }
 
@@ -151,6 +164,7 @@ impl phy::Device for Link {
             ref mut stats,
             mac,
             ref name,
+            nic: _,
         } = *self;
         let len = loop {
             match read(fd, &mut rx[..]) {

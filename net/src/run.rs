@@ -34,7 +34,17 @@ pub fn serve(
     observer: &mut impl Observer,
     wake: Option<BorrowedFd<'_>>,
 ) -> io::Errno {
+    let mut carrier = link.carrier();
     loop {
+        // Only while there is no address: once bound, a carrier flap needs nothing from us.
+        if endpoint.address().is_none() {
+            let now_up = link.carrier();
+            if now_up == Some(true) && carrier != Some(true) {
+                log::info!("{}: carrier up", link.name());
+                endpoint.restart_dhcp();
+            }
+            carrier = now_up;
+        }
         let (delay, event) = endpoint.poll(now(), link, observer);
         if let Some(event) = event {
             observer.address(event);

@@ -14,6 +14,8 @@ use rustix::net::addr::{SocketAddrArg, SocketAddrLen, SocketAddrOpaque};
 
 /// `IFF_UP` from `<linux/if.h>`.
 const IFF_UP: i16 = 1;
+/// `IFF_RUNNING` from `<linux/if.h>`: the link is operational (carrier up).
+const IFF_RUNNING: i16 = 0x40;
 /// `IFF_TAP | IFF_NO_PI` from `<linux/if_tun.h>`: Ethernet frames, no packet-info header.
 const TAP_FLAGS: i16 = 0x0002 | 0x1000;
 /// `ETH_P_ALL`, host order.
@@ -79,6 +81,15 @@ pub(crate) fn set_up(fd: BorrowedFd<'_>, name: &str) -> io::Result<bool> {
     req.ifr_ifru.ifru_flags = flags | IFF_UP;
     ifreq_call(fd, SIOCSIFFLAGS, &mut req)?;
     Ok(false)
+}
+
+/// Whether interface `name` has a carrier (`IFF_RUNNING`).
+pub(crate) fn running(fd: BorrowedFd<'_>, name: &str) -> io::Result<bool> {
+    let mut req = ifreq_named(name)?;
+    ifreq_call(fd, SIOCGIFFLAGS, &mut req)?;
+    // SAFETY: SIOCGIFFLAGS filled the `ifru_flags` arm.
+    let flags = unsafe { req.ifr_ifru.ifru_flags };
+    Ok(flags & IFF_RUNNING != 0)
 }
 
 /// The hardware (MAC) address of Ethernet interface `name`.

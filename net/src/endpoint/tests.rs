@@ -159,3 +159,30 @@ fn dhcp_starts_unconfigured_and_sends_discover() {
     });
     assert_eq!(ipv4.count(), 1, "a DHCPDISCOVER is sent at once");
 }
+
+#[test]
+fn restarting_dhcp_sends_a_new_discover_at_once() {
+    let mut wire = Wire::default();
+    let t0 = Instant::from_millis(0);
+    let config = EndpointConfig::new(MAC, IpConfig::Dhcp, 1);
+    let mut ep = Endpoint::new(config, &mut wire, t0);
+    ep.poll(t0, &mut wire, &mut NoRequests);
+    let ipv4 = |wire: &Wire| {
+        wire.sent
+            .iter()
+            .filter(|f| {
+                EthernetFrame::new_checked(f.as_slice())
+                    .is_ok_and(|e| e.ethertype() == EthernetProtocol::Ipv4)
+            })
+            .count()
+    };
+    assert_eq!(ipv4(&wire), 1);
+    // 100 ms later the DHCP client would still be waiting out its retransmission delay...
+    let t1 = Instant::from_millis(100);
+    ep.poll(t1, &mut wire, &mut NoRequests);
+    assert_eq!(ipv4(&wire), 1, "no retransmission yet");
+    // ...but a carrier that just came up starts discovery over.
+    ep.restart_dhcp();
+    ep.poll(t1, &mut wire, &mut NoRequests);
+    assert_eq!(ipv4(&wire), 2, "a new DISCOVER right away");
+}
