@@ -1,4 +1,14 @@
 //! How responses are shown: a table for people, JSON for programs.
+//!
+//! Each view is a plain struct in the shape `--output json` prints, built from a protocol value
+//! (or local state) and rendered as aligned columns by its `table`. Access control views are in
+//! [`access`], views of local keys and contexts in [`local`].
+
+mod access;
+mod local;
+
+pub use access::{AccessView, access_table};
+pub use local::{ContextView, KeyView, context_table};
 
 use kaos_protocol::{BootTimeline, Status};
 use serde::Serialize;
@@ -24,6 +34,12 @@ pub struct StatusView {
     pub timeline: TimelineView,
     /// Management link.
     pub mgmt: MgmtView,
+    /// The host's static key, `kaos-x25519 BASE64`.
+    pub host_key: String,
+    /// Its fingerprint, as pinned and shown at first contact.
+    pub host_key_fingerprint: String,
+    /// False: the key lives in memory only and changes at the next boot.
+    pub host_key_persistent: bool,
 }
 
 /// Boot milestones.
@@ -87,6 +103,9 @@ impl From<&Status> for StatusView {
                 gateway: m.gateway.map(|[a, b, c, d]| format!("{a}.{b}.{c}.{d}")),
                 dhcp: m.dhcp,
             },
+            host_key: s.host_key.to_line().to_string(),
+            host_key_fingerprint: s.host_key.fingerprint().to_string(),
+            host_key_persistent: s.host_key_persistent,
         }
     }
 }
@@ -115,6 +134,18 @@ impl StatusView {
             ("BOOT ID", self.boot_id.clone()),
             ("PROCESSES", self.processes.to_string()),
             ("STORE", self.store.clone()),
+            (
+                "HOST KEY",
+                format!(
+                    "{} ({})",
+                    self.host_key_fingerprint,
+                    if self.host_key_persistent {
+                        "persistent"
+                    } else {
+                        "ephemeral: changes at the next boot"
+                    }
+                ),
+            ),
             ("MGMT", format!("{} {}", m.interface, m.mac)),
             (
                 "ADDRESS",
@@ -194,7 +225,8 @@ impl From<&kaos_protocol::StoreReport> for StoreView {
     }
 }
 
-fn kebab(s: &str) -> String {
+/// `CommandLine` → `command-line`: enum variants as users type and read them.
+pub(crate) fn kebab(s: &str) -> String {
     let mut out = String::new();
     for (i, c) in s.chars().enumerate() {
         if c.is_uppercase() && i > 0 {
@@ -323,21 +355,27 @@ impl From<&kaos_protocol::EventEntry> for EventView {
     }
 }
 
-/// Events as a table: boot ids shortened to 8 hex digits.
-pub fn events_table(events: &[EventView]) -> String {
-    let mut out = format!(
+/// The header of [`events_table`].
+pub fn events_header() -> String {
+    format!(
         "{:>6}  {:<8}  {:>10}  {:<18}{}\n",
         "SEQ", "BOOT", "UPTIME", "KIND", "MESSAGE"
-    );
-    for e in events {
-        out += &format!(
-            "{:>6}  {:<8}  {:>8.1} s  {:<18}{}\n",
-            e.seq,
-            &e.boot_id[..8.min(e.boot_id.len())],
-            e.uptime_ms as f64 / 1000.0,
-            e.kind,
-            e.message
-        );
-    }
-    out
+    )
+}
+
+/// One row of [`events_table`]: the boot id shortened to 8 hex digits.
+pub fn event_row(e: &EventView) -> String {
+    format!(
+        "{:>6}  {:<8}  {:>8.1} s  {:<18}{}\n",
+        e.seq,
+        &e.boot_id[..8.min(e.boot_id.len())],
+        e.uptime_ms as f64 / 1000.0,
+        e.kind,
+        e.message
+    )
+}
+
+/// Events as a table.
+pub fn events_table(events: &[EventView]) -> String {
+    events_header() + &events.iter().map(event_row).collect::<String>()
 }

@@ -1,0 +1,299 @@
+//! The command line: `kaosctl [--context NAME|--endpoint HOST:PORT] NOUN VERB`.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use kaos_protocol::Role;
+use kaos_protocol::keys::Fingerprint;
+
+const AFTER_HELP: &str = "\
+Exit codes:
+  0  success
+  1  the host refused the request or answered wrongly
+  2  usage or local configuration error (bad arguments, malformed config, missing key)
+  3  host unreachable, connection lost, or host busy
+  4  authentication failed: host key unknown or changed, or our key not authorised
+
+Files (in $KAOS_CONFIG_DIR, else $XDG_CONFIG_HOME/kaos, else ~/.config/kaos):
+  config.toml      contexts: endpoint, key, pinned host key; the current context
+  known_hosts      pinned host keys of endpoints used without a context
+  keys/NAME.key    secret client keys (mode 0600); keys/NAME.pub the public halves
+
+First contact: `kaosctl key generate`, give keys/default.pub to the host's admin, then
+`kaosctl context add lab --endpoint HOST:1289 --use` and `kaosctl --trust-new-host status`
+(or --host-key FINGERPRINT, as shown on the host's console). The host key is pinned then; a
+changed key is refused from then on.";
+
+/// Manage KaOS hosts over their management port.
+#[derive(Debug, Parser)]
+#[command(
+    name = "kaosctl",
+    version,
+    override_usage = "kaosctl [--context NAME | --endpoint HOST:PORT] [OPTIONS] <NOUN> [VERB]",
+    after_help = AFTER_HELP
+)]
+pub struct Cli {
+    /// Flags every command takes.
+    #[command(flatten)]
+    pub global: Global,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Which host, how to authenticate, how to print.
+#[derive(Debug, Args)]
+pub struct Global {
+    /// Use this context from config.toml instead of the current one.
+    #[arg(long, global = true, env = "KAOS_CONTEXT", value_name = "NAME")]
+    pub context: Option<String>,
+    /// Talk to this endpoint, without a context (its host key is pinned in known_hosts).
+    #[arg(
+        long,
+        short,
+        global = true,
+        env = "KAOS_ENDPOINT",
+        value_name = "HOST:PORT"
+    )]
+    pub endpoint: Option<String>,
+    /// Our key: a name under keys/, or a path [default: the context's key, else `default`].
+    #[arg(long, global = true, env = "KAOS_KEY", value_name = "NAME|PATH")]
+    pub key: Option<String>,
+    /// At first contact, accept and pin whatever host key is presented. Never overrides a pin.
+    #[arg(long, global = true, conflicts_with = "host_key")]
+    pub trust_new_host: bool,
+    /// At first contact, accept and pin the host key only if it has this fingerprint.
+    #[arg(long, global = true, value_name = "FINGERPRINT", value_parser = fingerprint)]
+    pub host_key: Option<Fingerprint>,
+    /// Seconds to wait for the connection and for each reply.
+    #[arg(
+        long,
+        global = true,
+        value_name = "SECS",
+        default_value_t = kaosctl::connect::DEFAULT_TIMEOUT_SECS,
+        value_parser = clap::value_parser!(u64).range(1..)
+    )]
+    pub timeout: u64,
+    /// Output format.
+    #[arg(long, short, global = true, value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+}
+
+fn fingerprint(text: &str) -> Result<Fingerprint, String> {
+    Fingerprint::parse(text).ok_or_else(|| "expected SHA256:<43 base64 characters>".into())
+}
+
+/// How data is printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    /// Aligned columns, for people.
+    Table,
+    /// JSON, for programs (`events --follow`: one event per line).
+    Json,
+}
+
+/// Nouns, and verbs without a noun.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Show host status: name, version, host key, uptime, boot timeline, management link.
+    Status,
+    /// Reboot the host (orderly).
+    Reboot,
+    /// Power the host off (orderly).
+    Shutdown,
+    /// The configuration store and the host's disks.
+    #[command(subcommand)]
+    Store(StoreCmd),
+    /// Persisted host settings.
+    #[command(subcommand)]
+    Host(HostCmd),
+    /// The host's event log, oldest first.
+    Events {
+        /// Only events after this sequence number.
+        #[arg(long, value_name = "SEQ")]
+        after: Option<u64>,
+        /// At most this many [default: 100; with --follow, no limit].
+        #[arg(long, value_name = "N")]
+        limit: Option<usize>,
+        /// Keep printing new events as they are recorded, until interrupted.
+        #[arg(long, short)]
+        follow: bool,
+    },
+    /// Who may manage the host: list, authorise and withdraw client keys.
+    #[command(subcommand)]
+    Access(AccessCmd),
+    /// Our client keys (local: never connects).
+    #[command(subcommand)]
+    Key(KeyCmd),
+    /// Named hosts in config.toml (local: never connects).
+    #[command(subcommand)]
+    Context(ContextCmd),
+    /// Print a shell completion script, e.g. `kaosctl completions bash > /etc/bash_completion.d/kaosctl`.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+}
+
+/// `store` verbs.
+#[derive(Debug, Subcommand)]
+pub enum StoreCmd {
+    /// Mode (disk, memory, degraded and why), location, and every disk with what is on it.
+    Status,
+    /// Initialise DEVICE (e.g. vdb) as the store and adopt it. A disk holding any data is
+    /// refused unless --force.
+    Init {
+        /// Disk name from `store status`, or a /dev path.
+        device: String,
+        /// Overwrite whatever the disk holds.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+/// `host` verbs.
+#[derive(Debug, Subcommand)]
+pub enum HostCmd {
+    /// Show the host name and every persisted setting.
+    Get,
+    /// Persist a setting and put it in effect, e.g. `host set hostname rack4-node2`.
+    Set {
+        /// Setting name (hostname). Not `key`: that id is the global --key's, and clap would
+        /// take this value for it.
+        #[arg(id = "setting", value_name = "KEY")]
+        setting: String,
+        /// Value.
+        value: String,
+    },
+}
+
+/// `access` verbs.
+#[derive(Debug, Subcommand)]
+pub enum AccessCmd {
+    /// Every authorised key: name, role, where it comes from, fingerprint (admin).
+    List,
+    /// Authorise a client key, kept in the host's store (admin).
+    Add {
+        /// A name for the key on the host: 1-32 of A-Z a-z 0-9 . _ -
+        name: String,
+        /// What the key may do.
+        #[arg(long, value_enum)]
+        role: RoleArg,
+        /// The key.
+        #[command(flatten)]
+        key: NewKey,
+    },
+    /// Withdraw a key added with `access add`; its sessions end at their next request (admin).
+    Remove {
+        /// The key's name.
+        name: String,
+    },
+    /// Our own key's name, role and fingerprint, as the host sees them.
+    Whoami,
+}
+
+/// The public key `access add` authorises: one of the two.
+#[derive(Debug, Args)]
+#[group(required = true, multiple = false)]
+pub struct NewKey {
+    /// A public key file, as written by `kaosctl key generate` (keys/NAME.pub).
+    #[arg(long, value_name = "PATH.pub")]
+    pub key_file: Option<PathBuf>,
+    /// The public key line itself.
+    #[arg(long, value_name = "'kaos-x25519 BASE64'")]
+    pub public_key: Option<String>,
+}
+
+/// A role, as typed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RoleArg {
+    /// Read-only: status, settings, events, the store report.
+    Reader,
+    /// Reader, plus reboot, shutdown and host settings.
+    Operator,
+    /// Everything, including access control and store initialisation.
+    Admin,
+}
+
+impl From<RoleArg> for Role {
+    fn from(r: RoleArg) -> Self {
+        match r {
+            RoleArg::Reader => Role::Reader,
+            RoleArg::Operator => Role::Operator,
+            RoleArg::Admin => Role::Admin,
+        }
+    }
+}
+
+/// `key` verbs.
+#[derive(Debug, Subcommand)]
+pub enum KeyCmd {
+    /// Create keys/NAME.key (secret, mode 0600) and keys/NAME.pub; print the public line to
+    /// give an admin. Refuses to replace a key unless --force.
+    Generate {
+        /// The key's name.
+        #[arg(default_value = kaosctl::config::DEFAULT_KEY)]
+        name: String,
+        /// Replace an existing key (the old one is lost, and hosts must authorise the new one).
+        #[arg(long)]
+        force: bool,
+    },
+    /// Print a key's public line and fingerprint [default: the key commands would use].
+    Show {
+        /// A key name under keys/, or a path.
+        name: Option<String>,
+    },
+}
+
+/// `context` verbs. `context add` takes the global --endpoint and --key.
+#[derive(Debug, Subcommand)]
+pub enum ContextCmd {
+    /// Add a context: `context add NAME --endpoint HOST:PORT [--key NAME] [--use]`.
+    Add {
+        /// Its name: 1-32 of A-Z a-z 0-9 . _ -
+        name: String,
+        /// Make it the current context.
+        #[arg(long = "use")]
+        use_it: bool,
+    },
+    /// Every context, the current one marked `*`, with its pinned host key.
+    List,
+    /// Make NAME the current context.
+    Use {
+        /// The context.
+        name: String,
+    },
+    /// Remove a context (and its pin).
+    Remove {
+        /// The context.
+        name: String,
+    },
+    /// Forget a pinned host key, so the next contact pins the key presented then: NAME's, else
+    /// the one commands would use now (with --endpoint: that endpoint's known_hosts line).
+    Unpin {
+        /// The context.
+        name: Option<String>,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory as _, Parser as _};
+
+    use super::*;
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn verb_arguments_never_land_in_global_flags() {
+        let cli = Cli::try_parse_from(["kaosctl", "host", "set", "hostname", "h1"]).expect("parse");
+        assert_eq!(cli.global.key, None);
+        assert!(matches!(
+            cli.command,
+            Command::Host(HostCmd::Set { setting, value }) if setting == "hostname" && value == "h1"
+        ));
+    }
+}
