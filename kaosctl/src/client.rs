@@ -86,13 +86,27 @@ pub enum ClientError {
     #[error(
         "HOST KEY CHANGED for {endpoint}: pinned {pinned}, presented {presented}. Someone may \
          be impersonating the host, or it was reinstalled without its store. If the change is \
-         expected, remove the pin (`kaosctl context unpin`) and verify the new key"
+         expected, remove the pin (`kaosctl context unpin [NAME]`, or `kaosctl context unpin \
+         --endpoint {endpoint}`) and verify the new key"
     )]
     HostKeyChanged {
         /// The endpoint.
         endpoint: String,
         /// The pinned key.
         pinned: Fingerprint,
+        /// The key presented.
+        presented: Fingerprint,
+    },
+    /// The host's key does not have the fingerprint given with `--host-key`.
+    #[error(
+        "{endpoint} presents host key {presented}, not the expected {expected}: wrong \
+         fingerprint, or someone is impersonating the host"
+    )]
+    HostKeyMismatch {
+        /// The endpoint.
+        endpoint: String,
+        /// The fingerprint the user gave.
+        expected: Fingerprint,
         /// The key presented.
         presented: Fingerprint,
     },
@@ -119,7 +133,19 @@ impl ClientError {
             | Self::Io { .. }
             | Self::Closed(_)
             | Self::TryLater { .. } => 3,
-            Self::HostKeyUnknown { .. } | Self::HostKeyChanged { .. } | Self::Unauthorized(_) => 4,
+            Self::HostKeyUnknown { .. }
+            | Self::HostKeyChanged { .. }
+            | Self::HostKeyMismatch { .. }
+            | Self::Unauthorized(_) => 4,
+            // A key withdrawn while its session was open.
+            Self::Refused {
+                code: ErrorCode::Unauthorized,
+                ..
+            } => 4,
+            Self::Refused {
+                code: ErrorCode::Busy,
+                ..
+            } => 3,
             Self::Protocol { .. } | Self::VersionMismatch { .. } | Self::Refused { .. } => 1,
         }
     }
@@ -242,7 +268,9 @@ impl Client {
             reason,
         };
         stream.set_read_timeout(Some(options.timeout)).map_err(io)?;
-        stream.set_write_timeout(Some(options.timeout)).map_err(io)?;
+        stream
+            .set_write_timeout(Some(options.timeout))
+            .map_err(io)?;
         let _ = stream.set_nodelay(true);
         let mut conn = Conn {
             stream,
@@ -253,7 +281,10 @@ impl Client {
             ClientHandshake::start(&options.key).map_err(|e| protocol(e.to_string()))?;
         conn.send(&first)?;
         let reply = loop {
-            match hs.read_reply(&conn.rx).map_err(|e| protocol(e.to_string()))? {
+            match hs
+                .read_reply(&conn.rx)
+                .map_err(|e| protocol(e.to_string()))?
+            {
                 Some((reply, used)) => {
                     conn.rx.drain(..used);
                     break reply;
@@ -448,9 +479,9 @@ fn check_host_key(
             pinned: pinned.fingerprint(),
             presented: fingerprint,
         }),
-        HostKeyCheck::Fingerprint(fp) => Err(ClientError::HostKeyChanged {
+        HostKeyCheck::Fingerprint(fp) => Err(ClientError::HostKeyMismatch {
             endpoint: endpoint.into(),
-            pinned: fp,
+            expected: fp,
             presented: fingerprint,
         }),
         HostKeyCheck::Refuse => Err(ClientError::HostKeyUnknown {

@@ -73,9 +73,12 @@ impl HostedHost {
         })
     }
 
-    /// Connects and greets, retrying until `timeout`.
+    /// Waits until the endpoint says it is ready, then connects, retrying until `timeout`.
+    /// Connecting earlier would send the namespace's ARP request before kattach reads the TAP,
+    /// and the kernel retries ARP only after a second.
     pub fn wait_ready(&self, timeout: Duration) -> Result<Client> {
         let deadline = Instant::now() + timeout;
+        let _ = self.wait_log("management endpoint ready", timeout);
         loop {
             match self.client() {
                 Ok(c) => return Ok(c),
