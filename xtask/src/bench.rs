@@ -8,6 +8,7 @@
 //! | boot: init exec → endpoint ready | kernel → init exec, same boots |
 //! | hosted: spawn → endpoint ready (logged) | spawn → exit of `kattach --version`, same wrapper |
 //! | hosted: spawn → first answered hello | the line above (client started once ready is logged) |
+//! | management protocol: round trips, bytes, handshakes | see [`crate::bench_mgmt`] |
 //!
 //! Every timing is the median of several runs; min and max are printed beside it.
 
@@ -27,6 +28,10 @@ const MIB: f64 = 1024.0 * 1024.0;
 
 /// Runs every bench and prints the table.
 pub fn run(boots: usize, hosted_runs: usize) -> Result<()> {
+    if let Some(kattach) = std::env::var_os(crate::bench_mgmt::CHILD_ENV) {
+        // A debug xtask asked this release build for the management figures only.
+        return crate::bench_mgmt::child(Path::new(&kattach));
+    }
     let info = image::build_image(image::DEFAULT_PROFILE, None)?;
     let mut rows: Vec<[String; 3]> = Vec::new();
     rows.push([
@@ -78,6 +83,7 @@ pub fn run(boots: usize, hosted_runs: usize) -> Result<()> {
             ]);
         }
     }
+    crate::bench_mgmt::rows(&mut rows, &info.kattach)?;
     crate::bench_store::rows(&mut rows, &info.image)?;
     print_table(&rows);
     Ok(())
