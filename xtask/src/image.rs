@@ -1,7 +1,11 @@
-//! `cargo xtask image`: static kattach + cached kernel build = one bootable bzImage.
+//! `cargo xtask image`: static kattach + cached kernel build = one bootable bzImage, optionally
+//! with client keys built in (`--authorize PATH.pub[:ROLE]`, the image's
+//! `/etc/kaos/authorized_keys`).
 
-use crate::{deps, kattach, kernel, paths};
-use anyhow::{Context as _, Result};
+use crate::{deps, initramfs, kattach, kernel, paths, sha256};
+use anyhow::{Context as _, Result, bail, ensure};
+use kaos_protocol::keys::{PublicKey, SECRET_TAG};
+use kaos_protocol::{Role, valid_key_name};
 use std::fmt;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -28,6 +32,8 @@ pub struct ImageInfo {
     pub kernel_build_dir: PathBuf,
     /// Whether the kernel was (re)built by `make` this time.
     pub kernel_rebuilt: bool,
+    /// The client keys built into the image.
+    pub authorized: Vec<ImageKey>,
 }
 
 fn mib(bytes: u64) -> f64 {
@@ -46,14 +52,153 @@ impl fmt::Display for ImageInfo {
             self.image_size,
             mib(self.image_size)
         )?;
-        write!(
+        writeln!(
             f,
             "kattach: {} ({} bytes, {:.2} MiB)",
             self.kattach.display(),
             self.kattach_size,
             mib(self.kattach_size)
-        )
+        )?;
+        if self.authorized.is_empty() {
+            return write!(
+                f,
+                "keys:    none built in: the host refuses every client unless booted with \
+                 kaos.authorize=BASE64[:ROLE]"
+            );
+        }
+        write!(f, "keys:    {} built in", self.authorized.len())?;
+        for k in &self.authorized {
+            write!(
+                f,
+                "\n  {:<8} {:<32} {}",
+                k.role.as_str(),
+                k.name,
+                k.key.fingerprint()
+            )?;
+        }
+        Ok(())
     }
+}
+
+/// A client key to build into the image: one line of its `authorized_keys`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageKey {
+    /// What the key may do.
+    pub role: Role,
+    /// The key.
+    pub key: PublicKey,
+    /// Its name on the host: the `.pub` file's comment if that is a valid key name, else the
+    /// file's stem.
+    pub name: String,
+}
+
+impl ImageKey {
+    /// Reads `--authorize PATH[:ROLE]` (role default admin): the file must hold one
+    /// `kaos-x25519 BASE64 [comment]` line, as `kaosctl key generate` writes to `NAME.pub`.
+    pub fn from_arg(arg: &str) -> Result<Self> {
+        let (path, role) = match arg.rsplit_once(':') {
+            Some((path, role)) if !Path::new(arg).exists() => {
+                let role = Role::parse(role).with_context(|| {
+                    format!("--authorize {arg}: unknown role {role:?} (reader, operator, admin)")
+                })?;
+                (Path::new(path), role)
+            }
+            _ => (Path::new(arg), Role::Admin),
+        };
+        let text = fs::read_to_string(path)
+            .with_context(|| format!("--authorize: reading {}", path.display()))?;
+        Self::parse(path, &text, role).map_err(|e| anyhow::anyhow!("--authorize: {e}"))
+    }
+
+    /// Parses the text of the public key file `path`.
+    pub fn parse(path: &Path, text: &str, role: Role) -> Result<Self> {
+        let shown = path.display();
+        let mut lines = text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'));
+        let line = lines
+            .next()
+            .with_context(|| format!("{shown} holds no key"))?;
+        if line.starts_with(SECRET_TAG) {
+            bail!("{shown} is a SECRET key; pass its public half (the .pub file)");
+        }
+        let (key, comment) = PublicKey::parse_line(line).map_err(|e| {
+            anyhow::anyhow!(
+                "{shown}: {e}; expected one line `kaos-x25519 BASE64 [comment]` \
+                 (a NAME.pub written by `kaosctl key generate`)"
+            )
+        })?;
+        ensure!(
+            lines.next().is_none(),
+            "{shown} holds more than one line; give each key its own file"
+        );
+        let name = if valid_key_name(comment) {
+            comment.to_owned()
+        } else {
+            key_name_from_stem(path)
+        };
+        Ok(Self { role, key, name })
+    }
+
+    /// `ROLE kaos-x25519 BASE64 NAME`, the line kattach reads.
+    pub fn line(&self) -> String {
+        format!("{} {} {}", self.role, self.key.to_line(), self.name)
+    }
+}
+
+/// The file stem, with characters a key name cannot hold replaced by `_`, cut to 32 bytes.
+fn key_name_from_stem(path: &Path) -> String {
+    let stem = path
+        .file_stem()
+        .map(|s| s.to_string_lossy())
+        .unwrap_or_default();
+    let name: String = stem
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(32)
+        .collect();
+    if name.is_empty() {
+        "image-key".into()
+    } else {
+        name
+    }
+}
+
+/// The image's `authorized_keys` text, or `None` without keys. Refuses a key given twice and
+/// two keys with one name (kattach would keep only the first of each).
+pub fn authorized_keys_text(keys: &[ImageKey]) -> Result<Option<String>> {
+    if keys.is_empty() {
+        return Ok(None);
+    }
+    let mut text = String::from(
+        "# Built in by `cargo xtask image --authorize`: ROLE kaos-x25519 BASE64 NAME\n",
+    );
+    for (i, k) in keys.iter().enumerate() {
+        if let Some(other) = keys[..i].iter().find(|o| o.key == k.key) {
+            bail!(
+                "--authorize: key {} is given twice ({} and {})",
+                k.key.fingerprint(),
+                other.name,
+                k.name
+            );
+        }
+        if keys[..i].iter().any(|o| o.name == k.name) {
+            bail!(
+                "--authorize: two keys are named {:?}; give one of them another comment",
+                k.name
+            );
+        }
+        text.push_str(&k.line());
+        text.push('\n');
+    }
+    Ok(Some(text))
 }
 
 /// Default output path: `<workspace>/target/kaos/kaos-<profile>.bzImage`.
@@ -64,19 +209,44 @@ pub fn default_image_path(profile: &str) -> PathBuf {
         .join(format!("kaos-{profile}.bzImage"))
 }
 
-/// Builds the host image for `profile` (a file in `kernel/profiles/`) and writes it to `out`
-/// (default: [`default_image_path`]). Installs missing Debian packages when root; reuses the
-/// cached kernel build when the profile and kattach are unchanged.
+/// Default output path of an image with keys built in:
+/// `target/kaos/kaos-<profile>-auth-<8 hex digits of the key list's SHA-256>.bzImage`, so that
+/// images with other keys, or none, never overwrite it (nor it them).
+pub fn authorized_image_path(profile: &str, authorized_keys: &str) -> PathBuf {
+    let hash = sha256::hex_digest(authorized_keys.as_bytes());
+    default_image_path(profile)
+        .with_file_name(format!("kaos-{profile}-auth-{}.bzImage", &hash[..8]))
+}
+
+/// Builds the host image for `profile` without built-in keys; see [`build_authorized_image`].
 pub fn build_image(profile: &str, out: Option<PathBuf>) -> Result<ImageInfo> {
+    build_authorized_image(profile, out, &[])
+}
+
+/// Builds the host image for `profile` (a file in `kernel/profiles/`) with `keys` built in, and
+/// writes it to `out` (default: [`default_image_path`], or [`authorized_image_path`] with
+/// keys). Installs missing Debian packages when root; reuses the cached kernel build when the
+/// profile, kattach and keys are unchanged. Verifies that the initramfs holds `/init` as its only
+/// program and nothing else but the key list.
+pub fn build_authorized_image(
+    profile: &str,
+    out: Option<PathBuf>,
+    keys: &[ImageKey],
+) -> Result<ImageInfo> {
     let started = Instant::now();
-    // Validate the profile before any slow step.
+    // Validate the profile and keys before any slow step.
     kernel::profile_path(profile)?;
+    let keys_text = authorized_keys_text(keys)?;
     deps::ensure_packages(IMAGE_PACKAGES)?;
     let kattach = kattach::build_static()?;
     let kattach_size = fs::metadata(&kattach)?.len();
-    let kb = kernel::build(profile, &kattach)?;
+    let kb = kernel::build(profile, &kattach, keys_text.as_deref())?;
+    verify_initramfs(&kb.build_dir, keys_text.as_deref())?;
 
-    let image = out.unwrap_or_else(|| default_image_path(profile));
+    let image = out.unwrap_or_else(|| match &keys_text {
+        Some(text) => authorized_image_path(profile, text),
+        None => default_image_path(profile),
+    });
     copy_atomically(&kb.bzimage, &image)?;
     let image_size = fs::metadata(&image)?.len();
     eprintln!("[image] done in {:.1}s", started.elapsed().as_secs_f64());
@@ -87,7 +257,18 @@ pub fn build_image(profile: &str, out: Option<PathBuf>) -> Result<ImageInfo> {
         kattach_size,
         kernel_build_dir: kb.build_dir.clone(),
         kernel_rebuilt: kb.rebuilt,
+        authorized: keys.to_vec(),
     })
+}
+
+/// Checks the initramfs kbuild linked into this build (while the build tree is locked).
+fn verify_initramfs(build_dir: &Path, authorized_keys: Option<&str>) -> Result<()> {
+    let archive_path = build_dir.join("usr").join("initramfs_data.cpio");
+    let archive =
+        fs::read(&archive_path).with_context(|| format!("reading {}", archive_path.display()))?;
+    let list = fs::read_to_string(build_dir.join("initramfs.list"))?;
+    initramfs::verify(&archive, &list, authorized_keys.map(str::as_bytes))
+        .with_context(|| format!("verifying {}", archive_path.display()))
 }
 
 fn copy_atomically(from: &Path, to: &Path) -> Result<()> {
@@ -101,4 +282,75 @@ fn copy_atomically(from: &Path, to: &Path) -> Result<()> {
         .with_context(|| format!("copying {} to {}", from.display(), tmp.display()))?;
     fs::rename(&tmp, to).with_context(|| format!("renaming to {}", to.display()))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(n: u8) -> PublicKey {
+        PublicKey([n; 32])
+    }
+
+    #[test]
+    fn pub_file_comment_names_the_key_else_the_stem() {
+        let path = Path::new("/home/a/.config/kaos/keys/default.pub");
+        let line = format!("{} laptop-1\n", key(1).to_line());
+        let k = ImageKey::parse(path, &line, Role::Admin).expect("valid");
+        assert_eq!(k.name, "laptop-1");
+        assert_eq!(k.line(), format!("admin {} laptop-1", key(1).to_line()));
+
+        let line = format!("{} alice@host\n", key(1).to_line());
+        let k = ImageKey::parse(path, &line, Role::Reader).expect("valid");
+        assert_eq!((k.name.as_str(), k.role), ("default", Role::Reader));
+        let k = ImageKey::parse(Path::new("my key.pub"), &key(2).to_line(), Role::Admin);
+        assert_eq!(k.expect("valid").name, "my_key");
+    }
+
+    #[test]
+    fn bad_files_are_refused_naming_the_file() {
+        let path = Path::new("ops.pub");
+        let err = |text: &str| {
+            ImageKey::parse(path, text, Role::Admin)
+                .expect_err("refused")
+                .to_string()
+        };
+        assert!(err("").contains("ops.pub holds no key"));
+        assert!(err("ssh-ed25519 AAAA x").contains("ops.pub: not a `kaos-x25519` key"));
+        assert!(err("kaos-x25519 AAAA x").contains("ops.pub: key is not base64"));
+        assert!(err("kaos-x25519-secret AAAA").contains("SECRET"));
+        let two = format!("{}\n{}\n", key(1).to_line(), key(2).to_line());
+        assert!(err(&two).contains("more than one line"));
+    }
+
+    #[test]
+    fn role_suffix_and_missing_files() {
+        let err = |arg: &str| ImageKey::from_arg(arg).expect_err("refused").to_string();
+        assert!(err("/nonexistent/a.pub:god").contains("unknown role \"god\""));
+        assert!(err("/nonexistent/a.pub:reader").contains("reading /nonexistent/a.pub"));
+        assert!(err("/nonexistent/a.pub").contains("reading /nonexistent/a.pub"));
+    }
+
+    #[test]
+    fn key_list_text_and_duplicates() {
+        let k = |n, name: &str| ImageKey {
+            role: Role::Admin,
+            key: key(n),
+            name: name.into(),
+        };
+        assert_eq!(authorized_keys_text(&[]).expect("empty"), None);
+        let text = authorized_keys_text(&[k(1, "a"), k(2, "b")])
+            .expect("valid")
+            .expect("some");
+        let lines: Vec<&str> = text.lines().filter(|l| !l.starts_with('#')).collect();
+        assert_eq!(lines.len(), 2);
+        assert!(lines[1].starts_with("admin kaos-x25519 ") && lines[1].ends_with(" b"));
+        assert!(authorized_keys_text(&[k(1, "a"), k(1, "b")]).is_err());
+        assert!(authorized_keys_text(&[k(1, "a"), k(2, "a")]).is_err());
+        assert_ne!(
+            authorized_image_path("p", &text),
+            default_image_path("p"),
+            "keyed and plain images never share a file"
+        );
+    }
 }

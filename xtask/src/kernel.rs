@@ -9,10 +9,11 @@
 //! kernel/<profile>-<srcversion>-<hash>/        `make O=` build tree, one per config
 //!     .xtask.lock            exclusive lock held while configuring/building/copying
 //!     xtask-recipe.config    generated fragment (initramfs settings)
-//!     initramfs.list         gen_init_cpio list; initramfs/init is the kattach copy
+//!     initramfs.list         gen_init_cpio list; initramfs/init is the kattach copy,
+//!                            initramfs/authorized_keys the image's key list (if any)
 //!     config.log build.log   full output of the configure and build steps
 //!     xtask-config.stamp     written once the .config is generated and verified
-//!     xtask-build.stamp      config hash + kattach hash of the last successful build
+//!     xtask-build.stamp      config, kattach and key-list hashes of the last successful build
 //! ```
 
 use crate::{cmd, initramfs, kconfig, paths, sha256};
@@ -267,8 +268,9 @@ fn make(src: &Path, build_dir: &Path) -> Command {
     c
 }
 
-/// Builds (or reuses) the kernel for `profile` with `kattach` as `/init`.
-pub fn build(profile: &str, kattach: &Path) -> Result<KernelBuild> {
+/// Builds (or reuses) the kernel for `profile` with `kattach` as `/init` and, if given,
+/// `authorized_keys` as the image's key list ([`initramfs::AUTHORIZED_KEYS`]).
+pub fn build(profile: &str, kattach: &Path, authorized_keys: Option<&str>) -> Result<KernelBuild> {
     let layers = profile_layers(&profile_path(profile)?)?;
 
     let cache = paths::cache_dir()?;
@@ -285,6 +287,7 @@ pub fn build(profile: &str, kattach: &Path) -> Result<KernelBuild> {
     let build_stamp = build_dir.join("xtask-build.stamp");
     let list_file = build_dir.join("initramfs.list");
     let init_copy = build_dir.join("initramfs").join("init");
+    let keys_copy = build_dir.join("initramfs").join("authorized_keys");
 
     // 1. Initramfs inputs. The copy is only rewritten when kattach changed, so an unchanged
     //    kattach leaves kbuild's dependency on it untouched.
@@ -298,7 +301,19 @@ pub fn build(profile: &str, kattach: &Path) -> Result<KernelBuild> {
         use std::os::unix::fs::PermissionsExt as _;
         fs::set_permissions(&init_copy, fs::Permissions::from_mode(0o755))?;
     }
-    write_if_changed(&list_file, initramfs::list(&init_copy)?.as_bytes())?;
+    let keys_bytes = authorized_keys.map(str::as_bytes);
+    if fs::read(&keys_copy).ok().as_deref() != keys_bytes {
+        let _ = fs::remove_file(&build_stamp);
+        match keys_bytes {
+            Some(bytes) => drop(write_if_changed(&keys_copy, bytes)?),
+            None => fs::remove_file(&keys_copy)?,
+        }
+    }
+    let keys_file = keys_bytes.map(|_| keys_copy.as_path());
+    write_if_changed(
+        &list_file,
+        initramfs::list(&init_copy, keys_file)?.as_bytes(),
+    )?;
 
     // 2. Configuration, once per build tree.
     if fs::read_to_string(&config_stamp).ok().as_deref() != Some(hash.as_str())
@@ -310,11 +325,15 @@ pub fn build(profile: &str, kattach: &Path) -> Result<KernelBuild> {
         fs::write(&config_stamp, &hash)?;
     }
 
-    // 3. Build, unless the last successful build used exactly this config and kattach.
-    let stamp = format!(
+    // 3. Build, unless the last successful build used exactly this config, kattach and key
+    //    list (an image without keys keeps the stamp format it always had).
+    let mut stamp = format!(
         "recipe={RECIPE_VERSION}\nconfig={hash}\nkattach={}\n",
         sha256::hex_digest(&kattach_bytes)
     );
+    if let Some(bytes) = keys_bytes {
+        stamp.push_str(&format!("authorized_keys={}\n", sha256::hex_digest(bytes)));
+    }
     let bzimage = build_dir.join(BZIMAGE);
     let force = std::env::var_os("KAOS_XTASK_FORCE_MAKE").is_some_and(|v| v == "1");
     let up_to_date = !force

@@ -15,14 +15,21 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Cmd {
     /// Build the bootable host image: kernel (profile fragment over tinyconfig) with a built-in
-    /// initramfs holding only the static kattach as /init.
+    /// initramfs holding only the static kattach as /init (and the keys of --authorize).
     Image {
         /// Kernel profile: a fragment in kernel/profiles/<PROFILE>.config.
         #[arg(long, default_value = image::DEFAULT_PROFILE)]
         profile: String,
-        /// Where to write the image [default: target/kaos/kaos-<PROFILE>.bzImage].
+        /// Where to write the image [default: target/kaos/kaos-<PROFILE>.bzImage, with keys
+        /// target/kaos/kaos-<PROFILE>-auth-<HASH>.bzImage].
         #[arg(long)]
         out: Option<PathBuf>,
+        /// Build in a client key: a public key file (`kaosctl key generate` writes
+        /// keys/NAME.pub) and the key's role (reader, operator, admin; default admin).
+        /// Repeatable. Without it the host refuses every client not authorised on the kernel
+        /// command line (kaos.authorize=).
+        #[arg(long, value_name = "PATH.pub[:ROLE]")]
+        authorize: Vec<String>,
     },
     /// Build the image and boot it in QEMU: console here, management port on 127.0.0.1:1289.
     Run {
@@ -55,8 +62,16 @@ enum Cmd {
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
-        Cmd::Image { profile, out } => {
-            let info = image::build_image(&profile, out)?;
+        Cmd::Image {
+            profile,
+            out,
+            authorize,
+        } => {
+            let keys = authorize
+                .iter()
+                .map(|arg| image::ImageKey::from_arg(arg))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let info = image::build_authorized_image(&profile, out, &keys)?;
             println!("{info}");
         }
         Cmd::Run {
