@@ -1,10 +1,12 @@
 //! `cargo xtask run`: build the host image and boot it in QEMU, console on this terminal.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::{Context as _, Result, bail};
+use kaos_protocol::Role;
+use kaos_protocol::keys::PublicKey;
 use kaos_qemu_tests::qemu::{Accel, QemuConfig, QemuHost};
 
 use crate::{deps, image, paths};
@@ -25,7 +27,8 @@ pub enum AccelChoice {
 
 /// Builds the image for `profile` and boots it until QEMU exits (power-off or Ctrl-C), with
 /// `disks` attached as virtio disks `vda`, `vdb`, ... (raw images; created sparse at 256 MiB if
-/// missing, so `kaosctl store init vda` has something to adopt).
+/// missing, so `kaosctl store init vda` has something to adopt). The user's default kaosctl key
+/// ([`user_key`]) is authorised as admin on the kernel command line.
 pub fn run(
     profile: &str,
     accel: AccelChoice,
@@ -43,6 +46,7 @@ pub fn run(
             );
         }
     }
+    let user_key = user_key()?;
     deps::ensure_packages(RUN_PACKAGES)?;
     let info = image::build_image(profile, None)?;
     println!("{info}");
@@ -56,16 +60,20 @@ pub fn run(
     config.accel = accel;
     config.append = append.to_owned();
     config.disks = disks.to_vec();
+    config.authorize = user_key
+        .key
+        .map(|key| format!("{}:{}", key.to_base64(), Role::Admin));
     if std::net::TcpListener::bind(("127.0.0.1", config.port)).is_err() {
         bail!(
             "127.0.0.1:{} is in use: is another host running?",
             config.port
         );
     }
+    println!("\n{}", user_key.note);
     println!(
         "\nbooting under QEMU ({accel:?}); management port forwarded to 127.0.0.1:{port}\n\
-         try, from another terminal:\n    \
-         cargo run -p kaosctl -- --endpoint 127.0.0.1:{port} status\n\
+         try, from another terminal (first contact pins the host key the console logs):\n    \
+         cargo run -q -p kaosctl -- --endpoint 127.0.0.1:{port} --trust-new-host status\n\
          Ctrl-C ends QEMU.\n",
         port = config.port
     );
@@ -79,6 +87,64 @@ pub fn run(
         .context("run qemu-system-x86_64")?;
     println!("\nQEMU exited ({status})");
     Ok(())
+}
+
+/// The kaosctl configuration directory: `$KAOS_CONFIG_DIR`, else `$XDG_CONFIG_HOME/kaos`, else
+/// `$HOME/.config/kaos` (where `kaosctl` keeps its contexts and `keys/NAME.key` + `.pub`).
+pub fn kaosctl_config_dir() -> Option<PathBuf> {
+    let var = |name| std::env::var_os(name).filter(|v| !v.is_empty());
+    var("KAOS_CONFIG_DIR")
+        .map(PathBuf::from)
+        .or_else(|| var("XDG_CONFIG_HOME").map(|d| PathBuf::from(d).join("kaos")))
+        .or_else(|| var("HOME").map(|h| PathBuf::from(h).join(".config").join("kaos")))
+}
+
+/// The user's default kaosctl key, as `cargo xtask run` uses it.
+#[derive(Debug, Clone)]
+pub struct UserKey {
+    /// The public half of `keys/default.pub` in [`kaosctl_config_dir`], if there is one.
+    pub key: Option<PublicKey>,
+    /// What is done with it, or how to create one, for the user.
+    pub note: String,
+}
+
+/// Reads the user's default kaosctl key (`keys/default.pub` in [`kaosctl_config_dir`]). A
+/// missing file is no error (the note says how to create one); a file that is not a public key
+/// is.
+pub fn user_key() -> Result<UserKey> {
+    let Some(path) = kaosctl_config_dir().map(|d| d.join("keys").join("default.pub")) else {
+        return Ok(UserKey {
+            key: None,
+            note: "WARNING: no kaosctl key (none of KAOS_CONFIG_DIR, XDG_CONFIG_HOME, HOME is \
+                   set): the host will refuse every client"
+                .into(),
+        });
+    };
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let key = image::ImageKey::parse(&path, &text, Role::Admin)?.key;
+            Ok(UserKey {
+                key: Some(key),
+                note: format!(
+                    "your kaosctl key {} ({}) is authorised as admin: kaos.authorize= on the \
+                     kernel command line",
+                    path.display(),
+                    key.fingerprint()
+                ),
+            })
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(UserKey {
+            key: None,
+            note: format!(
+                "WARNING: no kaosctl key at {}: the host will refuse every client.\n\
+                 Create one with `kaosctl key generate` (cargo run -p kaosctl -- key generate) \
+                 and run again: its public half is then authorised as admin on the kernel \
+                 command line.",
+                path.display()
+            ),
+        }),
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
 }
 
 /// Ctrl-C reaches QEMU (same process group) and ends it; xtask stays to report the exit. A
