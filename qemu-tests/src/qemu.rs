@@ -12,7 +12,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use kaosctl::Client;
+use kaos_protocol::keys::SecretKey;
+use kaos_protocol::{Request, Response, Status};
+use kaosctl::{Client, ClientError};
 
 /// How QEMU executes the guest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -180,6 +182,19 @@ pub fn image_from_env() -> Result<PathBuf, String> {
     Ok(path)
 }
 
+/// The secret key built into `$KAOS_IMAGE` (`cargo xtask image --authorize`): the key file
+/// named by `$KAOS_IMAGE_KEY`, which `cargo xtask test` sets.
+pub fn image_key_from_env() -> Result<SecretKey, String> {
+    let path = std::env::var_os("KAOS_IMAGE_KEY").ok_or(
+        "KAOS_IMAGE_KEY is not set: run the qemu-tests through `cargo xtask test`, which \
+         builds $KAOS_IMAGE with a key and passes its secret half",
+    )?;
+    let path = PathBuf::from(path);
+    let text = std::fs::read_to_string(&path)
+        .map_err(|e| format!("KAOS_IMAGE_KEY={}: {e}", path.display()))?;
+    SecretKey::parse(&text).map_err(|e| format!("KAOS_IMAGE_KEY={}: {e}", path.display()))
+}
+
 /// Why qemu-tests cannot run here, if they cannot.
 pub fn unavailable() -> Option<String> {
     if let Err(e) = image_from_env() {
@@ -260,12 +275,19 @@ impl QemuHost {
         })
     }
 
-    /// Connects and greets, retrying until `timeout`.
+    /// Connects with the harness's admin key, retrying until `timeout`.
     pub fn wait_ready(&self, timeout: Duration) -> Result<Client> {
+        self.wait_ready_as(crate::keys::admin(), timeout)
+    }
+
+    /// Connects with `key`, retrying until `timeout`. A host that answers but does not know the
+    /// key fails at once: it will not learn it by waiting.
+    pub fn wait_ready_as(&self, key: &SecretKey, timeout: Duration) -> Result<Client> {
         let deadline = Instant::now() + timeout;
         loop {
-            match self.client() {
+            match self.client_as(key) {
                 Ok(c) => return Ok(c),
+                Err(e @ ClientError::Unauthorized(_)) => bail!("{e}\n{}", self.tail()),
                 Err(e) => {
                     if let Some(status) = self.try_exit()? {
                         bail!(
@@ -274,7 +296,11 @@ impl QemuHost {
                         );
                     }
                     if Instant::now() > deadline {
-                        bail!("endpoint not ready after {timeout:?}: {e}\n{}", self.tail());
+                        bail!(
+                            "endpoint not ready after {timeout:?}: {e}{}\n{}",
+                            self.entropy_hint(),
+                            self.tail()
+                        );
                     }
                     std::thread::sleep(Duration::from_millis(250));
                 }
@@ -282,12 +308,43 @@ impl QemuHost {
         }
     }
 
-    /// A new greeted client.
+    /// A new client with the harness's admin key.
     pub fn client(&self) -> Result<Client> {
-        Ok(Client::connect(
-            &self.endpoint,
-            &crate::keys::options(crate::keys::admin()),
-        )?)
+        Ok(self.client_as(crate::keys::admin())?)
+    }
+
+    /// A new client with `key`, trusting the host key presented.
+    pub fn client_as(&self, key: &SecretKey) -> Result<Client, ClientError> {
+        Client::connect(&self.endpoint, &crate::keys::options(key))
+    }
+
+    /// Waits until the host answers, as `key`, with a status from another boot than `old` (a
+    /// boot id), and returns that status.
+    pub fn wait_next_boot(
+        &self,
+        key: &SecretKey,
+        old: [u8; 16],
+        timeout: Duration,
+    ) -> Result<Status> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if Instant::now() > deadline {
+                bail!(
+                    "no new boot after {timeout:?}{}\n{}",
+                    self.entropy_hint(),
+                    self.tail()
+                );
+            }
+            std::thread::sleep(Duration::from_secs(1));
+            let Ok(mut c) = self.client_as(key) else {
+                continue;
+            };
+            if let Ok(Response::Status(s)) = c.request(Request::Status)
+                && s.boot_id != old
+            {
+                return Ok(s);
+            }
+        }
     }
 
     /// The store report once the host's store thread has chosen (waits for the endpoint too).
@@ -313,6 +370,22 @@ impl QemuHost {
         let stream = TcpStream::connect(&self.endpoint)?;
         stream.set_read_timeout(Some(Duration::from_secs(10)))?;
         Ok(stream)
+    }
+
+    /// A hint for failure messages when the kernel's CRNG has not finished seeding in the
+    /// current boot: every handshake needs random bytes, and a host that waits for them
+    /// answers nothing.
+    pub fn entropy_hint(&self) -> &'static str {
+        let console = self.console();
+        let this_boot = console
+            .rfind("Linux version")
+            .map_or(console.as_str(), |i| &console[i..]);
+        if this_boot.contains("crng init done") {
+            ""
+        } else {
+            "\nnote: the console has no `random: crng init done`: the host may be waiting for \
+             entropy to answer a handshake"
+        }
     }
 
     /// Everything the console printed so far.

@@ -4,12 +4,12 @@ use std::process::Command;
 use std::time::Duration;
 
 use kaos_protocol::{
-    DiskState, ErrorCode, EventKind, EventsQuery, HostSet, Request, Response, StoreInit, StoreMode,
-    truncated,
+    AccessAdd, DiskState, ErrorCode, EventKind, EventsQuery, HostSet, KeySource, Request, Response,
+    Role, Status, StoreInit, StoreMode, truncated,
 };
 use kaos_qemu_tests::disk::DiskImage;
 use kaos_qemu_tests::qemu::{self, QemuConfig, QemuHost};
-use kaos_qemu_tests::skip;
+use kaos_qemu_tests::{keys, skip};
 
 const BOOT: Duration = Duration::from_secs(120);
 
@@ -25,6 +25,13 @@ fn ask(client: &mut kaosctl::Client, request: Request) -> Response {
     client
         .request(request)
         .unwrap_or_else(|e| panic!("request failed: {e}"))
+}
+
+fn status(client: &mut kaosctl::Client) -> Status {
+    match ask(client, Request::Status) {
+        Response::Status(s) => s,
+        other => panic!("unexpected {other:?}"),
+    }
 }
 
 #[test]
@@ -49,6 +56,8 @@ fn hostname_set_on_an_initialised_disk_survives_a_hard_power_off() {
     assert_eq!(report.disks[0].state, DiskState::Blank);
 
     let mut client = host.client().expect("connect");
+    let host_key = client.host_key();
+    assert!(!status(&mut client).host_key_persistent, "memory store");
     let init = Request::StoreInit(StoreInit {
         device: truncated("vda"),
         force: false,
@@ -59,6 +68,9 @@ fn hostname_set_on_an_initialised_disk_survives_a_hard_power_off() {
     assert_eq!(r.mode, StoreMode::Disk);
     assert_eq!(r.location.as_str(), "/dev/vda");
     assert!(r.host_id.is_some());
+    let s = status(&mut client);
+    assert!(s.host_key_persistent, "the host key moved to the disk");
+    assert_eq!(s.host_key, host_key, "store init keeps the host key");
     let set = Request::HostSet(HostSet {
         key: truncated("hostname"),
         value: truncated("persisted-1"),
@@ -75,9 +87,12 @@ fn hostname_set_on_an_initialised_disk_survives_a_hard_power_off() {
     assert_eq!(report.mode, StoreMode::Disk, "{report:?}\n{}", host.tail());
     assert_eq!(report.disks[0].state, DiskState::InUse);
     let mut client = host.client().expect("connect");
-    let Response::Status(s) = ask(&mut client, Request::Status) else {
-        panic!("status")
-    };
+    assert_eq!(
+        client.host_key(),
+        host_key,
+        "the host key generated before store init is on the disk"
+    );
+    let s = status(&mut client);
     assert_eq!(
         s.hostname.as_str(),
         "persisted-1",
@@ -88,6 +103,7 @@ fn hostname_set_on_an_initialised_disk_survives_a_hard_power_off() {
         Request::Events(EventsQuery {
             after: None,
             limit: 32,
+            follow: false,
         }),
     ) else {
         panic!("events")
@@ -222,6 +238,7 @@ fn disk_dying_after_boot_degrades_to_memory_and_keeps_serving() {
         Request::Events(EventsQuery {
             after: None,
             limit: 32,
+            follow: false,
         }),
     ) else {
         panic!("events")
@@ -232,4 +249,70 @@ fn disk_dying_after_boot_degrades_to_memory_and_keeps_serving() {
             .any(|e| e.kind == EventKind::StoreDegraded),
         "{page:?}"
     );
+}
+
+/// On a host with a store disk, the host key and the client keys added at run time survive an
+/// orderly reboot: clients that pinned the key see the same one, and the added key gets in.
+#[test]
+fn host_key_and_added_client_keys_survive_a_reboot() {
+    if let Some(reason) = qemu::unavailable() {
+        return skip("host_key_and_added_client_keys_survive_a_reboot", &reason);
+    }
+    let disk = DiskImage::blank("keys", 32).expect("disk");
+    kaos_store::init_device(disk.path(), false, [5; 16]).expect("init store image");
+    let host = boot("kaos-keys", &[&disk]);
+    assert_eq!(
+        host.store_report(BOOT).expect("store report").mode,
+        StoreMode::Disk,
+        "{}",
+        host.tail()
+    );
+    let mut client = host.client().expect("connect");
+    let first = status(&mut client);
+    let host_key = client.host_key();
+    assert_eq!(first.host_key, host_key);
+    assert!(first.host_key_persistent, "a store disk keeps the host key");
+
+    let operator = keys::generate();
+    let add = Request::AccessAdd(AccessAdd {
+        name: truncated("ops-1"),
+        role: Role::Operator,
+        key: operator.public(),
+    });
+    let Response::Access(list) = ask(&mut client, add) else {
+        panic!("access add failed")
+    };
+    assert!(
+        list.entries
+            .iter()
+            .any(|e| e.name.as_str() == "ops-1" && e.source == KeySource::Store),
+        "{list:?}"
+    );
+    assert_eq!(ask(&mut client, Request::Reboot), Response::Accepted);
+
+    let second = host
+        .wait_next_boot(&operator, first.boot_id, BOOT)
+        .expect("the added key gets into the rebooted host");
+    assert_eq!(
+        second.host_key, host_key,
+        "the host key survives the reboot"
+    );
+    assert!(second.host_key_persistent);
+    let mut client = host.client_as(&operator).expect("connect as ops-1");
+    assert_eq!(
+        client.host_key(),
+        host_key,
+        "the handshake proves the same key"
+    );
+    let me = client.identity();
+    assert_eq!(
+        (me.name.as_str(), me.role, me.source),
+        ("ops-1", Role::Operator, KeySource::Store)
+    );
+    match client.request(Request::AccessList) {
+        Err(kaosctl::ClientError::Refused { code, .. }) => {
+            assert_eq!(code, ErrorCode::PermissionDenied);
+        }
+        other => panic!("an operator listed the keys: {other:?}"),
+    }
 }
