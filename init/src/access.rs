@@ -86,6 +86,24 @@ pub fn parse_cmdline_keys(value: &str) -> Result<Vec<(PublicKey, Role)>, String>
         .collect()
 }
 
+/// Fills `buf` from the kernel's seeded generator, blocking until it is seeded. Retries: a
+/// host key must never be made of anything else (getrandom(2) fails only on EINTR here).
+pub fn secure_random(buf: &mut [u8]) {
+    let mut logged = false;
+    loop {
+        match rustix::rand::getrandom(&mut *buf, rustix::rand::GetRandomFlags::empty()) {
+            Ok(n) if n == buf.len() => return,
+            Ok(_) => {}
+            Err(e) if !logged => {
+                log::error!("getrandom: {e}; retrying");
+                logged = true;
+            }
+            Err(_) => {}
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
 /// The host's identity and its table of authorised keys.
 #[derive(Debug)]
 pub struct Access {
@@ -118,16 +136,14 @@ impl Access {
     /// Loads (or creates and persists) the host key and the stored client keys. Runs once the
     /// store is open; until then, handshakes wait.
     pub fn load(&self, config: &Config) {
+        // Every handshake draws an ephemeral key. Make sure the kernel's generator is seeded
+        // here, in the store thread, before any handshake may start: a blocking getrandom(2)
+        // also makes Linux seed itself from CPU jitter, where merely waiting does not.
+        let mut bytes = [0u8; 32];
+        secure_random(&mut bytes);
         let secret = match config.host_key() {
             Some(secret) => SecretKey(secret),
             None => {
-                let mut bytes = [0u8; 32];
-                // Blocking: a host key must come from a seeded generator.
-                if let Err(e) =
-                    rustix::rand::getrandom(&mut bytes, rustix::rand::GetRandomFlags::empty())
-                {
-                    log::error!("getrandom for the host key: {e}");
-                }
                 let secret = SecretKey::from_random(bytes);
                 if let Err(e) = config.set_host_key(&secret.0) {
                     log::error!("host key not stored: {}", e.message);

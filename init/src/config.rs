@@ -400,7 +400,7 @@ impl Config {
             }
         }
         let mut host_id = [0u8; 16];
-        let _ = rustix::rand::getrandom(&mut host_id, rustix::rand::GetRandomFlags::empty());
+        crate::access::secure_random(&mut host_id);
         kaos_store::init_device(&path, force, host_id).map_err(|e| init_error(&info, &e))?;
         let location = Location::Device(path.clone());
         let store = Store::open(&location).map_err(|e| {

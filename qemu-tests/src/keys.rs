@@ -12,8 +12,7 @@ use kaosctl::{ConnectOptions, HostKeyCheck};
 /// A fresh random key.
 pub fn generate() -> SecretKey {
     let mut bytes = [0u8; 32];
-    rustix::rand::getrandom(&mut bytes, rustix::rand::GetRandomFlags::empty())
-        .expect("getrandom");
+    rustix::rand::getrandom(&mut bytes, rustix::rand::GetRandomFlags::empty()).expect("getrandom");
     SecretKey::from_random(bytes)
 }
 

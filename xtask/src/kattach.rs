@@ -20,9 +20,13 @@ pub fn build_static() -> Result<PathBuf> {
             .args(["build", "--release", "-p", "kattach", "--target", TARGET])
             // Target-specific RUSTFLAGS: applies to kattach and its deps but not to build
             // scripts and proc macros, which run on the host and stay dynamically linked.
+            // `getrandom_backend`: the getrandom crate (snow's ephemeral keys) otherwise looks
+            // libc's getrandom up at run time, which a static binary cannot, and falls back to
+            // polling /dev/random, which on Linux 6.1 never starts the kernel's jitter seeding:
+            // a rebooted host whose key came from its store hung at its first handshake.
             .env(
                 "CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_RUSTFLAGS",
-                "-C target-feature=+crt-static",
+                "-C target-feature=+crt-static --cfg getrandom_backend=\"linux_getrandom\"",
             ),
     )
     .context("building kattach")?;
