@@ -27,8 +27,10 @@ pub enum AccelChoice {
 
 /// Builds the image for `profile` and boots it until QEMU exits (power-off or Ctrl-C), with
 /// `disks` attached as virtio disks `vda`, `vdb`, ... (raw images; created sparse at 256 MiB if
-/// missing, so `kaosctl store init vda` has something to adopt). The user's default kaosctl key
-/// ([`user_key`]) is authorised as admin on the kernel command line.
+/// missing, so `kaosctl store init vda` has something to adopt). Without `disks`, a store disk
+/// kept at `target/kaos/run-store.img` ([`run_store`]) is attached, so the host key, the pin
+/// kaosctl made of it, and the settings survive from one run to the next, as on a server. The
+/// user's default kaosctl key ([`user_key`]) is authorised as admin on the kernel command line.
 pub fn run(
     profile: &str,
     accel: AccelChoice,
@@ -46,6 +48,13 @@ pub fn run(
             );
         }
     }
+    let default_store;
+    let disks = if disks.is_empty() {
+        default_store = [run_store()?];
+        &default_store[..]
+    } else {
+        disks
+    };
     let user_key = user_key()?;
     deps::ensure_packages(RUN_PACKAGES)?;
     let info = image::build_image(profile, None)?;
@@ -87,6 +96,32 @@ pub fn run(
         .context("run qemu-system-x86_64")?;
     println!("\nQEMU exited ({status})");
     Ok(())
+}
+
+/// The store disk `cargo xtask run` attaches when given no `--disk`: created and initialised as
+/// a KaOS store on first use (256 MiB, sparse). Delete it for a host that has never booted.
+pub fn run_store() -> Result<PathBuf> {
+    let path = paths::target_dir().join("kaos").join("run-store.img");
+    if !path.exists() {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        std::fs::File::create(&path)
+            .and_then(|f| f.set_len(256 << 20))
+            .with_context(|| format!("create {}", path.display()))?;
+        let mut host_id = [0u8; 16];
+        rustix::rand::getrandom(&mut host_id, rustix::rand::GetRandomFlags::empty())
+            .context("getrandom")?;
+        kaos_store::init_device(&path, false, host_id)
+            .with_context(|| format!("initialise {} as a store", path.display()))?;
+        println!("created store disk {} (256 MiB, sparse)", path.display());
+    }
+    println!(
+        "store disk {}: the host key and settings persist across runs (delete it for a fresh \
+         host; --disk PATH attaches other disks instead)",
+        path.display()
+    );
+    Ok(path)
 }
 
 /// The kaosctl configuration directory: `$KAOS_CONFIG_DIR`, else `$XDG_CONFIG_HOME/kaos`, else
