@@ -9,6 +9,7 @@ pub mod bench_store;
 pub mod cmd;
 pub mod deps;
 pub mod elf;
+pub mod fuzz;
 pub mod image;
 pub mod initramfs;
 pub mod kattach;

@@ -59,6 +59,17 @@ enum Cmd {
         hosted_runs: usize,
     },
 }
+    /// Run the fuzz targets (nightly and cargo-fuzz): one target, or every one with --smoke.
+    Fuzz {
+        /// The target to run (see `cargo +nightly fuzz list`).
+        target: Option<String>,
+        /// Run every target, one after the other.
+        #[arg(long)]
+        smoke: bool,
+        /// Seconds per target.
+        #[arg(long, default_value_t = xtask::fuzz::DEFAULT_SECONDS)]
+        seconds: u64,
+    },
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
@@ -83,5 +94,10 @@ fn main() -> anyhow::Result<()> {
         Cmd::Test => xtask::suite::run()?,
         Cmd::Bench { boots, hosted_runs } => xtask::bench::run(boots, hosted_runs)?,
     }
+        Cmd::Fuzz {
+            target,
+            smoke,
+            seconds,
+        } => xtask::fuzz::command(target.as_deref(), smoke, seconds)?,
     Ok(())
 }
