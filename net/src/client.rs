@@ -127,13 +127,21 @@ impl ClientHandshake {
 
     /// Completes the handshake (message 3, carrying `hello`). Call it only after checking the
     /// host key from [`HostReply::Hello`] against the pinned one.
-    pub fn finish(mut self, hello: &ClientHello) -> Result<(Transport, Vec<u8>), ClientError> {
+    pub fn finish(self, hello: &ClientHello) -> Result<(Transport, Vec<u8>), ClientError> {
         let mut payload = [0u8; 128];
         let n = encode_message(hello, &mut payload).map_err(ClientError::Frame)?;
+        self.finish_with_payload(&payload[..n])
+    }
+
+    /// As [`Self::finish`] with raw payload bytes (tests and fuzzing send malformed ones).
+    pub fn finish_with_payload(
+        mut self,
+        payload: &[u8],
+    ) -> Result<(Transport, Vec<u8>), ClientError> {
         let mut msg = [0u8; 256];
         let len = self
             .hs
-            .write_message(&payload[..n], &mut msg)
+            .write_message(payload, &mut msg)
             .map_err(|_| ClientError::Handshake("cannot write message 3"))?;
         let mut out = Vec::with_capacity(HEADER_LEN + len);
         push_frame(&mut out, &msg[..len]);

@@ -115,6 +115,10 @@ pub enum SessionError {
     /// A transport frame did not decrypt: forged, replayed, reordered or cut.
     #[error("frame did not authenticate (forged, replayed or reordered)")]
     Decrypt,
+    /// A request reused the id of an open stream, so its answer and the stream's frames could
+    /// not be told apart.
+    #[error("request id {0} is an open stream's")]
+    IdInUse(u32),
 }
 
 /// How the handshake ended, for the endpoint's per-source back-off.
@@ -365,8 +369,12 @@ impl Session {
             SessionError::Handshake("message 3 did not authenticate")
         })?;
         self.rx.drain(..used);
-        let hello: ClientHello = decode_message(&self.plain[..n])
-            .map_err(|_| SessionError::Frame(FrameError::Malformed))?;
+        let hello: ClientHello = decode_message(&self.plain[..n]).map_err(|_| {
+            // The client's key proved itself but the hello is malformed: still a failed
+            // authentication, or an unknown key could handshake forever without backing off.
+            self.outcome = Some(AuthOutcome::Failed);
+            SessionError::Frame(FrameError::Malformed)
+        })?;
         let key = hs
             .get_remote_static()
             .and_then(|k| <[u8; 32]>::try_from(k).ok())
@@ -423,6 +431,9 @@ impl Session {
             .map_err(|_| SessionError::Decrypt)?;
         self.rx.drain(..used);
         let frame: ClientFrame = decode_message(&self.plain[..n]).map_err(SessionError::Frame)?;
+        if self.streams.iter().any(|(id, _)| *id == frame.id) {
+            return Err(SessionError::IdInUse(frame.id));
+        }
         let Some(who) = handler.identity(&key) else {
             let reply = Response::Error(ErrorReply::new(
                 ErrorCode::Unauthorized,

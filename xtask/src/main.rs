@@ -43,6 +43,7 @@ enum Cmd {
         #[arg(long, default_value = "")]
         append: String,
         /// Raw disk image to attach (repeatable; vda, vdb, ...). Created blank if missing.
+        /// Default: target/kaos/run-store.img, a store disk kept from run to run.
         #[arg(long)]
         disk: Vec<PathBuf>,
     },
@@ -58,7 +59,6 @@ enum Cmd {
         #[arg(long, default_value_t = 21)]
         hosted_runs: usize,
     },
-}
     /// Run the fuzz targets (nightly and cargo-fuzz): one target, or every one with --smoke.
     Fuzz {
         /// The target to run (see `cargo +nightly fuzz list`).
@@ -70,6 +70,7 @@ enum Cmd {
         #[arg(long, default_value_t = xtask::fuzz::DEFAULT_SECONDS)]
         seconds: u64,
     },
+}
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
@@ -93,11 +94,11 @@ fn main() -> anyhow::Result<()> {
         } => xtask::run::run(&profile, accel, &append, &disk)?,
         Cmd::Test => xtask::suite::run()?,
         Cmd::Bench { boots, hosted_runs } => xtask::bench::run(boots, hosted_runs)?,
-    }
         Cmd::Fuzz {
             target,
             smoke,
             seconds,
         } => xtask::fuzz::command(target.as_deref(), smoke, seconds)?,
+    }
     Ok(())
 }

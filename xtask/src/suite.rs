@@ -78,7 +78,8 @@ fn write_new(path: &Path, mode: u32, bytes: &[u8]) -> Result<()> {
         .with_context(|| format!("writing {}", path.display()))
 }
 
-/// Runs fmt, clippy, unit and hosted tests, builds both images and runs the qemu-tests.
+/// Runs fmt, clippy, the no_std check, unit and hosted tests, builds both images, runs the
+/// qemu-tests and the fuzz smoke.
 pub fn run() -> Result<()> {
     let started = Instant::now();
     let mut steps: Vec<(String, f64)> = Vec::new();
@@ -110,6 +111,10 @@ pub fn run() -> Result<()> {
             "warnings",
         ])
     })?;
+    step(
+        "kaos-protocol is no_std (no std or alloc feature in its tree)",
+        &mut || no_std_check(),
+    )?;
     step("unit and hosted tests", &mut || {
         cargo(&[
             "test",
@@ -161,6 +166,14 @@ pub fn run() -> Result<()> {
         }
         Ok(())
     })?;
+    // Every parser of network or disk bytes has a fuzz target; a short run of each catches a
+    // harness that no longer builds and the shallow crashes.
+    match crate::fuzz::available() {
+        Ok(()) => step("fuzz smoke (every target, 10 s each)", &mut || {
+            crate::fuzz::smoke(crate::fuzz::DEFAULT_SECONDS)
+        })?,
+        Err(reason) => println!("\nSKIPPED fuzz smoke: {reason}"),
+    }
     println!(
         "\n==> all passed in {:.0} s",
         started.elapsed().as_secs_f64()
@@ -168,6 +181,47 @@ pub fn run() -> Result<()> {
     for (name, secs) in steps {
         println!("    {secs:>7.1} s  {name}");
     }
+    Ok(())
+}
+
+/// `kaos-protocol` must build without std (a bare-metal client uses it). No bare-metal target
+/// is installed here, so check what can pull std in: the features of its normal dependencies.
+fn no_std_check() -> Result<()> {
+    let out = Command::new(paths::cargo())
+        .current_dir(paths::workspace_root())
+        .args([
+            "tree",
+            "-p",
+            "kaos-protocol",
+            "-e",
+            "normal,features",
+            "--prefix",
+            "none",
+        ])
+        .output()
+        .context("run cargo tree")?;
+    if !out.status.success() {
+        bail!(
+            "cargo tree failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let offending: Vec<&str> = text
+        .lines()
+        .filter(|l| l.contains("feature \"std\"") || l.contains("feature \"alloc\""))
+        .collect();
+    if !offending.is_empty() {
+        bail!(
+            "kaos-protocol's dependencies enable std or alloc:\n{}",
+            offending.join("\n")
+        );
+    }
+    let lib = std::fs::read_to_string(paths::workspace_root().join("protocol/src/lib.rs"))?;
+    if !lib.contains("#![no_std]") {
+        bail!("protocol/src/lib.rs lost #![no_std]");
+    }
+    println!("kaos-protocol: #![no_std], no std/alloc feature among its dependencies");
     Ok(())
 }
 

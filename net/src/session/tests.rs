@@ -452,3 +452,31 @@ fn streams_yield_until_cancelled_and_are_bounded() {
     assert!(matches!(&refused[0].response, Response::Error(e) if e.code == ErrorCode::Busy));
     assert_eq!(pair.session.streams(), MAX_STREAMS);
 }
+
+#[test]
+fn a_request_reusing_an_open_streams_id_ends_the_session() {
+    let mut pair = handshake(&key(1), Fake::new()).expect("handshake");
+    let follow = Request::Events(EventsQuery {
+        after: None,
+        limit: 10,
+        follow: true,
+    });
+    assert_eq!(pair.ask(5, follow).expect("opened"), []);
+    assert_eq!(pair.ask(5, Request::Ping), Err(SessionError::IdInUse(5)));
+}
+
+#[test]
+fn a_malformed_hello_counts_as_a_failed_authentication() {
+    let mut host = Fake::new();
+    let mut session = Session::new(Admission::PROCEED, "test");
+    let (mut hs, first) = ClientHandshake::start(&key(1)).expect("start");
+    let reply = feed(&mut session, &mut host, &first).expect("message 2");
+    hs.read_reply(&reply).expect("reply").expect("complete");
+    // A ClientHello whose name is not UTF-8: the Noise layer is fine, the payload is not.
+    let (_, msg3) = hs.finish_with_payload(&[1, 0xff]).expect("finish");
+    assert_eq!(
+        feed(&mut session, &mut host, &msg3),
+        Err(SessionError::Frame(FrameError::Malformed))
+    );
+    assert_eq!(session.take_outcome(), Some(AuthOutcome::Failed));
+}
