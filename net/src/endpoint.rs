@@ -418,12 +418,7 @@ fn serve_one(
         moved = true;
         conn.last_request = now;
         if let Err(e) = session.process(handler, &mut conn.out) {
-            log::warn!(
-                "closing connection from {:?}: {e}",
-                socket.remote_endpoint()
-            );
-            socket.abort();
-            conn.out.clear();
+            abort(socket, &mut conn.out, &e);
             return true;
         }
         flush(socket, &mut conn.out);
@@ -433,12 +428,7 @@ fn serve_one(
         && !session.closing()
         && let Err(e) = session.process(handler, &mut conn.out)
     {
-        log::warn!(
-            "closing connection from {:?}: {e}",
-            socket.remote_endpoint()
-        );
-        socket.abort();
-        conn.out.clear();
+        abort(socket, &mut conn.out, &e);
         return true;
     }
     if session.poll_streams(handler, &mut conn.out) {
@@ -468,6 +458,16 @@ fn serve_one(
         socket.close();
     }
     moved
+}
+
+/// Resets a connection whose client broke the protocol, dropping unsent replies.
+fn abort(socket: &mut tcp::Socket<'_>, out: &mut Vec<u8>, why: &crate::session::SessionError) {
+    log::warn!(
+        "closing connection from {:?}: {why}",
+        socket.remote_endpoint()
+    );
+    socket.abort();
+    out.clear();
 }
 
 /// Sends as much of `out` as the socket takes. Returns true if anything was sent.

@@ -71,22 +71,14 @@ impl ClientPreamble {
     /// Wire form: `"KAOS"`, major (u16 LE), minor (u16 LE).
     pub fn encode(&self) -> [u8; CLIENT_PREAMBLE_LEN] {
         let mut b = [0u8; CLIENT_PREAMBLE_LEN];
-        b[..4].copy_from_slice(&MAGIC);
-        b[4..6].copy_from_slice(&self.version.major.to_le_bytes());
-        b[6..8].copy_from_slice(&self.version.minor.to_le_bytes());
+        put_magic_version(&mut b, self.version);
         b
     }
 
     /// Parses the wire form.
     pub fn decode(b: &[u8; CLIENT_PREAMBLE_LEN]) -> Result<Self, PreambleError> {
-        if b[..4] != MAGIC {
-            return Err(PreambleError::BadMagic);
-        }
         Ok(Self {
-            version: Version {
-                major: u16::from_le_bytes([b[4], b[5]]),
-                minor: u16::from_le_bytes([b[6], b[7]]),
-            },
+            version: magic_version(b)?,
         })
     }
 
@@ -152,27 +144,38 @@ impl ServerPreamble {
     /// Wire form: `"KAOS"`, major, minor (u16 LE), verdict (u8), 0, retry_after_ms (u16 LE).
     pub fn encode(&self) -> [u8; SERVER_PREAMBLE_LEN] {
         let mut b = [0u8; SERVER_PREAMBLE_LEN];
-        b[..4].copy_from_slice(&MAGIC);
-        b[4..6].copy_from_slice(&self.version.major.to_le_bytes());
-        b[6..8].copy_from_slice(&self.version.minor.to_le_bytes());
+        put_magic_version(&mut b, self.version);
         b[8] = self.verdict.to_byte();
         b[10..12].copy_from_slice(&self.retry_after_ms.to_le_bytes());
         b
     }
 
     /// Parses the wire form.
+    /// The reserved byte 9 is ignored (sent as 0), so a later minor version may use it.
     pub fn decode(b: &[u8; SERVER_PREAMBLE_LEN]) -> Result<Self, PreambleError> {
-        if b[..4] != MAGIC {
-            return Err(PreambleError::BadMagic);
-        }
         Ok(Self {
-            version: Version {
-                major: u16::from_le_bytes([b[4], b[5]]),
-                minor: u16::from_le_bytes([b[6], b[7]]),
-            },
+            version: magic_version(b)?,
             verdict: Verdict::from_byte(b[8])?,
             retry_after_ms: u16::from_le_bytes([b[10], b[11]]),
         })
+    }
+}
+
+/// Writes the magic and `version` into the first 8 bytes both preambles share.
+fn put_magic_version(b: &mut [u8], version: Version) {
+    b[..4].copy_from_slice(&MAGIC);
+    b[4..6].copy_from_slice(&version.major.to_le_bytes());
+    b[6..8].copy_from_slice(&version.minor.to_le_bytes());
+}
+
+/// Reads the magic and the version from the first 8 bytes both preambles share.
+fn magic_version(b: &[u8]) -> Result<Version, PreambleError> {
+    match b {
+        [m0, m1, m2, m3, a, b, c, d, ..] if [*m0, *m1, *m2, *m3] == MAGIC => Ok(Version {
+            major: u16::from_le_bytes([*a, *b]),
+            minor: u16::from_le_bytes([*c, *d]),
+        }),
+        _ => Err(PreambleError::BadMagic),
     }
 }
 
