@@ -141,6 +141,13 @@ impl Conn {
         let who = self.host.identity(&self.client);
         let mut out = Vec::new();
         let result = deliver(&mut self.session, &mut self.host, bytes, piece, &mut out);
+        if self.open.contains(&frame.id) {
+            // Reusing an open stream's id would make its answer indistinguishable from the
+            // stream's frames: the session ends instead.
+            assert_eq!(result, Err(SessionError::IdInUse(frame.id)), "{frame:?}");
+            assert!(out.is_empty(), "answered a request reusing a stream id");
+            return false;
+        }
         result.unwrap_or_else(|e| panic!("an honest request {frame:?} failed: {e}"));
         let replies = open_all(&mut self.transport, &out);
         let id = frame.id;
