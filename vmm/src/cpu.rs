@@ -1,0 +1,126 @@
+//! vCPU state for a direct 64-bit entry: long mode, flat segments, identity paging, `rsi` at the
+//! zero page. Applied per vCPU, so SMP only adds the application processors' startup.
+
+use kvm_bindings::{CpuId, KVM_MAX_CPUID_ENTRIES, kvm_regs, kvm_segment, kvm_sregs};
+use kvm_ioctls::{Kvm, VcpuFd};
+
+use crate::boot::{
+    BOOT_STACK, CODE_SELECTOR, DATA_SELECTOR, GDT, GDT_ADDR, IDT_ADDR, PML4_ADDR, TSS_SELECTOR,
+    ZERO_PAGE,
+};
+
+const CR0_PE: u64 = 1;
+const CR0_PG: u64 = 1 << 31;
+const CR4_PAE: u64 = 1 << 5;
+const EFER_LME: u64 = 1 << 8;
+const EFER_LMA: u64 = 1 << 10;
+
+/// A KVM segment from a GDT entry and its selector.
+pub fn segment(selector: u16, entry: u64) -> kvm_segment {
+    let bit = |n: u32| u8::from(entry >> n & 1 == 1);
+    let base = (entry >> 16 & 0x00ff_ffff) | (entry >> 32 & 0xff00_0000);
+    let limit = (entry & 0xffff) | (entry >> 32 & 0x000f_0000);
+    let limit = u32::try_from(limit).unwrap_or(0);
+    kvm_segment {
+        base,
+        // With the granularity bit, the limit counts 4 KiB pages.
+        limit: if bit(55) == 1 {
+            limit << 12 | 0xfff
+        } else {
+            limit
+        },
+        selector,
+        type_: u8::try_from(entry >> 40 & 0xf).unwrap_or(0),
+        present: bit(47),
+        dpl: u8::try_from(entry >> 45 & 3).unwrap_or(0),
+        db: bit(54),
+        s: bit(44),
+        l: bit(53),
+        g: bit(55),
+        avl: bit(52),
+        unusable: u8::from(bit(47) == 0),
+        padding: 0,
+    }
+}
+
+/// Special registers for long mode, starting from the vCPU's current ones.
+pub fn long_mode_sregs(mut s: kvm_sregs) -> kvm_sregs {
+    let code = segment(CODE_SELECTOR, GDT[1]);
+    let data = segment(DATA_SELECTOR, GDT[2]);
+    s.cs = code;
+    (s.ds, s.es, s.fs, s.gs, s.ss) = (data, data, data, data, data);
+    s.tr = segment(TSS_SELECTOR, GDT[3]);
+    s.gdt.base = GDT_ADDR;
+    s.gdt.limit = u16::try_from(GDT.len() * 8 - 1).unwrap_or(u16::MAX);
+    s.idt.base = IDT_ADDR;
+    s.idt.limit = 7;
+    s.cr3 = PML4_ADDR;
+    s.cr4 |= CR4_PAE;
+    s.cr0 |= CR0_PE | CR0_PG;
+    s.efer |= EFER_LME | EFER_LMA;
+    s
+}
+
+/// General registers at the kernel entry.
+pub fn boot_regs(entry: u64) -> kvm_regs {
+    kvm_regs {
+        rflags: 0x2,
+        rip: entry,
+        rsp: BOOT_STACK,
+        rbp: BOOT_STACK,
+        rsi: ZERO_PAGE,
+        ..Default::default()
+    }
+}
+
+/// The host's supported CPUID, to be given to every vCPU.
+///
+/// # Errors
+/// The KVM error.
+pub fn supported_cpuid(kvm: &Kvm) -> Result<CpuId, kvm_ioctls::Error> {
+    kvm.get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
+}
+
+/// Sets CPUID, special and general registers of the boot vCPU.
+///
+/// # Errors
+/// The KVM error.
+pub fn setup_boot_vcpu(vcpu: &VcpuFd, cpuid: &CpuId, entry: u64) -> Result<(), kvm_ioctls::Error> {
+    vcpu.set_cpuid2(cpuid)?;
+    let sregs = long_mode_sregs(vcpu.get_sregs()?);
+    vcpu.set_sregs(&sregs)?;
+    vcpu.set_regs(&boot_regs(entry))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn segments_decode_the_boot_gdt() {
+        let cs = segment(CODE_SELECTOR, GDT[1]);
+        assert_eq!(
+            (cs.l, cs.db, cs.g, cs.present, cs.s, cs.type_),
+            (1, 0, 1, 1, 1, 0xb)
+        );
+        assert_eq!((cs.base, cs.limit, cs.unusable), (0, 0xffff_ffff, 0));
+        let ds = segment(DATA_SELECTOR, GDT[2]);
+        assert_eq!((ds.l, ds.db, ds.type_), (0, 1, 3));
+        let tr = segment(TSS_SELECTOR, GDT[3]);
+        assert_eq!((tr.s, tr.type_), (0, 0xb));
+        assert_eq!(segment(0, GDT[0]).unusable, 1);
+    }
+
+    #[test]
+    fn sregs_enter_long_mode_with_paging() {
+        let s = long_mode_sregs(kvm_sregs::default());
+        assert_eq!(s.cr3, PML4_ADDR);
+        assert_ne!(s.cr0 & CR0_PG, 0);
+        assert_ne!(s.cr0 & CR0_PE, 0);
+        assert_ne!(s.cr4 & CR4_PAE, 0);
+        assert_eq!(s.efer & (EFER_LME | EFER_LMA), EFER_LME | EFER_LMA);
+        assert_eq!((s.gdt.base, s.gdt.limit), (GDT_ADDR, 31));
+        let r = boot_regs(0x10_0000);
+        assert_eq!((r.rip, r.rsi, r.rflags), (0x10_0000, ZERO_PAGE, 2));
+    }
+}
