@@ -21,6 +21,7 @@ mod mgmt;
 mod procs;
 mod supervisor;
 mod sys;
+mod vmm_role;
 
 use cmdline::Settings;
 use mgmt::LinkSpec;
@@ -30,11 +31,15 @@ usage: kattach                       (as PID 1: the KaOS host init)
        kattach --hosted --tap IFACE [--ip CIDR[,GATEWAY]|dhcp] [--hostname NAME] [--log LEVEL]
                 [--disk PATH]... [--store auto|memory|DISK] [--state-file PATH]
                 [--authorized-keys FILE] [--authorize BASE64[:ROLE]]
+       kattach vmm run --kernel FILE [--initrd FILE] --vcpus N --memory SIZE [--cmdline TEXT]
        kattach --version";
 
 fn main() {
     let init_exec_ms = u32::try_from(host::boot_ms()).unwrap_or(u32::MAX);
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().is_some_and(|a| a == "vmm") {
+        vmm_role::main(&args[1..])
+    }
     if args.iter().any(|a| a == "--version") {
         println!("kattach {}", env!("CARGO_PKG_VERSION"));
         return;
