@@ -48,6 +48,10 @@ impl<W: Write> Vm<W> {
 
         let kvm = Kvm::new().map_err(kvm_err("open /dev/kvm"))?;
         let vm = kvm.create_vm().map_err(kvm_err("create VM"))?;
+        // Memory first: installing a memslot waits for KVM's SRCU readers, of which a VM without
+        // an irqchip or vCPUs has none yet.
+        let (mem, memfd) = memory::create(config.memory)?;
+        register_memory(&vm, &mem)?;
         vm.set_tss_address(TSS_ADDR)
             .map_err(kvm_err("set TSS address"))?;
         vm.create_irq_chip().map_err(kvm_err("create irqchip"))?;
@@ -57,8 +61,6 @@ impl<W: Write> Vm<W> {
         };
         vm.create_pit2(pit).map_err(kvm_err("create PIT"))?;
 
-        let (mem, memfd) = memory::create(config.memory)?;
-        register_memory(&vm, &mem)?;
         let kernel = boot::load_kernel(&mem, &mut kernel_file, kind)?;
         let initrd = match &config.initrd {
             Some(path) => Some(boot::load_initrd(&mem, path, kernel.end)?),
