@@ -377,4 +377,68 @@ mod tests {
             Err(BootError::KernelFile { .. })
         ));
     }
+
+    fn temp_file(name: &str, bytes: &[u8]) -> std::path::PathBuf {
+        let path = std::env::temp_dir().join(format!("kaos-vmm-{}-{name}", std::process::id()));
+        assert!(
+            std::fs::write(&path, bytes).is_ok(),
+            "cannot write {}",
+            path.display()
+        );
+        path
+    }
+
+    #[test]
+    fn tiny_elf_loads_at_its_entry() -> Result<(), Box<dyn std::error::Error>> {
+        let (mem, _fd) = crate::memory::create(16 << 20)?;
+        let path = temp_file("load.elf", &crate::tiny::tiny_elf(b"K"));
+        let opened = open_kernel(&path.to_string_lossy());
+        std::fs::remove_file(&path).ok();
+        let (mut file, kind) = opened?;
+        let k = load_kernel(&mem, &mut file, kind)?;
+        assert_eq!(k.entry, crate::tiny::TINY_ENTRY);
+        let code = crate::tiny::tiny_code(b"K");
+        assert_eq!(k.end, crate::tiny::TINY_ENTRY + code.len() as u64);
+        let mut got = vec![0u8; code.len()];
+        mem.read_slice(&mut got, GuestAddress(k.entry))?;
+        assert_eq!(got, code);
+        Ok(())
+    }
+
+    #[test]
+    fn malformed_elf_is_a_load_error() -> Result<(), Box<dyn std::error::Error>> {
+        let (mem, _fd) = crate::memory::create(16 << 20)?;
+        let mut bad = crate::tiny::tiny_elf(b"K");
+        bad[54] = 0x20; // e_phentsize no longer 56
+        let path = temp_file("bad.elf", &bad);
+        let opened = open_kernel(&path.to_string_lossy());
+        std::fs::remove_file(&path).ok();
+        let (mut file, kind) = opened?;
+        assert!(matches!(
+            load_kernel(&mem, &mut file, kind),
+            Err(BootError::Load(_))
+        ));
+        Ok(())
+    }
+
+    #[test]
+    fn initrd_goes_to_the_top_of_ram_page_aligned() -> Result<(), Box<dyn std::error::Error>> {
+        let (mem, _fd) = crate::memory::create(16 << 20)?;
+        let path = temp_file("initrd", &[7u8; 5000]);
+        let name = path.to_string_lossy().into_owned();
+        let rd = load_initrd(&mem, &name, 0x20_0000);
+        let too_high = load_initrd(&mem, &name, 16 << 20);
+        std::fs::remove_file(&path).ok();
+        let rd = rd?;
+        assert_eq!(
+            rd,
+            Initrd {
+                addr: ((16 << 20) - 5000) & !0xfff,
+                size: 5000
+            }
+        );
+        assert_eq!(mem.read_obj::<u8>(GuestAddress(rd.addr + 4999))?, 7);
+        assert!(matches!(too_high, Err(BootError::Initrd(_))));
+        Ok(())
+    }
 }

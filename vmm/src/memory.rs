@@ -151,4 +151,23 @@ mod tests {
             ]
         );
     }
+
+    #[test]
+    fn guest_memory_is_the_memfd() -> Result<(), MemoryError> {
+        use std::os::unix::fs::FileExt;
+        use vm_memory::Bytes;
+
+        let (mem, file) = create(MIN_MEMORY)?;
+        let written = mem.write_obj(0x1234_5678u32, GuestAddress(0x1000));
+        assert!(written.is_ok(), "{written:?}");
+        let mut buf = [0u8; 4];
+        file.read_exact_at(&mut buf, 0x1000)
+            .map_err(MemoryError::Memfd)?;
+        assert_eq!(u32::from_le_bytes(buf), 0x1234_5678);
+        assert_eq!(
+            file.metadata().map_err(MemoryError::Memfd)?.len(),
+            MIN_MEMORY
+        );
+        Ok(())
+    }
 }

@@ -179,3 +179,22 @@ fn system_event(kind: u32) -> ExitReason {
         other => ExitReason::VmmError(format!("unknown system event {other}")),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn system_events_map_to_reasons() {
+        assert_eq!(
+            system_event(KVM_SYSTEM_EVENT_SHUTDOWN),
+            ExitReason::PowerOff
+        );
+        assert_eq!(system_event(KVM_SYSTEM_EVENT_RESET), ExitReason::Reset);
+        assert!(matches!(
+            system_event(KVM_SYSTEM_EVENT_CRASH),
+            ExitReason::VmmError(_)
+        ));
+        assert!(matches!(system_event(99), ExitReason::VmmError(_)));
+    }
+}
