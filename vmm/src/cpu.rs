@@ -1,7 +1,9 @@
 //! vCPU state for a direct 64-bit entry: long mode, flat segments, identity paging, `rsi` at the
 //! zero page. Applied per vCPU, so SMP only adds the application processors' startup.
 
-use kvm_bindings::{CpuId, KVM_MAX_CPUID_ENTRIES, kvm_regs, kvm_segment, kvm_sregs};
+use std::os::raw::c_char;
+
+use kvm_bindings::{CpuId, KVM_MAX_CPUID_ENTRIES, kvm_fpu, kvm_regs, kvm_segment, kvm_sregs};
 use kvm_ioctls::{Kvm, VcpuFd};
 
 use crate::boot::{
@@ -14,6 +16,50 @@ const CR0_PG: u64 = 1 << 31;
 const CR4_PAE: u64 = 1 << 5;
 const EFER_LME: u64 = 1 << 8;
 const EFER_LMA: u64 = 1 << 10;
+
+/// Local APIC register offsets of the LINT0 and LINT1 local vector table entries.
+const APIC_LVT_LINT0: usize = 0x350;
+const APIC_LVT_LINT1: usize = 0x360;
+/// LVT delivery modes (bits 8..=10).
+const APIC_MODE_EXTINT: u32 = 0b111;
+const APIC_MODE_NMI: u32 = 0b100;
+
+fn lapic_reg(regs: &[c_char; 1024], offset: usize) -> u32 {
+    let mut b = [0u8; 4];
+    for (i, byte) in b.iter_mut().enumerate() {
+        *byte = regs.get(offset + i).map_or(0, |c| c.to_ne_bytes()[0]);
+    }
+    u32::from_le_bytes(b)
+}
+
+fn set_lapic_reg(regs: &mut [c_char; 1024], offset: usize, value: u32) {
+    for (i, b) in value.to_le_bytes().into_iter().enumerate() {
+        if let Some(slot) = regs.get_mut(offset + i) {
+            *slot = c_char::from_ne_bytes([b]);
+        }
+    }
+}
+
+/// Routes the legacy PIC through LINT0 (ExtINT) and NMIs through LINT1, as a PC's BIOS leaves
+/// them; Linux relies on it for the timer check at boot.
+pub fn set_lint_modes(regs: &mut [c_char; 1024]) {
+    for (offset, mode) in [
+        (APIC_LVT_LINT0, APIC_MODE_EXTINT),
+        (APIC_LVT_LINT1, APIC_MODE_NMI),
+    ] {
+        let v = lapic_reg(regs, offset);
+        set_lapic_reg(regs, offset, (v & !0x700) | (mode << 8));
+    }
+}
+
+/// The FPU state after `FNINIT` with SSE exceptions masked.
+pub fn boot_fpu() -> kvm_fpu {
+    kvm_fpu {
+        fcw: 0x37f,
+        mxcsr: 0x1f80,
+        ..Default::default()
+    }
+}
 
 /// A KVM segment from a GDT entry and its selector.
 pub fn segment(selector: u16, entry: u64) -> kvm_segment {
@@ -87,6 +133,10 @@ pub fn supported_cpuid(kvm: &Kvm) -> Result<CpuId, kvm_ioctls::Error> {
 /// The KVM error.
 pub fn setup_boot_vcpu(vcpu: &VcpuFd, cpuid: &CpuId, entry: u64) -> Result<(), kvm_ioctls::Error> {
     vcpu.set_cpuid2(cpuid)?;
+    let mut lapic = vcpu.get_lapic()?;
+    set_lint_modes(&mut lapic.regs);
+    vcpu.set_lapic(&lapic)?;
+    vcpu.set_fpu(&boot_fpu())?;
     let sregs = long_mode_sregs(vcpu.get_sregs()?);
     vcpu.set_sregs(&sregs)?;
     vcpu.set_regs(&boot_regs(entry))
@@ -109,6 +159,19 @@ mod tests {
         let tr = segment(TSS_SELECTOR, GDT[3]);
         assert_eq!((tr.s, tr.type_), (0, 0xb));
         assert_eq!(segment(0, GDT[0]).unusable, 1);
+    }
+
+    #[test]
+    fn lint0_is_extint_and_lint1_is_nmi() {
+        let mut regs = [0 as c_char; 1024];
+        set_lapic_reg(&mut regs, APIC_LVT_LINT0, 0x0001_0700);
+        set_lapic_reg(&mut regs, APIC_LVT_LINT1, 0x0001_0000);
+        set_lint_modes(&mut regs);
+        assert_eq!(lapic_reg(&regs, APIC_LVT_LINT0), 0x0001_0700);
+        assert_eq!(lapic_reg(&regs, APIC_LVT_LINT1), 0x0001_0400);
+        assert_eq!(lapic_reg(&regs, 0x340), 0, "neighbours untouched");
+        assert_eq!(lapic_reg(&regs, 1022), 0, "reads past the end are zero");
+        assert_eq!((boot_fpu().fcw, boot_fpu().mxcsr), (0x37f, 0x1f80));
     }
 
     #[test]
