@@ -2,33 +2,13 @@
 //! process exits 0; a file that is not a kernel is refused with a message and a non-zero status.
 //! Guest boots are skipped, with the reason printed, where `/dev/kvm` cannot be opened.
 
-use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Command, Output};
 
-fn kvm_usable(test: &str) -> bool {
-    match std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/kvm")
-    {
-        Ok(_) => true,
-        Err(e) => {
-            eprintln!("SKIPPED {test}: cannot open /dev/kvm: {e}");
-            false
-        }
-    }
-}
+use kaos_vmm::tiny::kvm_usable;
 
 fn guest_file(name: &str, bytes: &[u8]) -> PathBuf {
-    let path = std::env::temp_dir().join(format!("kattach-vmm-{}-{name}", std::process::id()));
-    let written = std::fs::File::create(&path).and_then(|mut f| f.write_all(bytes));
-    assert!(
-        written.is_ok(),
-        "cannot write {}: {written:?}",
-        path.display()
-    );
-    path
+    kaos_vmm::tiny::write_guest(name, bytes).expect("write the guest file")
 }
 
 fn vmm_run(kernel: &std::path::Path, extra: &[&str]) -> Output {

@@ -48,6 +48,29 @@ pub fn tiny_elf(message: &[u8]) -> Vec<u8> {
     tiny_elf_with_code(&tiny_code(message))
 }
 
+/// True if `/dev/kvm` can be opened here; otherwise prints `SKIPPED <test>: <reason>` (the
+/// suite's one greppable form) so the caller can return.
+pub fn kvm_usable(test: &str) -> bool {
+    match std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+    {
+        Ok(_) => true,
+        Err(e) => {
+            eprintln!("SKIPPED {test}: cannot open /dev/kvm: {e}");
+            false
+        }
+    }
+}
+
+/// Writes a guest image to a file in the temp directory, named after this process and `name`.
+pub fn write_guest(name: &str, bytes: &[u8]) -> std::io::Result<std::path::PathBuf> {
+    let path = std::env::temp_dir().join(format!("kaos-vmm-{}-{name}", std::process::id()));
+    std::fs::write(&path, bytes)?;
+    Ok(path)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,34 +1,14 @@
 //! Boots hand-made guests on this machine's own `/dev/kvm`: serial output and exit reasons.
 //! Skipped, with the reason printed, where `/dev/kvm` cannot be opened.
 
-use std::io::Write;
 use std::path::PathBuf;
 
 use kaos_vmm::{ExitReason, Vm, VmConfig, VmError, tiny};
 
-fn kvm_usable(test: &str) -> bool {
-    match std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/kvm")
-    {
-        Ok(_) => true,
-        Err(e) => {
-            eprintln!("SKIPPED {test}: cannot open /dev/kvm: {e}");
-            false
-        }
-    }
-}
+use kaos_vmm::tiny::kvm_usable;
 
 fn guest_file(name: &str, bytes: &[u8]) -> PathBuf {
-    let path = std::env::temp_dir().join(format!("kaos-vmm-{}-{name}", std::process::id()));
-    let written = std::fs::File::create(&path).and_then(|mut f| f.write_all(bytes));
-    assert!(
-        written.is_ok(),
-        "cannot write {}: {written:?}",
-        path.display()
-    );
-    path
+    kaos_vmm::tiny::write_guest(name, bytes).expect("write the guest file")
 }
 
 fn config(path: &std::path::Path) -> VmConfig {
