@@ -11,7 +11,7 @@ use std::sync::OnceLock;
 
 use heapless::String;
 use kaos_net::{Answer, Handler, Stream, StreamPoll};
-use kaos_protocol::handshake::{ClientHello, ServerHello};
+use kaos_protocol::handshake::ServerHello;
 use kaos_protocol::keys::{PublicKey, SecretKey};
 use kaos_protocol::{
     AccessEntry, AccessList, BootTimeline, DiskInfo, DiskState, EVENTS_PER_PAGE, ErrorCode,
@@ -225,15 +225,6 @@ impl Handler for Host {
         server_hello()
     }
 
-    fn authenticate(
-        &mut self,
-        key: &PublicKey,
-        _: &ClientHello,
-        _: &str,
-    ) -> Result<Identity, ErrorReply> {
-        self.identity(key)
-            .ok_or_else(|| fail(ErrorCode::Unauthorized, "unknown key"))
-    }
 
     fn identity(&self, key: &PublicKey) -> Option<Identity> {
         let entry = self.access.entries.iter().find(|e| e.key == *key)?;

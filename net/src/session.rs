@@ -32,13 +32,19 @@ pub trait Handler {
     // One bounded reply, built once per refused handshake: boxing would buy nothing.
     #[allow(clippy::result_large_err)]
     /// Decides whether the key that completed the handshake may use the host. `from` names the
-    /// peer for logs. A refusal is sent to the client, and the connection closes.
+    /// peer for logs. A refusal is sent to the client, and the connection closes. By default:
+    /// the key's [`identity`](Self::identity), or `Unauthorized`; a host overrides it to log and
+    /// record refusals.
     fn authenticate(
         &mut self,
         key: &PublicKey,
         hello: &ClientHello,
         from: &str,
-    ) -> Result<Identity, ErrorReply>;
+    ) -> Result<Identity, ErrorReply> {
+        let _ = (hello, from);
+        self.identity(key)
+            .ok_or_else(|| ErrorReply::new(ErrorCode::Unauthorized, "unknown key"))
+    }
     /// The key's current identity (its role may have changed); `None`: no longer authorised.
     fn identity(&self, key: &PublicKey) -> Option<Identity>;
     /// A request was refused because `who`'s role does not allow it (for the event log).

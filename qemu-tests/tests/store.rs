@@ -21,6 +21,20 @@ fn boot(hostname: &str, disks: &[&DiskImage]) -> QemuHost {
     QemuHost::launch(&config).expect("launch QEMU")
 }
 
+/// Boots on a fresh disk initialised as a store, and checks the host adopted it.
+fn boot_on_store(disk_name: &str, hostname: &str) -> (DiskImage, QemuHost) {
+    let disk = DiskImage::blank(disk_name, 32).expect("disk");
+    kaos_store::init_device(disk.path(), false, [5; 16]).expect("init store image");
+    let host = boot(hostname, &[&disk]);
+    assert_eq!(
+        host.store_report(BOOT).expect("store report").mode,
+        StoreMode::Disk,
+        "{}",
+        host.tail()
+    );
+    (disk, host)
+}
+
 fn ask(client: &mut kaosctl::Client, request: Request) -> Response {
     client
         .request(request)
@@ -194,15 +208,7 @@ fn disk_dying_after_boot_degrades_to_memory_and_keeps_serving() {
     if let Some(reason) = qemu::unavailable() {
         return skip("disk_dying_after_boot", &reason);
     }
-    let disk = DiskImage::blank("dying", 32).expect("disk");
-    kaos_store::init_device(disk.path(), false, [9; 16]).expect("init store image");
-    let host = boot("kaos-dying", &[&disk]);
-    assert_eq!(
-        host.store_report(BOOT).expect("store report").mode,
-        StoreMode::Disk,
-        "{}",
-        host.tail()
-    );
+    let (_disk, host) = boot_on_store("dying", "kaos-dying");
     let mut client = host.client().expect("connect");
     let set = |name: &str| {
         Request::HostSet(HostSet {
@@ -258,15 +264,7 @@ fn host_key_and_added_client_keys_survive_a_reboot() {
     if let Some(reason) = qemu::unavailable() {
         return skip("host_key_and_added_client_keys_survive_a_reboot", &reason);
     }
-    let disk = DiskImage::blank("keys", 32).expect("disk");
-    kaos_store::init_device(disk.path(), false, [5; 16]).expect("init store image");
-    let host = boot("kaos-keys", &[&disk]);
-    assert_eq!(
-        host.store_report(BOOT).expect("store report").mode,
-        StoreMode::Disk,
-        "{}",
-        host.tail()
-    );
+    let (_disk, host) = boot_on_store("keys", "kaos-keys");
     let mut client = host.client().expect("connect");
     let first = status(&mut client);
     let host_key = client.host_key();

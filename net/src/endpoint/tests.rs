@@ -5,9 +5,9 @@ use smoltcp::wire::{ArpOperation, ArpPacket, ArpRepr, EthernetFrame, EthernetPro
 
 use super::*;
 use crate::session::{Answer, Handler};
-use kaos_protocol::handshake::{ClientHello, ServerHello};
+use kaos_protocol::handshake::ServerHello;
 use kaos_protocol::keys::{PublicKey, SecretKey};
-use kaos_protocol::{ErrorReply, Identity, Request};
+use kaos_protocol::{Identity, Request};
 
 #[derive(Default)]
 struct Wire {
@@ -57,14 +57,6 @@ impl Handler for NoRequests {
         unreachable!("no client in these tests")
     }
     fn server_hello(&self) -> ServerHello {
-        unreachable!("no client in these tests")
-    }
-    fn authenticate(
-        &mut self,
-        _: &PublicKey,
-        _: &ClientHello,
-        _: &str,
-    ) -> Result<Identity, ErrorReply> {
         unreachable!("no client in these tests")
     }
     fn identity(&self, _: &PublicKey) -> Option<Identity> {

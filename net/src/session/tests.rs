@@ -66,15 +66,6 @@ impl Handler for Fake {
             key_persistent: true,
         }
     }
-    fn authenticate(
-        &mut self,
-        key: &PublicKey,
-        _: &ClientHello,
-        _: &str,
-    ) -> Result<Identity, ErrorReply> {
-        self.identity(key)
-            .ok_or_else(|| ErrorReply::new(ErrorCode::Unauthorized, "unknown key"))
-    }
     fn identity(&self, key: &PublicKey) -> Option<Identity> {
         self.keys.get(key).map(|&role| identity(key, role))
     }

@@ -145,16 +145,6 @@ impl Handler for Fake {
         }
     }
 
-    fn authenticate(
-        &mut self,
-        key: &PublicKey,
-        _: &ClientHello,
-        _: &str,
-    ) -> Result<Identity, ErrorReply> {
-        self.identity(key)
-            .ok_or_else(|| ErrorReply::new(ErrorCode::Unauthorized, "unknown key"))
-    }
-
     fn identity(&self, key: &PublicKey) -> Option<Identity> {
         (*key == self.client).then(|| Identity {
             name: truncated("bench-admin"),
