@@ -19,19 +19,21 @@ mod frame;
 pub mod handshake;
 pub mod keys;
 mod message;
+pub mod vm;
 
 pub use frame::{
     FrameError, HEADER_LEN, MAX_FRAME, MAX_MESSAGE, decode_message, encode_message, frame_header,
     split_frame,
 };
 pub use message::*;
+pub use vm::*;
 
 /// The TCP port of the management endpoint.
 pub const PORT: u16 = 1289;
 
 /// Protocol version spoken by this build. A peer with another `major` is refused; `minor` only
 /// adds messages and fields that an older peer never sends.
-pub const VERSION: Version = Version { major: 1, minor: 0 };
+pub const VERSION: Version = Version { major: 1, minor: 1 };
 
 /// First bytes of both preambles, so a stray peer of another protocol is told apart from a
 /// KaOS peer with another version.

@@ -4,6 +4,10 @@ use heapless::String;
 use serde::{Deserialize, Serialize};
 
 use crate::keys::PublicKey;
+use crate::vm::{
+    ConsoleChunk, ModuleList, ModuleUpload, ObjectName, UploadState, VmActRequest, VmAction,
+    VmCreate, VmInfo, VmList, VmLogsQuery,
+};
 
 /// A host name or client name (RFC 1123 labels fit in 63 bytes).
 pub type Name = String<64>;
@@ -75,6 +79,24 @@ pub enum Request {
     AccessAdd(AccessAdd),
     /// Withdraw a key added with `AccessAdd`: [`Response::Access`].
     AccessRemove(AccessRemove),
+    /// (1.1) One step of a module upload: [`Response::Upload`].
+    ModuleUpload(ModuleUpload),
+    /// (1.1) Every stored module: [`Response::Modules`].
+    ModuleList,
+    /// (1.1) Delete a module no VM uses: [`Response::Modules`].
+    ModuleRemove(ObjectName),
+    /// (1.1) Define a VM (and start it): [`Response::Vm`].
+    VmCreate(VmCreate),
+    /// (1.1) Every VM: [`Response::Vms`].
+    VmList,
+    /// (1.1) Everything about one VM: [`Response::Vm`].
+    VmInspect(ObjectName),
+    /// (1.1) Start, stop, restart or destroy a VM: [`Response::Vm`] ([`Response::Accepted`] for
+    /// destroy).
+    VmAct(VmActRequest),
+    /// (1.1) A VM's serial console: a stream of [`Response::Console`], ending after the buffered
+    /// output unless `follow`.
+    VmLogs(VmLogsQuery),
 }
 
 impl Request {
@@ -87,8 +109,18 @@ impl Request {
             | Self::Events(_)
             | Self::Ping
             | Self::Cancel(_)
-            | Self::WhoAmI => Role::Reader,
-            Self::Reboot | Self::Shutdown | Self::HostSet(_) => Role::Operator,
+            | Self::WhoAmI
+            | Self::ModuleList
+            | Self::VmList
+            | Self::VmInspect(_)
+            | Self::VmLogs(_) => Role::Reader,
+            Self::Reboot
+            | Self::Shutdown
+            | Self::HostSet(_)
+            | Self::ModuleUpload(_)
+            | Self::ModuleRemove(_)
+            | Self::VmCreate(_)
+            | Self::VmAct(_) => Role::Operator,
             Self::StoreInit(_) | Self::AccessList | Self::AccessAdd(_) | Self::AccessRemove(_) => {
                 Role::Admin
             }
@@ -112,6 +144,19 @@ impl Request {
             Self::AccessList => "access list",
             Self::AccessAdd(_) => "access add",
             Self::AccessRemove(_) => "access remove",
+            Self::ModuleUpload(_) => "module upload",
+            Self::ModuleList => "module list",
+            Self::ModuleRemove(_) => "module remove",
+            Self::VmCreate(_) => "vm create",
+            Self::VmList => "vm list",
+            Self::VmInspect(_) => "vm inspect",
+            Self::VmAct(a) => match a.action {
+                VmAction::Start => "vm start",
+                VmAction::Stop => "vm stop",
+                VmAction::Restart => "vm restart",
+                VmAction::Destroy => "vm destroy",
+            },
+            Self::VmLogs(_) => "vm logs",
         }
     }
 }
@@ -121,7 +166,7 @@ impl Request {
 pub enum Role {
     /// Read-only: status, settings, events, the store report.
     Reader,
-    /// Reader, plus power actions and host settings (and, later, VM lifecycle).
+    /// Reader, plus power actions, host settings, modules and the VM lifecycle.
     Operator,
     /// Everything, including access control and store initialisation.
     Admin,
@@ -277,6 +322,16 @@ pub enum Response {
     Identity(Identity),
     /// Answer to the `Access*` requests.
     Access(AccessList),
+    /// (1.1) Answer to [`Request::ModuleUpload`].
+    Upload(UploadState),
+    /// (1.1) Answer to [`Request::ModuleList`] and [`Request::ModuleRemove`].
+    Modules(ModuleList),
+    /// (1.1) Answer to [`Request::VmList`].
+    Vms(VmList),
+    /// (1.1) Answer to [`Request::VmCreate`], [`Request::VmInspect`] and [`Request::VmAct`].
+    Vm(VmInfo),
+    /// (1.1) A piece of console output, streamed for [`Request::VmLogs`].
+    Console(ConsoleChunk),
 }
 
 /// The authenticated caller of a session.
@@ -450,6 +505,12 @@ pub enum EventKind {
     AccessDenied,
     /// A client key was authorised or withdrawn.
     AccessChanged,
+    /// (1.1) A module was stored or removed.
+    ModuleChanged,
+    /// (1.1) A VM was created, started, stopped or destroyed by a request.
+    VmChanged,
+    /// (1.1) A VM's guest stopped by itself or failed to start (and what the policy did).
+    VmExited,
 }
 
 /// An IPv4 address with its prefix length.

@@ -24,7 +24,7 @@ fn bytes<T: serde::Serialize>(msg: &T) -> ([u8; 512], usize) {
 fn golden_preambles() {
     assert_eq!(
         handshake::ClientPreamble::CURRENT.encode(),
-        [b'K', b'A', b'O', b'S', 1, 0, 0, 0]
+        [b'K', b'A', b'O', b'S', 1, 0, 1, 0]
     );
     let server = handshake::ServerPreamble {
         version: Version { major: 1, minor: 2 },
@@ -407,4 +407,153 @@ fn hex32(s: &str) -> [u8; 32] {
         *b = u8::from_str_radix(&s[2 * i..2 * i + 2], 16).expect("hex");
     }
     out
+}
+
+#[test]
+fn golden_vm_and_module_requests() {
+    let act = Request::VmAct(VmActRequest {
+        name: truncated("web-1"),
+        action: VmAction::Restart,
+    });
+    let (buf, n) = bytes(&ClientFrame {
+        id: 3,
+        request: act,
+    });
+    assert_eq!(&buf[..n], &[3, 20, 5, b'w', b'e', b'b', b'-', b'1', 2]);
+    let (buf, n) = bytes(&ClientFrame {
+        id: 1,
+        request: Request::VmList,
+    });
+    assert_eq!(&buf[..n], &[1, 18]);
+    assert_eq!(
+        Request::ModuleList.required_role(),
+        Role::Reader,
+        "listing is read-only"
+    );
+    assert_eq!(
+        Request::VmCreate(VmCreate {
+            spec: sample_spec(),
+            start: false
+        })
+        .required_role(),
+        Role::Operator
+    );
+    assert_eq!(
+        Request::VmLogs(VmLogsQuery {
+            name: truncated("a"),
+            follow: true
+        })
+        .required_role(),
+        Role::Reader
+    );
+}
+
+#[test]
+fn object_names_are_lower_case_words() {
+    assert!(valid_object_name("vkaos"));
+    assert!(valid_object_name("web-01"));
+    for bad in ["", "-web", "Web", "a b", "a/b", "..", &"a".repeat(33)] {
+        assert!(!valid_object_name(bad), "{bad:?} accepted");
+    }
+    for p in [
+        RestartPolicy::Never,
+        RestartPolicy::OnFailure,
+        RestartPolicy::Always,
+    ] {
+        assert_eq!(RestartPolicy::parse(p.as_str()), Some(p));
+    }
+}
+
+fn sample_spec() -> VmSpec {
+    VmSpec {
+        name: truncated(&"v".repeat(32)),
+        vcpus: VM_VCPUS_MAX,
+        memory_mib: u32::MAX,
+        cmdline: truncated(&"c".repeat(VM_CMDLINE_MAX)),
+        platform: truncated(&"p".repeat(32)),
+        restart: RestartPolicy::OnFailure,
+    }
+}
+
+#[test]
+fn full_vm_and_module_messages_fit_a_frame() {
+    let mut buf = [0u8; MAX_MESSAGE];
+    let mut data = heapless::Vec::new();
+    while data.push(0xffu8).is_ok() {}
+    let upload = ClientFrame {
+        id: u32::MAX,
+        request: Request::ModuleUpload(ModuleUpload {
+            sha256: [0xff; 32],
+            size: u64::MAX,
+            offset: u64::MAX,
+            data,
+        }),
+    };
+    assert!(encode_message(&upload, &mut buf).is_ok(), "a full chunk fits");
+    let mut data = heapless::Vec::new();
+    while data.push(0xffu8).is_ok() {}
+    let console = ServerFrame {
+        id: u32::MAX,
+        last: false,
+        response: Response::Console(ConsoleChunk {
+            data,
+            dropped: u64::MAX,
+        }),
+    };
+    assert!(encode_message(&console, &mut buf).is_ok());
+    let info = VmInfo {
+        spec: sample_spec(),
+        state: VmState::BackingOff,
+        desired_running: true,
+        pid: Some(u32::MAX),
+        restarts: u32::MAX,
+        since_ms: u64::MAX,
+        guest_up: true,
+        last_exit: Some(VmExit {
+            kind: VmExitKind::StartFailed,
+            message: truncated(&"m".repeat(128)),
+            at_ms: u64::MAX,
+        }),
+        platform_sha256: Some([0xff; 32]),
+    };
+    let frame = ServerFrame {
+        id: u32::MAX,
+        last: true,
+        response: Response::Vm(info),
+    };
+    assert!(encode_message(&frame, &mut buf).is_ok());
+    let summary = VmSummary {
+        name: truncated(&"v".repeat(32)),
+        state: VmState::Failed,
+        vcpus: u8::MAX,
+        memory_mib: u32::MAX,
+        restarts: u32::MAX,
+        guest_up: true,
+    };
+    let mut entries = heapless::Vec::new();
+    while entries.push(summary.clone()).is_ok() {}
+    let frame = ServerFrame {
+        id: u32::MAX,
+        last: true,
+        response: Response::Vms(VmList { entries }),
+    };
+    assert!(encode_message(&frame, &mut buf).is_ok(), "a full VM list");
+    let module = ModuleInfo {
+        name: truncated(&"m".repeat(32)),
+        version: truncated(&"1".repeat(64)),
+        kind: ModuleKind::Platform,
+        sha256: [0xff; 32],
+        size: u64::MAX,
+    };
+    let mut entries = heapless::Vec::new();
+    while entries.push(module.clone()).is_ok() {}
+    let frame = ServerFrame {
+        id: u32::MAX,
+        last: true,
+        response: Response::Modules(ModuleList { entries }),
+    };
+    assert!(
+        encode_message(&frame, &mut buf).is_ok(),
+        "a full module list"
+    );
 }
