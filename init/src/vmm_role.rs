@@ -3,7 +3,7 @@
 
 use std::io::{self, Write};
 
-use kaos_vmm::{ExitReason, Vm, VmConfig, memory};
+use kaos_vmm::{ExitReason, InitrdPart, Vm, VmConfig, memory};
 
 const USAGE: &str = "\
 usage: kattach vmm run --kernel FILE [--initrd FILE] --vcpus N --memory SIZE [--cmdline TEXT]
@@ -37,7 +37,7 @@ fn fail(code: i32, message: &str) -> ! {
 /// Parses the options of `vmm run`.
 fn parse_run(args: &[String]) -> Result<VmConfig, String> {
     let (mut kernel, mut initrd, mut vcpus, mut memory, mut cmdline) =
-        (None, None, None, None, String::new());
+        (None, Vec::new(), None, None, String::new());
     let mut it = args.iter();
     while let Some(flag) = it.next() {
         let mut value = || {
@@ -47,7 +47,7 @@ fn parse_run(args: &[String]) -> Result<VmConfig, String> {
         };
         match flag.as_str() {
             "--kernel" => kernel = Some(value()?),
-            "--initrd" => initrd = Some(value()?),
+            "--initrd" => initrd.push(InitrdPart::File(value()?)),
             "--vcpus" => {
                 let v = value()?;
                 vcpus = Some(
@@ -115,7 +115,7 @@ mod tests {
             c,
             Ok(VmConfig {
                 kernel: "k.elf".into(),
-                initrd: None,
+                initrd: Vec::new(),
                 vcpus: 1,
                 memory: 128 << 20,
                 cmdline: "a b".into(),

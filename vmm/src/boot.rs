@@ -222,18 +222,63 @@ pub struct Initrd {
     pub size: u64,
 }
 
-/// Loads an initrd at the top of low RAM, page-aligned.
+/// One piece of the initrd. Linux unpacks concatenated cpio archives (compressed or not) one
+/// after the other, so an initrd can be a file followed by archives made in memory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InitrdPart {
+    /// The contents of a file.
+    File(String),
+    /// Bytes made by the caller, e.g. a cpio archive holding the guest's init.
+    Bytes(Vec<u8>),
+}
+
+impl InitrdPart {
+    fn label(&self) -> String {
+        match self {
+            InitrdPart::File(path) => path.clone(),
+            InitrdPart::Bytes(b) => format!("{} bytes in memory", b.len()),
+        }
+    }
+}
+
+/// Parts start 4-byte aligned, as the kernel's unpacker expects of each archive's first header;
+/// the padding between them is zeros, which it skips.
+const INITRD_PART_ALIGN: u64 = 4;
+
+fn align_part(size: u64) -> Option<u64> {
+    size.checked_next_multiple_of(INITRD_PART_ALIGN)
+}
+
+/// Loads the initrd parts, concatenated, at the top of low RAM, page-aligned. No parts, no
+/// initrd.
 ///
 /// # Errors
-/// [`BootError::Initrd`] when it cannot be read or would overlap the kernel.
+/// [`BootError::Initrd`] when a part cannot be read or the whole would overlap the kernel.
 pub fn load_initrd(
     mem: &GuestMemoryMmap,
-    path: &str,
+    parts: &[InitrdPart],
     kernel_end: u64,
-) -> Result<Initrd, BootError> {
-    let e = |m: String| BootError::Initrd(format!("{path}: {m}"));
-    let mut file = File::open(path).map_err(|x| e(x.to_string()))?;
-    let size = file.metadata().map_err(|x| e(x.to_string()))?.len();
+) -> Result<Option<Initrd>, BootError> {
+    let e = |what: &str, m: String| BootError::Initrd(format!("{what}: {m}"));
+    let mut sources = Vec::with_capacity(parts.len());
+    let mut size = 0u64;
+    for part in parts {
+        let (file, len) = match part {
+            InitrdPart::File(path) => {
+                let file = File::open(path).map_err(|x| e(path, x.to_string()))?;
+                let len = file.metadata().map_err(|x| e(path, x.to_string()))?.len();
+                (Some(file), len)
+            }
+            InitrdPart::Bytes(b) => (None, b.len() as u64),
+        };
+        size = align_part(len)
+            .and_then(|l| size.checked_add(l))
+            .ok_or_else(|| e(&part.label(), "too large".to_owned()))?;
+        sources.push((part, file, len));
+    }
+    if sources.is_empty() {
+        return Ok(None);
+    }
     let low_end = ram_ranges(mem.last_addr().0 + 1)
         .first()
         .map_or(0, |r| r.1)
@@ -242,11 +287,28 @@ pub fn load_initrd(
         .checked_sub(size)
         .map(|a| a & !0xfff)
         .filter(|a| *a >= kernel_end)
-        .ok_or_else(|| e(format!("{size} bytes do not fit above the kernel")))?;
-    let len = usize::try_from(size).map_err(|x| e(x.to_string()))?;
-    mem.read_exact_volatile_from(GuestAddress(addr), &mut file, len)
-        .map_err(|x| e(x.to_string()))?;
-    Ok(Initrd { addr, size })
+        .ok_or_else(|| {
+            e(
+                "initrd",
+                format!("{size} bytes do not fit above the kernel"),
+            )
+        })?;
+    // Guest memory is a fresh memfd: the padding between parts is already zero.
+    let mut at = addr;
+    for (part, file, len) in sources {
+        let fail = |x: vm_memory::GuestMemoryError| e(&part.label(), x.to_string());
+        match (part, file) {
+            (_, Some(mut file)) => {
+                let n = usize::try_from(len).map_err(|x| e(&part.label(), x.to_string()))?;
+                mem.read_exact_volatile_from(GuestAddress(at), &mut file, n)
+                    .map_err(fail)?;
+            }
+            (InitrdPart::Bytes(b), None) => mem.write_slice(b, GuestAddress(at)).map_err(fail)?,
+            (InitrdPart::File(_), None) => {}
+        }
+        at += align_part(len).unwrap_or(len);
+    }
+    Ok(Some(Initrd { addr, size }))
 }
 
 /// Fills the zero page: setup header, command line, initrd and the e820 map.
@@ -425,20 +487,47 @@ mod tests {
     fn initrd_goes_to_the_top_of_ram_page_aligned() -> Result<(), Box<dyn std::error::Error>> {
         let (mem, _fd) = crate::memory::create(16 << 20)?;
         let path = temp_file("initrd", &[7u8; 5000]);
-        let name = path.to_string_lossy().into_owned();
-        let rd = load_initrd(&mem, &name, 0x20_0000);
-        let too_high = load_initrd(&mem, &name, 16 << 20);
+        let parts = [InitrdPart::File(path.to_string_lossy().into_owned())];
+        let rd = load_initrd(&mem, &parts, 0x20_0000);
+        let too_high = load_initrd(&mem, &parts, 16 << 20);
         std::fs::remove_file(&path).ok();
         let rd = rd?;
         assert_eq!(
             rd,
-            Initrd {
+            Some(Initrd {
                 addr: ((16 << 20) - 5000) & !0xfff,
                 size: 5000
-            }
+            })
         );
-        assert_eq!(mem.read_obj::<u8>(GuestAddress(rd.addr + 4999))?, 7);
+        let addr = rd.map_or(0, |r| r.addr);
+        assert_eq!(mem.read_obj::<u8>(GuestAddress(addr + 4999))?, 7);
         assert!(matches!(too_high, Err(BootError::Initrd(_))));
+        assert_eq!(load_initrd(&mem, &[], 0x20_0000)?, None);
+        Ok(())
+    }
+
+    #[test]
+    fn initrd_parts_are_concatenated_4_byte_aligned() -> Result<(), Box<dyn std::error::Error>> {
+        let (mem, _fd) = crate::memory::create(16 << 20)?;
+        let path = temp_file("initrd-part", b"FILE!");
+        let parts = [
+            InitrdPart::File(path.to_string_lossy().into_owned()),
+            InitrdPart::Bytes(b"cpio".to_vec()),
+            InitrdPart::Bytes(b"xyz".to_vec()),
+        ];
+        let rd = load_initrd(&mem, &parts, 0x20_0000);
+        std::fs::remove_file(&path).ok();
+        let rd = rd?.ok_or("no initrd")?;
+        assert_eq!(rd.size, 8 + 4 + 4);
+        assert_eq!(rd.addr % 4096, 0);
+        let mut got = vec![0u8; 16];
+        mem.read_slice(&mut got, GuestAddress(rd.addr))?;
+        assert_eq!(got, b"FILE!\0\0\0cpioxyz\0");
+        let missing = [InitrdPart::File("/nonexistent/initrd".into())];
+        let err = load_initrd(&mem, &missing, 0x20_0000)
+            .err()
+            .map(|e| e.to_string());
+        assert!(err.is_some_and(|m| m.contains("/nonexistent/initrd")));
         Ok(())
     }
 }

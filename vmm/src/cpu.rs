@@ -1,9 +1,13 @@
 //! vCPU state for a direct 64-bit entry: long mode, flat segments, identity paging, `rsi` at the
-//! zero page. Applied per vCPU, so SMP only adds the application processors' startup.
+//! zero page, on the boot vCPU only. Every vCPU gets a CPUID naming its own APIC id and the
+//! topology (one package, one thread per core, `vcpus` cores); the application processors are
+//! left as KVM creates them, waiting for INIT and SIPI from the guest.
 
 use std::os::raw::c_char;
 
-use kvm_bindings::{CpuId, KVM_MAX_CPUID_ENTRIES, kvm_fpu, kvm_regs, kvm_segment, kvm_sregs};
+use kvm_bindings::{
+    CpuId, KVM_MAX_CPUID_ENTRIES, kvm_cpuid_entry2, kvm_fpu, kvm_regs, kvm_segment, kvm_sregs,
+};
 use kvm_ioctls::{Kvm, VcpuFd};
 
 use crate::boot::{
@@ -127,6 +131,53 @@ pub fn supported_cpuid(kvm: &Kvm) -> Result<CpuId, kvm_ioctls::Error> {
     kvm.get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
 }
 
+/// Bits of an APIC id that number the cores of a package of `vcpus` cores.
+fn core_bits(vcpus: u8) -> u32 {
+    u32::from(vcpus).next_power_of_two().trailing_zeros()
+}
+
+/// Rewrites one CPUID entry for the vCPU with `apic_id` among `vcpus`.
+fn set_topology(e: &mut kvm_cpuid_entry2, apic_id: u8, vcpus: u8) {
+    let id = u32::from(apic_id);
+    let count = u32::from(vcpus);
+    match e.function {
+        // Initial APIC id, addressable ids per package, HTT when there is more than one.
+        0x1 => {
+            let ids = count.next_power_of_two().min(0xff);
+            e.ebx = (e.ebx & 0xffff) | (id << 24) | (ids << 16);
+            e.edx = if vcpus > 1 {
+                e.edx | 1 << 28
+            } else {
+                e.edx & !(1 << 28)
+            };
+        }
+        // Extended topology: level 0 is SMT (one thread), level 1 the cores, then invalid.
+        0xb | 0x1f => {
+            (e.eax, e.ebx, e.ecx) = match e.index {
+                0 => (0, 1, 1 << 8),
+                1 => (core_bits(vcpus), count, 2 << 8 | 1),
+                n => (0, 0, n & 0xff),
+            };
+            e.edx = id;
+        }
+        // AMD: cores per package and the APIC id bits that number them.
+        0x8000_0008 => e.ecx = (e.ecx & !0xf0ff) | core_bits(vcpus) << 12 | (count - 1),
+        // AMD extended APIC id, core id, one thread per core, one node.
+        0x8000_001e => (e.eax, e.ebx, e.ecx) = (id, id, 0),
+        _ => {}
+    }
+}
+
+/// The CPUID of the vCPU with `apic_id` among `vcpus`: the host's supported leaves with the
+/// APIC id and topology rewritten.
+pub fn vcpu_cpuid(base: &CpuId, apic_id: u8, vcpus: u8) -> CpuId {
+    let mut cpuid = base.clone();
+    for e in cpuid.as_mut_slice() {
+        set_topology(e, apic_id, vcpus);
+    }
+    cpuid
+}
+
 /// Sets CPUID, special and general registers of the boot vCPU.
 ///
 /// # Errors
@@ -140,6 +191,14 @@ pub fn setup_boot_vcpu(vcpu: &VcpuFd, cpuid: &CpuId, entry: u64) -> Result<(), k
     let sregs = long_mode_sregs(vcpu.get_sregs()?);
     vcpu.set_sregs(&sregs)?;
     vcpu.set_regs(&boot_regs(entry))
+}
+
+/// Sets the CPUID of an application processor; KVM leaves it waiting for INIT and SIPI.
+///
+/// # Errors
+/// The KVM error.
+pub fn setup_ap_vcpu(vcpu: &VcpuFd, cpuid: &CpuId) -> Result<(), kvm_ioctls::Error> {
+    vcpu.set_cpuid2(cpuid)
 }
 
 #[cfg(test)]
@@ -172,6 +231,54 @@ mod tests {
         assert_eq!(lapic_reg(&regs, 0x340), 0, "neighbours untouched");
         assert_eq!(lapic_reg(&regs, 1022), 0, "reads past the end are zero");
         assert_eq!((boot_fpu().fcw, boot_fpu().mxcsr), (0x37f, 0x1f80));
+    }
+
+    fn entry(function: u32, index: u32) -> kvm_cpuid_entry2 {
+        kvm_cpuid_entry2 {
+            function,
+            index,
+            eax: 0xdead,
+            ebx: 0x0001_0800,
+            ecx: 0xffff_ffff,
+            edx: 0,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn cpuid_names_each_vcpus_apic_id_and_the_topology() -> Result<(), Box<dyn std::error::Error>> {
+        let base = CpuId::from_entries(&[
+            entry(0x1, 0),
+            entry(0xb, 0),
+            entry(0xb, 1),
+            entry(0xb, 2),
+            entry(0x8000_0008, 0),
+            entry(0x8000_001e, 0),
+            entry(0x7, 0),
+        ])
+        .map_err(|e| format!("{e:?}"))?;
+        let c = vcpu_cpuid(&base, 5, 6);
+        let e = c.as_slice();
+        assert_eq!(
+            e[0].ebx, 0x0508_0800,
+            "APIC id 5, 8 addressable ids, low half kept"
+        );
+        assert_eq!(e[0].edx, 1 << 28, "HTT");
+        assert_eq!((e[1].eax, e[1].ebx, e[1].ecx, e[1].edx), (0, 1, 0x100, 5));
+        assert_eq!((e[2].eax, e[2].ebx, e[2].ecx, e[2].edx), (3, 6, 0x201, 5));
+        assert_eq!((e[3].eax, e[3].ebx, e[3].ecx, e[3].edx), (0, 0, 2, 5));
+        assert_eq!(e[4].ecx, 0xffff_3f05, "ApicIdCoreIdSize 3, 6 cores");
+        assert_eq!((e[5].eax, e[5].ebx, e[5].ecx), (5, 5, 0));
+        assert_eq!(
+            (e[6].eax, e[6].ebx),
+            (0xdead, 0x0001_0800),
+            "other leaves untouched"
+        );
+        let one = vcpu_cpuid(&base, 0, 1);
+        assert_eq!(one.as_slice()[0].ebx, 0x0001_0800);
+        assert_eq!(one.as_slice()[0].edx, 0, "no HTT with one vCPU");
+        assert_eq!(one.as_slice()[2].eax, 0);
+        Ok(())
     }
 
     #[test]

@@ -2,38 +2,50 @@
 //!
 //! Design principles:
 //! - **One process per VM** (`kattach vmm …`): a VMM failure ends one VM, never PID 1. This crate is
-//!   the library that process runs; the sandbox arrives in a later slice.
-//! - **Bad input is refused before anything starts**: zero vCPUs, a size below the minimum or
-//!   beyond the host's RAM, a file that is neither ELF64 nor bzImage ([`VmConfig::validate`],
-//!   [`boot::open_kernel`]).
+//!   the library that process runs, and [`sandbox`] is how the process confines itself before
+//!   any guest code runs: new namespaces and a fork into a PID namespace of its own, an empty
+//!   read-only root, no capabilities, rlimits, and a seccomp allowlist per thread kind
+//!   ([`seccomp`]).
+//! - **Bad input is refused before anything starts**: zero vCPUs or more than [`MAX_VCPUS`], a
+//!   size below the minimum or beyond the host's RAM, a file that is neither ELF64 nor bzImage
+//!   ([`VmConfig::validate`], [`boot::open_kernel`]).
 //! - **The guest is hostile**: unhandled port and MMIO accesses are counted, logged and ignored;
 //!   every stop is an [`ExitReason`], never a panic.
 //! - **Memory is one memfd** (`vm-memory` with a `FileOffset`), so a switch process can map it.
 //!
-//! Today: one vCPU, in-kernel irqchip and PIT, direct 64-bit boot of an ELF or bzImage kernel,
-//! COM1 (16550) into a bounded ring and a writer, the i8042 reset. SMP, virtio-mmio and the sandbox
-//! come next.
+//! Today: up to [`MAX_VCPUS`] vCPUs, each on its own thread, described to the guest by an MP
+//! table ([`mptable`]); in-kernel irqchip and PIT; direct 64-bit boot of an ELF or bzImage kernel
+//! with an initrd made of files and in-memory archives ([`boot::InitrdPart`]); COM1 (16550) into
+//! a bounded ring and a writer; the i8042 reset; and the **exit port**: a one-byte write to port
+//! 0xf4 ([`pio::EXIT_PORT`], QEMU's `isa-debug-exit` address) powers the VM off, the only way a
+//! Linux guest without ACPI can. Virtio-mmio comes next.
 
 pub mod boot;
 pub mod cpu;
 pub mod memory;
+pub mod mptable;
 pub mod pio;
+pub mod sandbox;
+pub mod seccomp;
 pub mod serial;
 pub mod tiny;
+pub mod vcpu;
 mod vm;
 
+pub use boot::InitrdPart;
 pub use vm::{CONSOLE_RING, Vm};
 
-/// vCPUs supported by this slice (the boot vCPU only).
-pub const MAX_VCPUS: u32 = 1;
+/// The most vCPUs a VM may have (the MP table and the thread-per-vCPU model allow more; this
+/// bounds what a guest may ask of a host).
+pub const MAX_VCPUS: u32 = 8;
 
 /// What to boot.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VmConfig {
     /// Path of an ELF64 or bzImage kernel.
     pub kernel: String,
-    /// Path of an initrd, if any.
-    pub initrd: Option<String>,
+    /// The initrd, concatenated from these parts in order; empty for none.
+    pub initrd: Vec<InitrdPart>,
     /// Number of vCPUs.
     pub vcpus: u32,
     /// Guest RAM in bytes.
@@ -59,7 +71,7 @@ impl VmConfig {
 /// Why a VM stopped.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ExitReason {
-    /// The guest powered off (ACPI / PSCI system event).
+    /// The guest powered off (the exit port, or an ACPI / PSCI system event).
     PowerOff,
     /// The guest reset itself (i8042 pulse or a reset system event).
     Reset,
@@ -93,6 +105,9 @@ pub enum VmError {
     /// Kernel, initrd, command line or boot structures.
     #[error(transparent)]
     Boot(#[from] boot::BootError),
+    /// The MP table.
+    #[error(transparent)]
+    MpTable(#[from] mptable::MpTableError),
     /// A KVM call failed.
     #[error("KVM: cannot {0}: {1}")]
     Kvm(&'static str, #[source] kvm_ioctls::Error),
@@ -108,7 +123,7 @@ mod tests {
     fn config(vcpus: u32, memory: u64) -> VmConfig {
         VmConfig {
             kernel: "k".into(),
-            initrd: None,
+            initrd: Vec::new(),
             vcpus,
             memory,
             cmdline: String::new(),
@@ -122,9 +137,11 @@ mod tests {
             Err(VmError::Vcpus(0))
         ));
         assert!(matches!(
-            config(2, 128 << 20).validate(1 << 30),
-            Err(VmError::Vcpus(2))
+            config(MAX_VCPUS + 1, 128 << 20).validate(1 << 30),
+            Err(VmError::Vcpus(9))
         ));
+        assert!(config(2, 128 << 20).validate(1 << 30).is_ok());
+        assert!(config(MAX_VCPUS, 128 << 20).validate(1 << 30).is_ok());
         assert!(matches!(
             config(1, 0).validate(1 << 30),
             Err(VmError::Memory(_))

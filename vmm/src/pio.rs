@@ -1,4 +1,9 @@
-//! Port I/O dispatch: COM1, the i8042 reset line, and a log-and-ignore policy for the rest.
+//! Port I/O dispatch: COM1, the i8042 reset line, the exit port, and a log-and-ignore policy for
+//! the rest.
+//!
+//! **The exit port** ([`EXIT_PORT`], 0xf4, where QEMU puts its `isa-debug-exit`): a one-byte
+//! write powers the VM off, whatever the value. A Linux guest without ACPI has no other way to
+//! power off; the guest's `kattach` writes here after its orderly shutdown.
 
 use std::io::Write;
 
@@ -9,6 +14,9 @@ pub const I8042_COMMAND: u16 = 0x64;
 /// The i8042 command that pulses the CPU reset line.
 pub const I8042_RESET: u8 = 0xfe;
 
+/// The exit port: a one-byte write ends the VM as a power-off.
+pub const EXIT_PORT: u16 = 0xf4;
+
 /// What a port write asks of the VMM.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PioAction {
@@ -16,6 +24,8 @@ pub enum PioAction {
     Continue,
     /// The guest pulsed the reset line.
     Reset,
+    /// The guest wrote the exit port.
+    PowerOff,
 }
 
 /// Whether a write is the i8042 reset command.
@@ -67,6 +77,9 @@ impl<W: Write> PioBus<W> {
         if is_i8042_reset(port, data) {
             return PioAction::Reset;
         }
+        if port == EXIT_PORT && data.len() == 1 {
+            return PioAction::PowerOff;
+        }
         match (Self::com1_offset(port), data) {
             (Some(off), [b]) => self.console.write(off, *b),
             _ => {
@@ -102,10 +115,17 @@ mod tests {
         assert_eq!(bus.write(0x3f8, b"K"), PioAction::Continue);
         assert_eq!(bus.write(0x80, &[1]), PioAction::Continue);
         assert_eq!(bus.write(0x64, &[0xfe]), PioAction::Reset);
+        assert_eq!(bus.write(EXIT_PORT, &[0]), PioAction::PowerOff);
+        assert_eq!(bus.write(EXIT_PORT, &[0x31]), PioAction::PowerOff);
+        assert_eq!(
+            bus.write(EXIT_PORT, &[0, 0]),
+            PioAction::Continue,
+            "only a one-byte write"
+        );
         let mut d = [0u8; 2];
         bus.read(0x1234, &mut d);
         assert_eq!(d, [0xff, 0xff]);
-        assert_eq!((bus.unhandled_reads, bus.unhandled_writes), (1, 1));
+        assert_eq!((bus.unhandled_reads, bus.unhandled_writes), (1, 2));
         assert_eq!(ring.lock().map(|r| r.contents()).ok(), Some(b"K".to_vec()));
         Ok(())
     }

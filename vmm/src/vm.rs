@@ -1,19 +1,19 @@
-//! One VM: KVM objects, guest memory, devices and the vCPU run loop.
+//! One VM: KVM objects, guest memory, devices, and its vCPU threads.
 
 use std::fs::File;
 use std::io::Write;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 
-use kvm_bindings::{
-    KVM_PIT_SPEAKER_DUMMY, KVM_SYSTEM_EVENT_CRASH, KVM_SYSTEM_EVENT_RESET,
-    KVM_SYSTEM_EVENT_SHUTDOWN, kvm_pit_config, kvm_userspace_memory_region,
-};
-use kvm_ioctls::{Kvm, VcpuExit, VcpuFd, VmFd};
+use kvm_bindings::{KVM_PIT_SPEAKER_DUMMY, kvm_pit_config, kvm_userspace_memory_region};
+use kvm_ioctls::{Kvm, VcpuFd, VmFd};
 use vm_memory::{GuestMemory, GuestMemoryMmap, GuestMemoryRegion, MemoryRegionAddress};
 use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
 
-use crate::pio::{PioAction, PioBus};
+use crate::mptable::MpTable;
+use crate::pio::PioBus;
+use crate::seccomp::{Filters, ThreadKind};
 use crate::serial::{COM1_IRQ, Console, Ring, SharedRing};
+use crate::vcpu::{self, Stop};
 use crate::{ExitReason, VmConfig, VmError, boot, cpu, memory};
 
 /// Where KVM puts the TSS it needs for real-mode emulation on Intel (three pages below 4 GiB).
@@ -21,22 +21,23 @@ const TSS_ADDR: usize = 0xfffb_d000;
 /// Bytes of console output kept per VM.
 pub const CONSOLE_RING: usize = 64 << 10;
 
-/// A VM ready to run: every check passed, the kernel loaded, the boot vCPU set up.
+/// A VM ready to run: every check passed, the kernel loaded, every vCPU created.
 #[derive(Debug)]
-pub struct Vm<W: Write> {
+pub struct Vm<W: Write + Send> {
     _vm: VmFd,
     _mem: GuestMemoryMmap,
     _memfd: File,
     vcpus: Vec<VcpuFd>,
-    bus: PioBus<W>,
+    bus: Mutex<PioBus<W>>,
     ring: SharedRing,
+    irq_fd: i32,
 }
 
 fn kvm_err(what: &'static str) -> impl Fn(kvm_ioctls::Error) -> VmError {
     move |e| VmError::Kvm(what, e)
 }
 
-impl<W: Write> Vm<W> {
+impl<W: Write + Send> Vm<W> {
     /// Validates `config`, then builds the VM. Bad input is refused before `/dev/kvm` is opened.
     ///
     /// # Errors
@@ -45,6 +46,7 @@ impl<W: Write> Vm<W> {
         config.validate(memory::host_ram())?;
         let (mut kernel_file, kind) = boot::open_kernel(&config.kernel)?;
         let cmdline = boot::cmdline(&config.cmdline)?;
+        let mptable = MpTable::new(config.vcpus)?;
 
         let kvm = Kvm::new().map_err(kvm_err("open /dev/kvm"))?;
         let vm = kvm.create_vm().map_err(kvm_err("create VM"))?;
@@ -62,31 +64,29 @@ impl<W: Write> Vm<W> {
         vm.create_pit2(pit).map_err(kvm_err("create PIT"))?;
 
         let kernel = boot::load_kernel(&mem, &mut kernel_file, kind)?;
-        let initrd = match &config.initrd {
-            Some(path) => Some(boot::load_initrd(&mem, path, kernel.end)?),
-            None => None,
-        };
+        let initrd = boot::load_initrd(&mem, &config.initrd, kernel.end)?;
         boot::write_tables(&mem)?;
+        mptable.write(&mem)?;
         let cmdline_len = cmdline.as_cstring().map_or(0, |c| c.as_bytes().len());
         let params = boot::zero_page(&kernel, cmdline_len, initrd, config.memory);
         boot::write_boot_params(&mem, &cmdline, &params)?;
 
-        let cpuid = cpu::supported_cpuid(&kvm).map_err(kvm_err("get CPUID"))?;
-        let boot_vcpu = vm.create_vcpu(0).map_err(kvm_err("create vCPU"))?;
-        cpu::setup_boot_vcpu(&boot_vcpu, &cpuid, kernel.entry).map_err(kvm_err("set up vCPU"))?;
+        let vcpus = create_vcpus(&kvm, &vm, config.vcpus, kernel.entry)?;
 
         let irq = EventFd::new(EFD_NONBLOCK).map_err(VmError::Io)?;
         vm.register_irqfd(&irq, COM1_IRQ)
             .map_err(kvm_err("register serial irqfd"))?;
+        let irq_fd = std::os::fd::AsRawFd::as_raw_fd(&irq);
         let ring = Arc::new(Mutex::new(Ring::new(CONSOLE_RING)));
-        let bus = PioBus::new(Console::new(irq, ring.clone(), console));
+        let bus = Mutex::new(PioBus::new(Console::new(irq, ring.clone(), console)));
         Ok(Vm {
             _vm: vm,
             _mem: mem,
             _memfd: memfd,
-            vcpus: vec![boot_vcpu],
+            vcpus,
             bus,
             ring,
+            irq_fd,
         })
     }
 
@@ -95,15 +95,121 @@ impl<W: Write> Vm<W> {
         self.ring.clone()
     }
 
-    /// Runs the boot vCPU on this thread until the guest stops; never panics on guest behaviour.
-    pub fn run(&mut self) -> ExitReason {
-        let reason = match self.vcpus.first_mut() {
-            Some(vcpu) => run_vcpu(vcpu, &mut self.bus),
-            None => ExitReason::VmmError("no vCPU".to_owned()),
-        };
-        self.bus.console.flush();
-        reason
+    /// The descriptors the vCPU threads write to besides the console: the serial interrupt's
+    /// eventfd (for the seccomp filters).
+    pub fn device_fds(&self) -> Vec<i32> {
+        vec![self.irq_fd]
     }
+
+    /// Runs every vCPU on a thread of its own until the guest stops; never panics on guest
+    /// behaviour.
+    pub fn run(&mut self) -> ExitReason {
+        self.run_confined(None)
+    }
+
+    /// [`Vm::run`], each thread confined by its seccomp filter before any guest code runs: every
+    /// vCPU thread installs the vCPU filter, the calling thread the main filter once all vCPU
+    /// threads exist, and only then does the first vCPU enter the guest.
+    pub fn run_confined(&mut self, filters: Option<&Filters>) -> ExitReason {
+        let stop = Stop::default();
+        let gate = Gate::default();
+        let bus = &self.bus;
+        std::thread::scope(|scope| {
+            let mut spawned = 0;
+            for (i, vcpu) in self.vcpus.iter_mut().enumerate() {
+                let (stop, gate) = (&stop, &gate);
+                let thread = std::thread::Builder::new()
+                    .name(format!("vcpu{i}"))
+                    .spawn_scoped(scope, move || {
+                        let ready = vcpu::prepare_thread(vcpu, stop)
+                            .map_err(|e| format!("cannot prepare vCPU {i}: {e}"))
+                            .and_then(|()| apply(filters, ThreadKind::Vcpu));
+                        gate.arrive_and_wait();
+                        match ready {
+                            Ok(()) => vcpu::run(vcpu, bus, stop),
+                            Err(why) => vcpu::abandon(stop, Some(ExitReason::VmmError(why))),
+                        }
+                    });
+                match thread {
+                    Ok(_) => spawned += 1,
+                    Err(e) => {
+                        stop.finish(ExitReason::VmmError(format!("cannot start vCPU {i}: {e}")));
+                        break;
+                    }
+                }
+            }
+            gate.wait_for(spawned);
+            if let Err(why) = apply(filters, ThreadKind::Main) {
+                stop.finish(ExitReason::VmmError(why));
+            }
+            gate.open();
+        });
+        bus.lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .console
+            .flush();
+        stop.reason()
+            .unwrap_or_else(|| ExitReason::VmmError("every vCPU stopped without a reason".into()))
+    }
+}
+
+fn apply(filters: Option<&Filters>, kind: ThreadKind) -> Result<(), String> {
+    filters.map_or(Ok(()), |f| f.apply(kind).map_err(|e| e.to_string()))
+}
+
+/// Holds the vCPU threads until the main thread has seen them all ready and confined itself.
+#[derive(Debug, Default)]
+struct Gate {
+    state: Mutex<(usize, bool)>,
+    changed: Condvar,
+}
+
+impl Gate {
+    fn lock(&self) -> std::sync::MutexGuard<'_, (usize, bool)> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn arrive_and_wait(&self) {
+        let mut s = self.lock();
+        s.0 += 1;
+        self.changed.notify_all();
+        while !s.1 {
+            s = self.changed.wait(s).unwrap_or_else(PoisonError::into_inner);
+        }
+    }
+
+    fn wait_for(&self, threads: usize) {
+        let mut s = self.lock();
+        while s.0 < threads {
+            s = self.changed.wait(s).unwrap_or_else(PoisonError::into_inner);
+        }
+    }
+
+    fn open(&self) {
+        self.lock().1 = true;
+        self.changed.notify_all();
+    }
+}
+
+/// Creates `count` vCPUs: each with a CPUID naming its APIC id, the boot vCPU (0) with the
+/// registers of the kernel entry; the others wait for the guest's INIT and SIPI.
+fn create_vcpus(kvm: &Kvm, vm: &VmFd, count: u32, entry: u64) -> Result<Vec<VcpuFd>, VmError> {
+    let cpuid = cpu::supported_cpuid(kvm).map_err(kvm_err("get CPUID"))?;
+    let total = u8::try_from(count).map_err(|_| VmError::Vcpus(count))?;
+    let mut vcpus = Vec::with_capacity(usize::from(total));
+    for id in 0..total {
+        let vcpu = vm
+            .create_vcpu(u64::from(id))
+            .map_err(kvm_err("create vCPU"))?;
+        let own = cpu::vcpu_cpuid(&cpuid, id, total);
+        if id == 0 {
+            cpu::setup_boot_vcpu(&vcpu, &own, entry).map_err(kvm_err("set up the boot vCPU"))?;
+        } else {
+            cpu::setup_ap_vcpu(&vcpu, &own).map_err(kvm_err("set up a vCPU"))?;
+        }
+        vcpus.push(vcpu);
+    }
+    Ok(vcpus)
 }
 
 fn register_memory(vm: &VmFd, mem: &GuestMemoryMmap) -> Result<(), VmError> {
@@ -123,78 +229,4 @@ fn register_memory(vm: &VmFd, mem: &GuestMemoryMmap) -> Result<(), VmError> {
         unsafe { vm.set_user_memory_region(region) }.map_err(kvm_err("register memory"))?;
     }
     Ok(())
-}
-
-/// One vCPU's loop: port I/O to the bus, MMIO logged and ignored, stops mapped to a reason.
-fn run_vcpu<W: Write>(vcpu: &mut VcpuFd, bus: &mut PioBus<W>) -> ExitReason {
-    let mut unhandled_mmio = 0u64;
-    loop {
-        let exit = match vcpu.run() {
-            Ok(exit) => exit,
-            Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => continue,
-            Err(e) => return ExitReason::VmmError(format!("KVM_RUN failed: {e}")),
-        };
-        match exit {
-            VcpuExit::IoOut(port, data) => {
-                if bus.write(port, data) == PioAction::Reset {
-                    return ExitReason::Reset;
-                }
-            }
-            VcpuExit::IoIn(port, data) => bus.read(port, data),
-            VcpuExit::MmioRead(addr, data) => {
-                unhandled_mmio += 1;
-                log::debug!("unhandled MMIO read at {addr:#x}");
-                data.fill(0xff);
-            }
-            VcpuExit::MmioWrite(addr, _) => {
-                unhandled_mmio += 1;
-                log::debug!("unhandled MMIO write at {addr:#x}");
-            }
-            VcpuExit::Shutdown => return ExitReason::TripleFault,
-            VcpuExit::SystemEvent(kind, _) => return system_event(kind),
-            VcpuExit::Intr => {}
-            VcpuExit::Hlt => {
-                return ExitReason::VmmError("vCPU halted without an interrupt source".into());
-            }
-            VcpuExit::FailEntry(reason, cpu) => {
-                return ExitReason::VmmError(format!(
-                    "VM entry failed on vCPU {cpu}: hardware reason {reason:#x}"
-                ));
-            }
-            VcpuExit::InternalError => return ExitReason::VmmError("KVM internal error".into()),
-            other => {
-                return ExitReason::VmmError(format!(
-                    "unexpected vCPU exit {other:?} after {unhandled_mmio} unhandled MMIO accesses"
-                ));
-            }
-        }
-    }
-}
-
-fn system_event(kind: u32) -> ExitReason {
-    match kind {
-        KVM_SYSTEM_EVENT_SHUTDOWN => ExitReason::PowerOff,
-        KVM_SYSTEM_EVENT_RESET => ExitReason::Reset,
-        KVM_SYSTEM_EVENT_CRASH => ExitReason::VmmError("guest reported a crash".into()),
-        other => ExitReason::VmmError(format!("unknown system event {other}")),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn system_events_map_to_reasons() {
-        assert_eq!(
-            system_event(KVM_SYSTEM_EVENT_SHUTDOWN),
-            ExitReason::PowerOff
-        );
-        assert_eq!(system_event(KVM_SYSTEM_EVENT_RESET), ExitReason::Reset);
-        assert!(matches!(
-            system_event(KVM_SYSTEM_EVENT_CRASH),
-            ExitReason::VmmError(_)
-        ));
-        assert!(matches!(system_event(99), ExitReason::VmmError(_)));
-    }
 }
