@@ -489,7 +489,10 @@ fn full_vm_and_module_messages_fit_a_frame() {
             data,
         }),
     };
-    assert!(encode_message(&upload, &mut buf).is_ok(), "a full chunk fits");
+    assert!(
+        encode_message(&upload, &mut buf).is_ok(),
+        "a full chunk fits"
+    );
     let mut data = heapless::Vec::new();
     while data.push(0xffu8).is_ok() {}
     let console = ServerFrame {

@@ -91,5 +91,5 @@ mod store;
 
 pub use device::{MIN_DEVICE_BYTES, Probe, init_device, probe};
 pub use error::StoreError;
-pub use schema::{ClientKey, EVENT_CAPACITY, EventKind, EventRecord};
+pub use schema::{ClientKey, EVENT_CAPACITY, EventKind, EventRecord, ModuleRecord, VmRecord};
 pub use store::{Location, Store};

@@ -80,6 +80,28 @@ pub const VM_IMAGES: TableDefinition<&str, &[u8]> = TableDefinition::new("vm_ima
 /// issue.
 pub const VMS: TableDefinition<&str, &[u8]> = TableDefinition::new("vms");
 
+/// A stored module, as kept in [`MODULES`]: what clients see, and the chunks of its `.aqi`
+/// file in order (each a key of [`MODULE_CHUNKS`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModuleRecord {
+    /// Name, version, kind, SHA-256 and size of the whole file.
+    pub info: kaos_protocol::ModuleInfo,
+    /// SHA-256 of each chunk, in file order.
+    pub chunks: Vec<[u8; 32]>,
+}
+
+/// Bytes per chunk of a module in [`MODULE_CHUNKS`].
+pub const MODULE_CHUNK_BYTES: usize = 64 * 1024;
+
+/// A VM, as kept in [`VMS`]: its definition and whether it is meant to run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmRecord {
+    /// The definition.
+    pub spec: kaos_protocol::VmSpec,
+    /// Started (and to be started after every host boot) until stopped.
+    pub running: bool,
+}
+
 /// The bounded event log, sequence number → postcard [`EventRecord`].
 pub const EVENTS: TableDefinition<u64, &[u8]> = TableDefinition::new("events");
 

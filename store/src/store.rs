@@ -13,9 +13,45 @@ use crate::creation::FinishCreation;
 use crate::device::DeviceBackend;
 use crate::schema::{
     self, CLIENT_KEY_PREFIX, ClientKey, EVENT_CAPACITY, EVENTS, HOST_SETTINGS, KEY_HOST, KEYS,
-    META, META_NEXT_EVENT_SEQ,
+    META, META_NEXT_EVENT_SEQ, MODULE_CHUNK_BYTES, MODULE_CHUNKS, MODULES, ModuleRecord, VMS,
+    VmRecord,
 };
 use crate::{EventRecord, StoreError};
+use kaos_protocol::ModuleInfo;
+use sha2::{Digest as _, Sha256};
+
+/// Removes those of `chunks` that no module other than `except` still lists.
+fn drop_unreferenced(
+    txn: &redb::WriteTransaction,
+    chunks: &[[u8; 32]],
+    except: &str,
+) -> Result<(), StoreError> {
+    let mut keep = std::collections::HashSet::new();
+    {
+        let modules = txn.open_table(MODULES)?;
+        for entry in modules.iter()? {
+            let (name, bytes) = entry?;
+            if name.value() == except {
+                // Still listed when replaced: its new record is what counts.
+                if let Ok(record) = postcard::from_bytes::<ModuleRecord>(bytes.value()) {
+                    keep.extend(record.chunks);
+                }
+                continue;
+            }
+            let record: ModuleRecord = postcard::from_bytes(bytes.value()).map_err(|error| {
+                StoreError::Corrupt(format!("module {}: {error}", name.value()))
+            })?;
+            keep.extend(record.chunks);
+        }
+    }
+    let mut table = txn.open_table(MODULE_CHUNKS)?;
+    for hash in chunks {
+        if !keep.contains(hash) {
+            table.remove(hash)?;
+        }
+    }
+    Ok(())
+}
 
 /// redb's page cache. The whole configuration is a few MiB; PID 1 should not hold 1 GiB (redb's
 /// default ceiling).
@@ -244,6 +280,136 @@ impl Store {
             .open_table(KEYS)?
             .remove(format!("{CLIENT_KEY_PREFIX}{name}").as_str())?
             .is_some();
+        txn.commit()?;
+        Ok(existed)
+    }
+
+    /// Every stored module, sorted by name.
+    pub fn modules(&self) -> Result<Vec<(String, ModuleRecord)>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(MODULES)?;
+        let mut modules = Vec::new();
+        for entry in table.iter()? {
+            let (name, bytes) = entry?;
+            let name = name.value().to_owned();
+            let record = postcard::from_bytes(bytes.value())
+                .map_err(|error| StoreError::Corrupt(format!("module {name}: {error}")))?;
+            modules.push((name, record));
+        }
+        Ok(modules)
+    }
+
+    /// Stores module `record.info.name` with the file `bytes` (replacing a module of that name),
+    /// all in one durable transaction. Chunks are content-addressed, so versions share them.
+    pub fn put_module(&self, record: &ModuleInfo, bytes: &[u8]) -> Result<(), StoreError> {
+        let name = record.name.as_str();
+        let previous = self.module_record(name)?;
+        let txn = self.begin_durable_write()?;
+        let mut chunks = Vec::new();
+        {
+            let mut table = txn.open_table(MODULE_CHUNKS)?;
+            for chunk in bytes.chunks(MODULE_CHUNK_BYTES) {
+                let hash: [u8; 32] = Sha256::digest(chunk).into();
+                if table.get(hash)?.is_none() {
+                    table.insert(hash, chunk)?;
+                }
+                chunks.push(hash);
+            }
+        }
+        let stored = ModuleRecord {
+            info: record.clone(),
+            chunks,
+        };
+        let encoded = postcard::to_allocvec(&stored)
+            .map_err(|error| StoreError::Database(format!("encoding module {name}: {error}")))?;
+        txn.open_table(MODULES)?.insert(name, encoded.as_slice())?;
+        if let Some(old) = previous {
+            drop_unreferenced(&txn, &old.chunks, name)?;
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    fn module_record(&self, name: &str) -> Result<Option<ModuleRecord>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(MODULES)?;
+        let Some(bytes) = table.get(name)? else {
+            return Ok(None);
+        };
+        postcard::from_bytes(bytes.value())
+            .map(Some)
+            .map_err(|error| StoreError::Corrupt(format!("module {name}: {error}")))
+    }
+
+    /// The `.aqi` file of module `name`, reassembled and checked chunk by chunk and whole.
+    pub fn module_bytes(&self, name: &str) -> Result<Option<(ModuleInfo, Vec<u8>)>, StoreError> {
+        let Some(record) = self.module_record(name)? else {
+            return Ok(None);
+        };
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(MODULE_CHUNKS)?;
+        let mut bytes = Vec::with_capacity(usize::try_from(record.info.size).unwrap_or(0));
+        for hash in &record.chunks {
+            let chunk = table
+                .get(hash)?
+                .ok_or_else(|| StoreError::Corrupt(format!("module {name}: a chunk is missing")))?;
+            if <[u8; 32]>::from(Sha256::digest(chunk.value())) != *hash {
+                return Err(StoreError::Corrupt(format!(
+                    "module {name}: a chunk is damaged"
+                )));
+            }
+            bytes.extend_from_slice(chunk.value());
+        }
+        if <[u8; 32]>::from(Sha256::digest(&bytes)) != record.info.sha256 {
+            return Err(StoreError::Corrupt(format!(
+                "module {name}: its SHA-256 does not match"
+            )));
+        }
+        Ok(Some((record.info, bytes)))
+    }
+
+    /// Deletes module `name` and the chunks no other module uses; returns whether it existed.
+    pub fn remove_module(&self, name: &str) -> Result<bool, StoreError> {
+        let Some(old) = self.module_record(name)? else {
+            return Ok(false);
+        };
+        let txn = self.begin_durable_write()?;
+        txn.open_table(MODULES)?.remove(name)?;
+        drop_unreferenced(&txn, &old.chunks, name)?;
+        txn.commit()?;
+        Ok(true)
+    }
+
+    /// Every VM, sorted by name.
+    pub fn vms(&self) -> Result<Vec<(String, VmRecord)>, StoreError> {
+        let txn = self.db.begin_read()?;
+        let table = txn.open_table(VMS)?;
+        let mut vms = Vec::new();
+        for entry in table.iter()? {
+            let (name, bytes) = entry?;
+            let name = name.value().to_owned();
+            let record = postcard::from_bytes(bytes.value())
+                .map_err(|error| StoreError::Corrupt(format!("VM {name}: {error}")))?;
+            vms.push((name, record));
+        }
+        Ok(vms)
+    }
+
+    /// Creates or replaces VM `record.spec.name`; durable when it returns `Ok`.
+    pub fn put_vm(&self, record: &VmRecord) -> Result<(), StoreError> {
+        let name = record.spec.name.as_str();
+        let bytes = postcard::to_allocvec(record)
+            .map_err(|error| StoreError::Database(format!("encoding VM {name}: {error}")))?;
+        let txn = self.begin_durable_write()?;
+        txn.open_table(VMS)?.insert(name, bytes.as_slice())?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    /// Deletes VM `name`; returns whether it existed. Durable when it returns `Ok`.
+    pub fn remove_vm(&self, name: &str) -> Result<bool, StoreError> {
+        let txn = self.begin_durable_write()?;
+        let existed = txn.open_table(VMS)?.remove(name)?.is_some();
         txn.commit()?;
         Ok(existed)
     }

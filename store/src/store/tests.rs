@@ -162,3 +162,88 @@ fn keys_round_trip_and_survive_a_reopen() -> Result<(), StoreError> {
     assert_eq!(store.client_keys()?, [("alice".to_owned(), alice)]);
     Ok(())
 }
+
+fn module_info(name: &str, bytes: &[u8]) -> kaos_protocol::ModuleInfo {
+    use sha2::Digest as _;
+    kaos_protocol::ModuleInfo {
+        name: kaos_protocol::truncated(name),
+        version: kaos_protocol::truncated("1"),
+        kind: kaos_protocol::ModuleKind::Platform,
+        sha256: sha2::Sha256::digest(bytes).into(),
+        size: bytes.len() as u64,
+    }
+}
+
+#[test]
+fn modules_roundtrip_share_chunks_and_free_them() -> Result<(), StoreError> {
+    let store = Store::memory();
+    // Three chunks; the second module shares the first two.
+    let a: Vec<u8> = (0..150_000u32).map(|i| (i % 251) as u8).collect();
+    let mut b = a[..2 * 65536].to_vec();
+    b.extend_from_slice(b"other tail");
+    store.put_module(&module_info("alpha", &a), &a)?;
+    store.put_module(&module_info("beta", &b), &b)?;
+    let listed: Vec<String> = store.modules()?.into_iter().map(|(n, _)| n).collect();
+    assert_eq!(listed, ["alpha", "beta"]);
+    assert_eq!(
+        store.module_bytes("alpha")?.map(|(_, bytes)| bytes),
+        Some(a)
+    );
+    assert!(store.remove_module("alpha")?);
+    assert!(!store.remove_module("alpha")?);
+    assert_eq!(store.module_bytes("alpha")?, None);
+    // The shared chunks survived the removal of alpha.
+    assert_eq!(
+        store.module_bytes("beta")?.map(|(_, bytes)| bytes),
+        Some(b.clone())
+    );
+    // Replacing beta with other contents frees its old chunks.
+    let c = b"small".to_vec();
+    store.put_module(&module_info("beta", &c), &c)?;
+    assert_eq!(store.module_bytes("beta")?.map(|(_, bytes)| bytes), Some(c));
+    let txn = store.database().begin_read()?;
+    let chunks = txn.open_table(schema::MODULE_CHUNKS)?;
+    assert_eq!(chunks.len()?, 1, "only the new chunk is left");
+    Ok(())
+}
+
+#[test]
+fn a_damaged_module_is_reported_not_returned() -> Result<(), StoreError> {
+    let store = Store::memory();
+    let a = vec![7u8; 1000];
+    store.put_module(&module_info("alpha", &a), &a)?;
+    let hash: [u8; 32] = {
+        use sha2::Digest as _;
+        sha2::Sha256::digest(&a).into()
+    };
+    let txn = store.database().begin_write()?;
+    txn.open_table(schema::MODULE_CHUNKS)?
+        .insert(hash, b"tampered".as_slice())?;
+    txn.commit()?;
+    assert!(matches!(
+        store.module_bytes("alpha"),
+        Err(StoreError::Corrupt(_))
+    ));
+    Ok(())
+}
+
+#[test]
+fn vms_roundtrip() -> Result<(), StoreError> {
+    let store = Store::memory();
+    let record = VmRecord {
+        spec: kaos_protocol::VmSpec {
+            name: kaos_protocol::truncated("web-1"),
+            vcpus: 2,
+            memory_mib: 128,
+            cmdline: kaos_protocol::truncated("quiet"),
+            platform: kaos_protocol::truncated("vkaos"),
+            restart: kaos_protocol::RestartPolicy::OnFailure,
+        },
+        running: true,
+    };
+    store.put_vm(&record)?;
+    assert_eq!(store.vms()?, vec![("web-1".to_owned(), record)]);
+    assert!(store.remove_vm("web-1")?);
+    assert!(store.vms()?.is_empty());
+    Ok(())
+}
