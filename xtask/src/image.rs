@@ -1,7 +1,10 @@
 //! `cargo xtask image`: static kattach + cached kernel build = one bootable bzImage, optionally
 //! with client keys built in (`--authorize PATH.pub[:ROLE]`, the image's
-//! `/etc/kaos/authorized_keys`).
+//! `/etc/kaos/authorized_keys`). A guest profile (`#kind guest`, e.g. `vkaos-x86_64`) builds
+//! the vKaOS platform module instead: the guest kernel alone, packed as
+//! `target/kaos/vkaos-<release>.aqi` ([`build_platform_module`]).
 
+use crate::kconfig::ProfileKind;
 use crate::{deps, initramfs, kattach, kernel, paths, sha256};
 use anyhow::{Context as _, Result, bail, ensure};
 use kaos_protocol::keys::{PublicKey, SECRET_TAG};
@@ -13,6 +16,12 @@ use std::time::Instant;
 
 /// The default kernel profile.
 pub const DEFAULT_PROFILE: &str = "qemu-x86_64";
+
+/// The guest profile: the vKaOS platform module's kernel.
+pub const VKAOS_PROFILE: &str = "vkaos-x86_64";
+
+/// The manifest name of the platform module a guest profile builds.
+pub const PLATFORM_NAME: &str = "vkaos";
 
 /// Debian packages `build_image` needs.
 pub const IMAGE_PACKAGES: &[&str] = kernel::BUILD_PACKAGES;
@@ -235,7 +244,12 @@ pub fn build_authorized_image(
 ) -> Result<ImageInfo> {
     let started = Instant::now();
     // Validate the profile and keys before any slow step.
-    kernel::profile_path(profile)?;
+    if kernel::profile_kind(profile)? == ProfileKind::Guest {
+        bail!(
+            "{profile} is a guest profile: `cargo xtask image --profile {profile}` builds its \
+             platform module; it is not a host image to boot or run"
+        );
+    }
     let keys_text = authorized_keys_text(keys)?;
     deps::ensure_packages(IMAGE_PACKAGES)?;
     let kattach = kattach::build_static()?;
@@ -259,6 +273,125 @@ pub fn build_authorized_image(
         kernel_rebuilt: kb.rebuilt,
         authorized: keys.to_vec(),
     })
+}
+
+/// What [`build_platform_module`] produced.
+#[derive(Debug, Clone)]
+pub struct ModuleInfo {
+    /// The platform module (`.aqi`).
+    pub module: PathBuf,
+    /// Its size in bytes.
+    pub module_size: u64,
+    /// Its identity: SHA-256 of the file, hex.
+    pub sha256: String,
+    /// The manifest's version: kernel release + `+` + 8 hex digits of the config hash.
+    pub version: String,
+    /// The kernel's release string.
+    pub kernel_release: String,
+    /// The bzImage inside the module, in bytes.
+    pub kernel_size: u64,
+    /// The kernel build tree in the cache.
+    pub kernel_build_dir: PathBuf,
+    /// Whether the kernel was (re)built by `make` this time.
+    pub kernel_rebuilt: bool,
+}
+
+impl fmt::Display for ModuleInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "module:  {} ({} bytes, {:.2} MiB)",
+            self.module.display(),
+            self.module_size,
+            mib(self.module_size)
+        )?;
+        writeln!(f, "sha256:  {}", self.sha256)?;
+        writeln!(
+            f,
+            "content: platform {PLATFORM_NAME} {} (kernel {})",
+            self.version, self.kernel_release
+        )?;
+        write!(
+            f,
+            "kernel:  bzImage {} bytes ({:.2} MiB), build tree {}",
+            self.kernel_size,
+            mib(self.kernel_size),
+            self.kernel_build_dir.display()
+        )
+    }
+}
+
+/// Default path of a platform module: `<workspace>/target/kaos/vkaos-<release>.aqi`.
+pub fn default_module_path(kernel_release: &str) -> PathBuf {
+    default_image_path("x").with_file_name(format!("{PLATFORM_NAME}-{kernel_release}.aqi"))
+}
+
+/// Builds the guest kernel of `profile` (a `#kind guest` profile, no built-in initramfs) and
+/// packs it as the platform module `vkaos` at `out` (default: [`default_module_path`]). The
+/// module is read back through `kaos_module::parse` before it is written.
+pub fn build_platform_module(profile: &str, out: Option<PathBuf>) -> Result<ModuleInfo> {
+    let started = Instant::now();
+    if kernel::profile_kind(profile)? != ProfileKind::Guest {
+        bail!(
+            "{profile} is a host profile: it builds a host image; platform modules come from \
+             guest profiles (`#kind guest`, e.g. {VKAOS_PROFILE})"
+        );
+    }
+    deps::ensure_packages(IMAGE_PACKAGES)?;
+    let kb = kernel::build_guest(profile)?;
+    let release = kb.kernel_release()?;
+    let kernel =
+        fs::read(&kb.bzimage).with_context(|| format!("reading {}", kb.bzimage.display()))?;
+    let short_hash = kb.config_hash.get(..8).unwrap_or(&kb.config_hash);
+    let version = format!("{release}+{short_hash}");
+    let aqi = kaos_module::pack_platform(PLATFORM_NAME, &version, &release, &kernel)?;
+    verify_platform_module(&aqi, &kernel, &version, &release)?;
+
+    let module = out.unwrap_or_else(|| default_module_path(&release));
+    write_atomically(&module, &aqi)?;
+    eprintln!("[module] done in {:.1}s", started.elapsed().as_secs_f64());
+    Ok(ModuleInfo {
+        module_size: aqi.len() as u64,
+        sha256: kaos_module::sha256_hex(&aqi),
+        module,
+        version,
+        kernel_release: release,
+        kernel_size: kernel.len() as u64,
+        kernel_build_dir: kb.build_dir.clone(),
+        kernel_rebuilt: kb.rebuilt,
+    })
+}
+
+/// Reads `aqi` back as a host would and checks it holds exactly what was packed.
+fn verify_platform_module(aqi: &[u8], kernel: &[u8], version: &str, release: &str) -> Result<()> {
+    let parsed = kaos_module::parse(aqi, &kaos_module::Limits::PLATFORM)
+        .context("reading the platform module back")?;
+    let m = &parsed.manifest;
+    let platform = match &m.kind {
+        kaos_module::manifest::Kind::Platform(p) => p,
+        kaos_module::manifest::Kind::App(_) => bail!("packed a platform module, read an app"),
+    };
+    ensure!(
+        m.name == PLATFORM_NAME && m.version == version && platform.kernel_release == release,
+        "the platform module's manifest reads back as {m:?}"
+    );
+    ensure!(
+        parsed.kernel() == Some(kernel),
+        "the platform module's kernel is not the bzImage that was built"
+    );
+    Ok(())
+}
+
+fn write_atomically(to: &Path, bytes: &[u8]) -> Result<()> {
+    if let Some(dir) = to.parent().filter(|d| !d.as_os_str().is_empty()) {
+        fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let mut tmp = to.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
+    fs::rename(&tmp, to).with_context(|| format!("renaming to {}", to.display()))?;
+    Ok(())
 }
 
 /// Checks the initramfs kbuild linked into this build (while the build tree is locked).

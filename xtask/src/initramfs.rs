@@ -7,6 +7,8 @@ use anyhow::{Context as _, Result, bail, ensure};
 use std::collections::BTreeSet;
 use std::path::Path;
 
+use kaos_module::cpio::{self, FileKind, Policy, Reader};
+
 use crate::elf;
 
 /// Where the image's authorised client keys are (read by kattach at boot).
@@ -53,62 +55,12 @@ fn source_path(path: &Path) -> Result<&str> {
     Ok(text)
 }
 
-/// One member of a `newc` cpio archive.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Entry {
-    /// Path without the leading `/`, as stored (`init`, `dev/console`).
-    pub name: String,
-    /// `st_mode`: file type and permissions.
-    pub mode: u32,
-    /// The contents (regular files; empty for the rest).
-    pub data: Vec<u8>,
-}
-
-const S_IFMT: u32 = 0o170_000;
-const S_IFREG: u32 = 0o100_000;
-const NEWC_HEADER: usize = 110;
-
-impl Entry {
-    /// True for a regular file.
-    pub fn is_file(&self) -> bool {
-        self.mode & S_IFMT == S_IFREG
-    }
-}
-
-/// Parses a `newc` (`070701`) archive up to its `TRAILER!!!`.
-pub fn parse_newc(bytes: &[u8]) -> Result<Vec<Entry>> {
-    let mut entries = Vec::new();
-    let mut off = 0;
-    loop {
-        let header = bytes
-            .get(off..off + NEWC_HEADER)
-            .context("cpio archive truncated (no TRAILER!!!)")?;
-        ensure!(&header[..6] == b"070701", "not a newc cpio header at {off}");
-        let field = |i: usize| -> Result<usize> {
-            let hex = std::str::from_utf8(&header[6 + 8 * i..14 + 8 * i])?;
-            Ok(usize::from_str_radix(hex, 16)?)
-        };
-        let (mode, size, namesize) = (field(1)?, field(6)?, field(11)?);
-        let name_at = off + NEWC_HEADER;
-        let name = bytes
-            .get(name_at..name_at + namesize)
-            .and_then(|n| n.strip_suffix(b"\0"))
-            .context("cpio name truncated or not NUL-terminated")?;
-        let name = String::from_utf8(name.to_vec()).context("cpio name is not UTF-8")?;
-        let data_at = (name_at + namesize).next_multiple_of(4);
-        let data = bytes
-            .get(data_at..data_at + size)
-            .context("cpio file data truncated")?;
-        off = (data_at + size).next_multiple_of(4);
-        if name == "TRAILER!!!" {
-            return Ok(entries);
-        }
-        entries.push(Entry {
-            name,
-            mode: u32::try_from(mode).context("cpio mode out of range")?,
-            data: data.to_vec(),
-        });
-    }
+/// Reads the `newc` archive kbuild made, up to its `TRAILER!!!`, with the bounded reader the
+/// host uses for modules (device nodes allowed: `/dev/console`, `/dev/null`).
+pub fn parse_newc(bytes: &[u8]) -> Result<Vec<cpio::Entry<'_>>> {
+    Reader::new(bytes, Policy::INITRAMFS)
+        .collect::<Result<Vec<_>, _>>()
+        .context("reading the initramfs archive")
 }
 
 /// The paths a list file asks for, without the leading `/`.
@@ -125,7 +77,7 @@ fn listed_paths(list: &str) -> BTreeSet<String> {
 /// [`AUTHORIZED_KEYS`], which must hold exactly `authorized_keys` and must not be an ELF.
 pub fn verify(archive: &[u8], list: &str, authorized_keys: Option<&[u8]>) -> Result<()> {
     let entries = parse_newc(archive)?;
-    let found: BTreeSet<String> = entries.iter().map(|e| e.name.clone()).collect();
+    let found: BTreeSet<String> = entries.iter().map(|e| e.name.to_owned()).collect();
     let wanted = listed_paths(list);
     ensure!(
         found == wanted && found.len() == entries.len(),
@@ -133,12 +85,12 @@ pub fn verify(archive: &[u8], list: &str, authorized_keys: Option<&[u8]>) -> Res
     );
     let keys_name = AUTHORIZED_KEYS.trim_start_matches('/');
     let mut programs = 0;
-    for e in entries.iter().filter(|e| e.is_file()) {
-        match e.name.as_str() {
+    for e in entries.iter().filter(|e| e.kind == FileKind::File) {
+        match e.name {
             "init" => {
                 programs += 1;
                 ensure!(
-                    elf::linkage(&e.data).context("/init")? == elf::Linkage::Static,
+                    elf::linkage(e.data).context("/init")? == elf::Linkage::Static,
                     "/init in the initramfs is not static"
                 );
             }
@@ -148,7 +100,7 @@ pub fn verify(archive: &[u8], list: &str, authorized_keys: Option<&[u8]>) -> Res
                     "{AUTHORIZED_KEYS} in the initramfs is an ELF binary"
                 );
                 ensure!(
-                    Some(e.data.as_slice()) == authorized_keys,
+                    Some(e.data) == authorized_keys,
                     "{AUTHORIZED_KEYS} in the initramfs is not the key list asked for"
                 );
             }
@@ -211,37 +163,19 @@ mod tests {
         assert!(list(Path::new(INIT), Some(Path::new("keys"))).is_err());
     }
 
-    /// A newc archive of `(name, mode, data)`.
+    /// A newc archive of `(name, mode, data)`: directories, character devices (1:3) and files.
     fn cpio(members: &[(&str, u32, &[u8])]) -> Vec<u8> {
-        let mut out = Vec::new();
-        let trailer = ("TRAILER!!!", 0, &b""[..]);
-        for (name, mode, data) in members.iter().chain([&trailer]) {
-            let fields = [
-                0,
-                *mode as usize,
-                0,
-                0,
-                1,
-                0,
-                data.len(),
-                0,
-                0,
-                0,
-                0,
-                name.len() + 1,
-                0,
-            ];
-            out.extend_from_slice(b"070701");
-            for f in fields {
-                out.extend_from_slice(format!("{f:08X}").as_bytes());
+        let mut w = cpio::Writer::new();
+        for (name, mode, data) in members {
+            let perm = mode & 0o7777;
+            match mode & 0o170_000 {
+                0o040_000 => w.dir(name, perm),
+                0o020_000 => w.char_device(name, perm, 1, 3),
+                _ => w.file(name, perm, data),
             }
-            out.extend_from_slice(name.as_bytes());
-            out.push(0);
-            out.resize(out.len().next_multiple_of(4), 0);
-            out.extend_from_slice(data);
-            out.resize(out.len().next_multiple_of(4), 0);
+            .expect("valid entry");
         }
-        out
+        w.finish()
     }
 
     /// A minimal static x86-64 ELF: header and one PT_LOAD.

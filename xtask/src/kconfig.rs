@@ -6,6 +6,10 @@
 //! errors). To Kconfig and `merge_config.sh` the directive is just a comment; xtask resolves it
 //! ([`resolve_profile`]) and hands the files to `merge_config.sh` in merge order.
 //!
+//! A profile may also say what it builds with one `#kind host` or `#kind guest` line at its top
+//! ([`ProfileKind`]; default `host`). Only the profile itself may say it, not a file it includes:
+//! the kind decides what xtask wraps around the kernel, which is a property of the profile.
+//!
 //! `merge_config.sh` + `olddefconfig` silently drop settings whose dependencies are not met, so
 //! after configuring we check that every line of every fragment survived ([`verify_layers`]).
 
@@ -47,6 +51,10 @@ pub enum ParseErrorKind {
     IncludeAfterSetting,
     /// `#include` in a fragment that cannot have includes (xtask's generated one).
     IncludeNotAllowed,
+    /// `#kind` with anything but `host` or `guest`, twice, or after the first setting.
+    Kind,
+    /// `#kind` in a file that is included, not built.
+    KindNotAllowed,
 }
 
 impl fmt::Display for ParseError {
@@ -65,16 +73,43 @@ impl fmt::Display for ParseError {
                  first)"
             }
             ParseErrorKind::IncludeNotAllowed => "this fragment cannot include others",
+            ParseErrorKind::Kind => {
+                "expected one `#kind host` or `#kind guest` line, before the first setting"
+            }
+            ParseErrorKind::KindNotAllowed => {
+                "only the profile that is built may say its `#kind`, not a file it includes"
+            }
         };
         write!(f, "line {}: {expected}, got `{}`", self.line, self.text)
     }
 }
 
-/// `Some(argument)` when `line` is an `#include` directive (`#include`, then whitespace or the
-/// end of the line).
-fn include_argument(line: &str) -> Option<&str> {
-    let rest = line.trim_start().strip_prefix("#include")?;
+/// `Some(argument)` when `line` is the directive `#<word>` (then whitespace or the end of the
+/// line).
+fn directive<'a>(line: &'a str, word: &str) -> Option<&'a str> {
+    let rest = line.trim_start().strip_prefix('#')?.strip_prefix(word)?;
     (rest.is_empty() || rest.starts_with(char::is_whitespace)).then(|| rest.trim())
+}
+
+/// What a profile builds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ProfileKind {
+    /// A host image: the kernel with kattach as its built-in initramfs (`kaos-<profile>.bzImage`).
+    #[default]
+    Host,
+    /// A vKaOS guest platform: the kernel alone, without a built-in initramfs (the VMM hands the
+    /// guest its initrd), packed as a platform module (`vkaos-<release>.aqi`).
+    Guest,
+}
+
+impl ProfileKind {
+    fn parse(word: &str) -> Option<Self> {
+        match word {
+            "host" => Some(Self::Host),
+            "guest" => Some(Self::Guest),
+            _ => None,
+        }
+    }
 }
 
 /// An `#include` directive of a fragment.
@@ -86,9 +121,11 @@ pub struct Include {
     pub line: usize,
 }
 
-/// A parsed fragment file: its includes (all before its first setting) and its settings.
+/// A parsed fragment file: its kind and includes (all before its first setting) and its settings.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Parsed {
+    /// The `#kind` directive and its line, if the file has one.
+    pub kind: Option<(ProfileKind, usize)>,
     /// `#include` directives, in order.
     pub includes: Vec<Include>,
     /// Settings, in order.
@@ -111,9 +148,9 @@ fn is_symbol(s: &str) -> bool {
     !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
 }
 
-/// Parses a fragment: `#include <name>.config` lines (only before the first setting, one plain
-/// file name each), `CONFIG_X=value`, `CONFIG_X=n` / `# CONFIG_X is not set`, comments and blank
-/// lines.
+/// Parses a fragment: `#kind host|guest` (once) and `#include <name>.config` lines (only before
+/// the first setting, one plain file name each), `CONFIG_X=value`, `CONFIG_X=n` /
+/// `# CONFIG_X is not set`, comments and blank lines.
 pub fn parse(text: &str) -> Result<Parsed, ParseError> {
     let mut out = Parsed::default();
     for (idx, raw) in text.lines().enumerate() {
@@ -124,7 +161,14 @@ pub fn parse(text: &str) -> Result<Parsed, ParseError> {
             text: raw.to_owned(),
             kind,
         };
-        if let Some(file) = include_argument(trimmed) {
+        if let Some(word) = directive(trimmed, "kind") {
+            let kind = ProfileKind::parse(word)
+                .filter(|_| out.kind.is_none() && out.settings.is_empty())
+                .ok_or_else(|| err(ParseErrorKind::Kind))?;
+            out.kind = Some((kind, line));
+            continue;
+        }
+        if let Some(file) = directive(trimmed, "include") {
             if !out.settings.is_empty() {
                 return Err(err(ParseErrorKind::IncludeAfterSetting));
             }
@@ -176,6 +220,13 @@ pub fn parse(text: &str) -> Result<Parsed, ParseError> {
 /// Parses a fragment that must not include others (xtask's generated recipe fragment, tests).
 pub fn parse_fragment(text: &str) -> Result<Vec<Setting>, ParseError> {
     let parsed = parse(text)?;
+    if let Some((_, line)) = parsed.kind {
+        return Err(ParseError {
+            line,
+            text: text.lines().nth(line - 1).unwrap_or_default().to_owned(),
+            kind: ParseErrorKind::KindNotAllowed,
+        });
+    }
     if let Some(inc) = parsed.includes.first() {
         return Err(ParseError {
             line: inc.line,
@@ -277,6 +328,16 @@ pub fn resolve_profile(
                 path: path.to_owned(),
                 error,
             })?;
+            if let (Some((_, line)), Some(_)) = (parsed.kind, from) {
+                return Err(IncludeError::Parse {
+                    path: path.to_owned(),
+                    error: ParseError {
+                        line,
+                        text: text.lines().nth(line - 1).unwrap_or_default().to_owned(),
+                        kind: ParseErrorKind::KindNotAllowed,
+                    },
+                });
+            }
             let dir = path.parent().unwrap_or(Path::new(""));
             self.stack.push(path.to_owned());
             for inc in &parsed.includes {
@@ -547,6 +608,54 @@ CONFIG_A=y
                 .kind,
             ParseErrorKind::IncludeNotAllowed
         );
+    }
+
+    #[test]
+    fn kind_is_one_directive_at_the_top() {
+        let kind = |t: &str| parse(t).map(|p| p.kind);
+        assert_eq!(kind("CONFIG_A=y\n"), Ok(None));
+        assert_eq!(
+            kind("# guest\n#kind guest\nCONFIG_A=y\n"),
+            Ok(Some((ProfileKind::Guest, 2)))
+        );
+        assert_eq!(kind("#kind host\n"), Ok(Some((ProfileKind::Host, 1))));
+        let bad = |t: &str| parse(t).expect_err("invalid").kind;
+        for t in [
+            "#kind",
+            "#kind vm",
+            "#kind guest host",
+            "#kind guest\n#kind guest\n",
+            "CONFIG_A=y\n#kind guest\n",
+        ] {
+            assert_eq!(bad(t), ParseErrorKind::Kind, "{t}");
+        }
+        // Not directives: ordinary comments.
+        assert_eq!(kind("#kindly\n# kind guest\n"), Ok(None));
+        assert_eq!(
+            parse_fragment("#kind guest\nCONFIG_A=y\n")
+                .expect_err("not in a fragment")
+                .kind,
+            ParseErrorKind::KindNotAllowed
+        );
+    }
+
+    #[test]
+    fn only_the_built_profile_says_its_kind() {
+        let fs = [
+            ("base.config", "#kind guest\nCONFIG_A=y\n"),
+            ("p.config", "#include base.config\n"),
+        ];
+        let e = resolve_profile(Path::new("/p/p.config"), &mut files(&fs)).expect_err("kind");
+        assert!(
+            e.to_string()
+                .starts_with("/p/base.config: line 1: only the profile"),
+            "{e}"
+        );
+        let fs = [
+            ("base.config", "CONFIG_A=y\n"),
+            ("p.config", "#kind guest\n#include base.config\n"),
+        ];
+        resolve_profile(Path::new("/p/p.config"), &mut files(&fs)).expect("fine");
     }
 
     fn files<'a>(

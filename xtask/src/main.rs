@@ -3,6 +3,7 @@
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use xtask::image;
+use xtask::kconfig::ProfileKind;
 use xtask::run::AccelChoice;
 
 #[derive(Debug, Parser)]
@@ -15,13 +16,15 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Cmd {
     /// Build the bootable host image: kernel (profile fragment over tinyconfig) with a built-in
-    /// initramfs holding only the static kattach as /init (and the keys of --authorize).
+    /// initramfs holding only the static kattach as /init (and the keys of --authorize). A
+    /// guest profile (vkaos-x86_64) builds the vKaOS platform module instead.
     Image {
         /// Kernel profile: a fragment in kernel/profiles/<PROFILE>.config.
         #[arg(long, default_value = image::DEFAULT_PROFILE)]
         profile: String,
         /// Where to write the image [default: target/kaos/kaos-<PROFILE>.bzImage, with keys
-        /// target/kaos/kaos-<PROFILE>-auth-<HASH>.bzImage].
+        /// target/kaos/kaos-<PROFILE>-auth-<HASH>.bzImage; for a guest profile
+        /// target/kaos/vkaos-<KERNEL RELEASE>.aqi].
         #[arg(long)]
         out: Option<PathBuf>,
         /// Build in a client key: a public key file (`kaosctl key generate` writes
@@ -74,6 +77,18 @@ enum Cmd {
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
+        Cmd::Image {
+            profile,
+            out,
+            authorize,
+        } if xtask::kernel::profile_kind(&profile)? == ProfileKind::Guest => {
+            if !authorize.is_empty() {
+                anyhow::bail!(
+                    "--authorize: {profile} is a guest profile; a platform module holds no keys"
+                );
+            }
+            println!("{}", image::build_platform_module(&profile, out)?);
+        }
         Cmd::Image {
             profile,
             out,
