@@ -15,6 +15,7 @@ mod buttons;
 mod cmdline;
 mod config;
 mod early;
+mod guest;
 mod host;
 mod logger;
 mod mgmt;
@@ -36,6 +37,9 @@ usage: kattach                       (as PID 1: the KaOS host init)
 
 fn main() {
     let init_exec_ms = u32::try_from(host::boot_ms()).unwrap_or(u32::MAX);
+    if rustix::process::getpid().is_init() && guest::requested() {
+        guest::main()
+    }
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().is_some_and(|a| a == "vmm") {
         vmm_role::main(&args[1..])
