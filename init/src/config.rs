@@ -11,10 +11,10 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use kaos_protocol::{
-    DiskInfo, DiskState, ErrorCode, ErrorReply, EventEntry, EventKind, StoreMode, StoreReport,
-    truncated,
+    DiskInfo, DiskState, ErrorCode, ErrorReply, EventEntry, EventKind, ModuleInfo, StoreMode,
+    StoreReport, truncated,
 };
-use kaos_store::{ClientKey, EventRecord, Location, Probe, Store, StoreError};
+use kaos_store::{ClientKey, EventRecord, Location, Probe, Store, StoreError, VmRecord};
 
 /// A request the store refused: a stable code and a message for the client.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -255,6 +255,13 @@ impl Config {
         }
     }
 
+    /// Wakes the endpoint's streams (new console output, a VM changed state).
+    pub fn wake_streams(&self) {
+        if let Some(wake) = &self.wake {
+            let _ = rustix::io::write(wake, &1u64.to_ne_bytes());
+        }
+    }
+
     /// Records an event.
     pub fn record(&self, kind: EventKind, message: &str) {
         self.record_locked(&mut self.lock(), kind, message);
@@ -365,6 +372,68 @@ impl Config {
         Ok(())
     }
 
+    /// Every stored module.
+    pub fn modules(&self) -> Vec<ModuleInfo> {
+        let modules = self.lock().store.modules();
+        modules
+            .map_err(|e| log::error!("reading modules: {e}"))
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(_, record)| record.info)
+            .collect()
+    }
+
+    /// The `.aqi` file of module `name`, checked against its SHA-256.
+    pub fn module_bytes(&self, name: &str) -> Result<Option<(ModuleInfo, Vec<u8>)>, Refusal> {
+        self.lock()
+            .store
+            .module_bytes(name)
+            .map_err(|e| Refusal::new(ErrorCode::StoreFailed, format!("module {name}: {e}")))
+    }
+
+    /// Stores a module (durably), recording the change.
+    pub fn put_module(&self, info: &ModuleInfo, bytes: &[u8]) -> Result<(), Refusal> {
+        self.write(|store| store.put_module(info, bytes))?;
+        self.record(
+            EventKind::ModuleChanged,
+            &format!(
+                "stored {} module {} {} ({} bytes)",
+                info.kind.as_str(),
+                info.name,
+                info.version,
+                info.size
+            ),
+        );
+        Ok(())
+    }
+
+    /// Deletes a module (durably), recording the change.
+    pub fn remove_module(&self, name: &str) -> Result<(), Refusal> {
+        self.write(|store| store.remove_module(name).map(drop))?;
+        self.record(EventKind::ModuleChanged, &format!("removed module {name}"));
+        Ok(())
+    }
+
+    /// Every stored VM.
+    pub fn vms(&self) -> Vec<VmRecord> {
+        let vms = self.lock().store.vms();
+        vms.map_err(|e| log::error!("reading VMs: {e}"))
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(_, record)| record)
+            .collect()
+    }
+
+    /// Creates or replaces a VM record (durably).
+    pub fn put_vm(&self, record: &VmRecord) -> Result<(), Refusal> {
+        self.write(|store| store.put_vm(record))
+    }
+
+    /// Deletes a VM record (durably).
+    pub fn remove_vm(&self, name: &str) -> Result<(), Refusal> {
+        self.write(|store| store.remove_vm(name).map(drop))
+    }
+
     /// Runs one durable write; on failure the host degrades to memory, where the write is
     /// then made, and the caller is told.
     fn write(&self, op: impl Fn(&Store) -> Result<(), StoreError>) -> Result<(), Refusal> {
@@ -451,6 +520,22 @@ fn carry_over(from: &Store, to: &Store) {
         for (name, key) in keys {
             if !existing.iter().any(|(n, _)| *n == name) {
                 let _ = to.put_client_key(&name, &key);
+            }
+        }
+    }
+    if let (Ok(vms), Ok(existing)) = (from.vms(), to.vms()) {
+        for (name, record) in vms {
+            if !existing.iter().any(|(n, _)| *n == name) {
+                let _ = to.put_vm(&record);
+            }
+        }
+    }
+    if let (Ok(modules), Ok(existing)) = (from.modules(), to.modules()) {
+        for (name, _) in modules {
+            if !existing.iter().any(|(n, _)| *n == name)
+                && let Ok(Some((info, bytes))) = from.module_bytes(&name)
+            {
+                let _ = to.put_module(&info, &bytes);
             }
         }
     }

@@ -13,6 +13,8 @@ use kaos_protocol::{
 
 use crate::access::Access;
 use crate::config::Config;
+use crate::modules::Uploads;
+use crate::vms::Vms;
 use rustix::time::{ClockId, clock_gettime};
 
 /// What PID 1 is asked to do with the machine.
@@ -36,9 +38,13 @@ pub struct Host {
     mgmt: Mutex<MgmtLink>,
     power: Mutex<Option<PowerAction>>,
     /// The configuration store.
-    pub config: Config,
+    pub config: Arc<Config>,
     /// The host key and the authorised client keys.
     pub access: Access,
+    /// The VMs and their VMM processes.
+    pub vms: Arc<Vms>,
+    /// Module uploads in progress.
+    pub uploads: Uploads,
 }
 
 /// Milliseconds since the kernel started (`CLOCK_BOOTTIME` counts suspend, too).
@@ -64,13 +70,15 @@ impl Host {
         init_exec_ms: u32,
         disks: crate::config::DiskSource,
         keys: Vec<AccessEntry>,
+        runtime_dir: std::path::PathBuf,
+        sandbox: bool,
     ) -> Arc<Self> {
         let mut boot_id = [0u8; 16];
         // INSECURE: an identifier, not a secret, and early boot must not wait for entropy.
         let _ = rustix::rand::getrandom(&mut boot_id, rustix::rand::GetRandomFlags::INSECURE);
         Arc::new(Self {
             hostname: Mutex::new(hostname),
-            config: Config::new(disks, boot_id),
+            config: Arc::new(Config::new(disks, boot_id)),
             boot_id,
             hosted,
             timeline: Mutex::new(BootTimeline {
@@ -86,6 +94,8 @@ impl Host {
             }),
             power: Mutex::new(None),
             access: Access::new(keys),
+            vms: Arc::new(Vms::new(runtime_dir, sandbox)),
+            uploads: Uploads::default(),
         })
     }
 
@@ -104,10 +114,12 @@ impl Host {
         *lock(&self.hostname) = name.to_owned();
     }
 
-    /// Opens the store `choice` names, then applies the persisted settings.
+    /// Opens the store `choice` names, applies the persisted settings, and starts the VMs that
+    /// were running.
     pub fn start_store(&self, choice: &crate::config::StoreChoice) {
         self.config.select(choice);
         self.access.load(&self.config);
+        self.vms.load(&self.config);
         if let Some(name) = self.config.setting("hostname") {
             if crate::cmdline::hostname(&name).is_ok() {
                 log::info!("hostname {name} (from the store)");
@@ -218,6 +230,24 @@ impl Service {
         page
     }
 
+    fn remove_module(&self, name: &str) -> Result<Response, crate::config::Refusal> {
+        let host = &self.0;
+        if !host.config.modules().iter().any(|m| m.name == name) {
+            return Err(crate::config::Refusal::new(
+                ErrorCode::NotFound,
+                format!("no module named {name:?}"),
+            ));
+        }
+        if let Some(vm) = host.vms.uses_platform(name) {
+            return Err(crate::config::Refusal::new(
+                ErrorCode::Conflict,
+                format!("VM {vm} boots module {name}; destroy it (and any other user) first"),
+            ));
+        }
+        host.config.remove_module(name)?;
+        Ok(Response::Modules(crate::modules::list(&host.config)))
+    }
+
     fn reply(result: Result<Response, crate::config::Refusal>) -> Answer {
         Answer::Reply(result.unwrap_or_else(|e| Response::Error(e.reply())))
     }
@@ -238,6 +268,39 @@ impl Stream for EventStream {
                 StreamPoll::Item(Response::Events(page))
             }
             None => StreamPoll::Pending,
+        }
+    }
+}
+
+/// `vm logs`: the buffered console, then (with `--follow`) new output as it comes.
+struct ConsoleStream {
+    host: Arc<Host>,
+    name: String,
+    /// Next byte to send; `None` before the first chunk (start from the oldest byte held).
+    offset: Option<u64>,
+    /// Without follow: where the console stood when the request came; the stream ends there.
+    end: Option<u64>,
+}
+
+impl Stream for ConsoleStream {
+    fn poll(&mut self) -> StreamPoll {
+        let (chunk, next, _) = match self.host.vms.console(&self.name, self.offset) {
+            Ok(read) => read,
+            // The VM was destroyed while followed.
+            Err(e) => return StreamPoll::Done(Response::Error(e.reply())),
+        };
+        self.offset = Some(next);
+        if let Some(end) = self.end {
+            return if next >= end {
+                StreamPoll::Done(Response::Console(chunk))
+            } else {
+                StreamPoll::Item(Response::Console(chunk))
+            };
+        }
+        if chunk.data.is_empty() && chunk.dropped == 0 {
+            StreamPoll::Pending
+        } else {
+            StreamPoll::Item(Response::Console(chunk))
         }
     }
 }
@@ -334,6 +397,48 @@ impl Handler for Service {
                     .remove(&host.config, &rm.name)
                     .map(Response::Access),
             ),
+            Request::ModuleUpload(up) => {
+                Self::reply(host.uploads.step(&host.config, up).map(Response::Upload))
+            }
+            Request::ModuleList => {
+                Answer::Reply(Response::Modules(crate::modules::list(&host.config)))
+            }
+            Request::ModuleRemove(name) => Self::reply(self.remove_module(name)),
+            Request::VmCreate(create) => Self::reply(
+                host.vms
+                    .create(&host.config, &create.spec, create.start)
+                    .map(Response::Vm),
+            ),
+            Request::VmList => {
+                let mut entries = heapless::Vec::new();
+                for vm in host.vms.list() {
+                    if entries.push(vm).is_err() {
+                        break;
+                    }
+                }
+                Answer::Reply(Response::Vms(kaos_protocol::VmList { entries }))
+            }
+            Request::VmInspect(name) => Self::reply(host.vms.inspect(name).map(Response::Vm)),
+            Request::VmAct(act) => {
+                log::info!("{} {} requested by {}", request.name(), act.name, who.name);
+                Self::reply(
+                    host.vms
+                        .act(&host.config, &act.name, act.action)
+                        .map(|info| match act.action {
+                            kaos_protocol::VmAction::Destroy => Response::Accepted,
+                            _ => Response::Vm(info),
+                        }),
+                )
+            }
+            Request::VmLogs(q) => match host.vms.console(&q.name, None) {
+                Err(e) => Answer::Reply(Response::Error(e.reply())),
+                Ok((_, _, end)) => Answer::Stream(Box::new(ConsoleStream {
+                    host: Arc::clone(host),
+                    name: q.name.to_string(),
+                    offset: None,
+                    end: (!q.follow).then_some(end),
+                })),
+            },
             // The session answers these itself.
             Request::Ping | Request::Cancel(_) | Request::WhoAmI => {
                 Answer::Reply(Response::Accepted)

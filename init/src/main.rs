@@ -19,10 +19,12 @@ mod guest;
 mod host;
 mod logger;
 mod mgmt;
+mod modules;
 mod procs;
 mod supervisor;
 mod sys;
 mod vmm_role;
+mod vms;
 
 use cmdline::Settings;
 use mgmt::LinkSpec;
@@ -32,6 +34,7 @@ usage: kattach                       (as PID 1: the KaOS host init)
        kattach --hosted --tap IFACE [--ip CIDR[,GATEWAY]|dhcp] [--hostname NAME] [--log LEVEL]
                 [--disk PATH]... [--store auto|memory|DISK] [--state-file PATH]
                 [--authorized-keys FILE] [--authorize BASE64[:ROLE]]
+                [--runtime-dir DIR] [--no-vm-sandbox]
        kattach vmm run --kernel FILE [--initrd FILE] --vcpus N --memory SIZE [--cmdline TEXT]
        kattach --version";
 
@@ -101,6 +104,8 @@ fn pid1_main(init_exec_ms: u32) -> ! {
         init_exec_ms,
         config::DiskSource::Sysfs,
         keys,
+        std::path::PathBuf::from("/run/kaos/platform"),
+        true,
     );
     host.mark(|t| &mut t.mounts_ms);
     spawn_store(&host, settings.store.clone());
@@ -184,6 +189,10 @@ fn hosted_main(init_exec_ms: u32, settings: Settings, hosted: Hosted) -> ! {
         init_exec_ms,
         config::DiskSource::Paths(hosted.disks),
         keys,
+        hosted.runtime_dir.unwrap_or_else(|| {
+            std::env::temp_dir().join(format!("kaos-hosted-{}", std::process::id()))
+        }),
+        hosted.vm_sandbox,
     );
     let choice = match hosted.state_file {
         Some(path) => config::StoreChoice::File(path),
@@ -204,6 +213,8 @@ struct Hosted {
     disks: Vec<std::path::PathBuf>,
     state_file: Option<std::path::PathBuf>,
     authorized_keys: Option<std::path::PathBuf>,
+    runtime_dir: Option<std::path::PathBuf>,
+    vm_sandbox: bool,
 }
 
 /// Hosted-mode flags, mapped onto the same settings as the kernel command line. Hosted hosts
@@ -218,6 +229,8 @@ fn parse_hosted(args: &[String]) -> Result<(Settings, Hosted), String> {
     let mut disks = Vec::new();
     let mut state_file = None;
     let mut authorized_keys = None;
+    let mut runtime_dir = None;
+    let mut vm_sandbox = true;
     let mut it = args.iter();
     while let Some(flag) = it.next() {
         let mut value = || it.next().ok_or_else(|| format!("{flag} needs a value"));
@@ -232,6 +245,8 @@ fn parse_hosted(args: &[String]) -> Result<(Settings, Hosted), String> {
             "--state-file" => state_file = Some(value()?.into()),
             "--authorized-keys" => authorized_keys = Some(value()?.into()),
             "--authorize" => settings.set("authorize", value()?)?,
+            "--runtime-dir" => runtime_dir = Some(value()?.into()),
+            "--no-vm-sandbox" => vm_sandbox = false,
             other => return Err(format!("unknown argument {other:?}")),
         }
     }
@@ -246,6 +261,8 @@ fn parse_hosted(args: &[String]) -> Result<(Settings, Hosted), String> {
             disks,
             state_file,
             authorized_keys,
+            runtime_dir,
+            vm_sandbox,
         },
     ))
 }

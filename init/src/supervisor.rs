@@ -27,7 +27,7 @@ pub fn run(host: &Arc<Host>) -> ! {
                 std::thread::sleep(Duration::from_secs(1));
             }
         }
-        reap();
+        reap(host);
     }
 }
 
@@ -49,23 +49,30 @@ fn on_signal(host: &Arc<Host>, sig: Signal) {
         if host.hosted {
             hosted_power(sig, action);
         } else {
-            power(action);
+            power(host, action);
         }
     }
 }
 
-/// Reaps every exited child without blocking.
-fn reap() {
+/// Reaps every exited child without blocking; a VMM's status goes to its VM's runner.
+fn reap(host: &Host) {
     while let Ok(Some((pid, status))) = waitpid(None, WaitOptions::NOHANG) {
-        log::debug!("reaped {}: {status:?}", pid.as_raw_nonzero());
+        let raw = pid.as_raw_nonzero().get();
+        let vmm = u32::try_from(raw).is_ok_and(|p| host.vms.child_exited(p, status.as_raw()));
+        if !vmm {
+            log::debug!("reaped {raw}: {status:?}");
+        }
     }
 }
 
 /// Orderly reboot or power-off as PID 1: stop every other process, sync, then tell the kernel.
-fn power(action: PowerAction) {
+fn power(host: &Host, action: PowerAction) {
     log::info!("{action:?}: stopping");
     std::thread::sleep(REPLY_GRACE);
-    stop_all();
+    // VMs keep their desired state (they come back after the boot) but must not be restarted
+    // while everything is stopped.
+    host.vms.begin_shutdown();
+    stop_all(host);
     rustix::fs::sync();
     let cmd = match action {
         PowerAction::Reboot => RebootCommand::Restart,
@@ -78,7 +85,7 @@ fn power(action: PowerAction) {
 }
 
 /// SIGTERM to every other process, SIGKILL to what is left after [`STOP_GRACE`].
-fn stop_all() {
+fn stop_all(host: &Host) {
     let me = rustix::process::getpid();
     let others = || {
         crate::procs::userspace_pids()
@@ -92,13 +99,13 @@ fn stop_all() {
     }
     let deadline = Instant::now() + STOP_GRACE;
     while Instant::now() < deadline && !others().is_empty() {
-        reap();
+        reap(host);
         std::thread::sleep(Duration::from_millis(50));
     }
     for pid in others() {
         let _ = kill_process(pid, Signal::KILL);
     }
-    reap();
+    reap(host);
 }
 
 /// Hosted: signals stop the process; a remote reboot re-executes it in place.

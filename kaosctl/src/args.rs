@@ -122,6 +122,12 @@ pub enum Command {
     /// Who may manage the host: list, authorise and withdraw client keys.
     #[command(subcommand)]
     Access(AccessCmd),
+    /// Modules stored on the host: the vKaOS platform that guests boot, and App Modules.
+    #[command(subcommand)]
+    Module(ModuleCmd),
+    /// Virtual machines: define, start, stop, watch their consoles.
+    #[command(subcommand)]
+    Vm(VmCmd),
     /// Our client keys (local: never connects).
     #[command(subcommand)]
     Key(KeyCmd),
@@ -295,5 +301,140 @@ mod tests {
             cli.command,
             Command::Host(HostCmd::Set { setting, value }) if setting == "hostname" && value == "h1"
         ));
+    }
+}
+
+/// `module` verbs.
+#[derive(Debug, Subcommand)]
+pub enum ModuleCmd {
+    /// Upload a module file (e.g. vkaos-6.1.192.aqi) with a progress bar. An interrupted upload
+    /// resumes where it stopped when run again; the host checks the SHA-256 and the archive and
+    /// stores it whole or not at all (operator).
+    Push {
+        /// The .aqi file.
+        file: PathBuf,
+    },
+    /// Every stored module: name, kind, version, size, SHA-256.
+    List,
+    /// Delete a module that no VM uses (operator).
+    Remove {
+        /// Its name.
+        name: String,
+    },
+}
+
+/// What to do when a guest stops by itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RestartArg {
+    /// Leave it stopped.
+    Never,
+    /// Start it again unless it powered off cleanly (a crash, a panic, a reset).
+    OnFailure,
+    /// Always start it again.
+    Always,
+}
+
+impl From<RestartArg> for kaos_protocol::RestartPolicy {
+    fn from(r: RestartArg) -> Self {
+        match r {
+            RestartArg::Never => Self::Never,
+            RestartArg::OnFailure => Self::OnFailure,
+            RestartArg::Always => Self::Always,
+        }
+    }
+}
+
+/// `vm` verbs. Changing verbs need the operator role.
+#[derive(Debug, Subcommand)]
+pub enum VmCmd {
+    /// Define a VM (stored on the host; it survives host reboots).
+    Create {
+        /// Name: 1-32 of a-z 0-9 -.
+        name: String,
+        /// Virtual CPUs (1-8).
+        #[arg(long, default_value_t = 1)]
+        vcpus: u8,
+        /// Guest RAM: MiB, or a number with M or G (e.g. 256M, 1G).
+        #[arg(long, default_value = "128M", value_parser = memory_mib)]
+        memory: u32,
+        /// Added to the guest kernel command line (e.g. "quiet").
+        #[arg(long, default_value = "")]
+        cmdline: String,
+        /// The platform module to boot.
+        #[arg(long, default_value = "vkaos")]
+        platform: String,
+        /// What to do when the guest stops by itself. Restarts back off from 1 s to 30 s.
+        #[arg(long, value_enum, default_value_t = RestartArg::OnFailure)]
+        restart: RestartArg,
+        /// Start it right away (it then also starts after every host boot).
+        #[arg(long)]
+        start: bool,
+    },
+    /// Every VM: state, size, restarts.
+    List,
+    /// Everything about one VM: definition, state, process, last exit.
+    Inspect {
+        /// The VM.
+        name: String,
+    },
+    /// Start a VM; it also starts after every host boot until stopped.
+    Start {
+        /// The VM.
+        name: String,
+    },
+    /// Stop a VM (its VMM is ended; the guest gets no shutdown); it stays stopped across boots.
+    Stop {
+        /// The VM.
+        name: String,
+    },
+    /// Stop, then start.
+    Restart {
+        /// The VM.
+        name: String,
+    },
+    /// Stop and delete a VM.
+    Destroy {
+        /// The VM.
+        name: String,
+    },
+    /// The VM's serial console: what the host holds (the last 64 KiB), then with --follow new
+    /// output as it comes, until interrupted.
+    Logs {
+        /// The VM.
+        name: String,
+        /// Keep printing new output.
+        #[arg(long, short)]
+        follow: bool,
+    },
+}
+
+/// `--memory`: MiB as a number, or with an M or G suffix.
+fn memory_mib(text: &str) -> Result<u32, String> {
+    let t = text.trim();
+    let (digits, scale) = match t.char_indices().last() {
+        Some((i, 'M' | 'm')) => (&t[..i], 1),
+        Some((i, 'G' | 'g')) => (&t[..i], 1024),
+        _ => (t, 1),
+    };
+    digits
+        .parse::<u32>()
+        .ok()
+        .and_then(|n| n.checked_mul(scale))
+        .filter(|n| *n > 0)
+        .ok_or_else(|| format!("{text:?}: expected MiB, e.g. 128, 256M or 1G"))
+}
+
+#[cfg(test)]
+mod memory_tests {
+    use super::*;
+
+    #[test]
+    fn memory_sizes_parse() {
+        assert_eq!(memory_mib("128"), Ok(128));
+        assert_eq!(memory_mib("256M"), Ok(256));
+        assert_eq!(memory_mib("2G"), Ok(2048));
+        for bad in ["", "0", "1T", "-5", "12.5M", "99999999G"] {
+            assert!(memory_mib(bad).is_err(), "{bad:?} accepted");
+        }
     }
 }

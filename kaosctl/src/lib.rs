@@ -5,6 +5,7 @@
 //! - [`config`], [`known_hosts`], [`keyfile`]: the configuration directory (contexts, pins of
 //!   bare endpoints, client keys).
 //! - [`connect`]: from the global flags to a connection, pinning the host key at first contact.
+//! - [`upload`]: module uploads (resumable, pipelined).
 //! - [`view`]: how responses are shown (tables and JSON).
 //!
 //! The binary (`main.rs`) adds the command line: `args.rs` (the flags and commands),
@@ -15,6 +16,7 @@ pub mod config;
 pub mod connect;
 pub mod keyfile;
 pub mod known_hosts;
+pub mod upload;
 pub mod view;
 
 pub use client::{Client, ClientError, ConnectOptions, HostKeyCheck};

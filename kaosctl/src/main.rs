@@ -4,6 +4,7 @@
 mod args;
 mod local;
 mod remote;
+mod vm_cmds;
 
 use std::io::Write as _;
 use std::process::ExitCode;

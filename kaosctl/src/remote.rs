@@ -81,6 +81,8 @@ pub fn run(
         } => events(c, *after, limit.unwrap_or(DEFAULT_EVENTS), output),
         Command::Events { after, limit, .. } => follow(c, *after, *limit, output),
         Command::Access(cmd) => access(c, cmd, output),
+        Command::Module(cmd) => crate::vm_cmds::module(c, cmd, output),
+        Command::Vm(cmd) => crate::vm_cmds::vm(c, cmd, output),
         Command::Key(_) | Command::Context(_) | Command::Completions { .. } => {
             unreachable!("local commands are dispatched before connecting")
         }
@@ -88,7 +90,7 @@ pub fn run(
 }
 
 /// An argument that must fit the protocol's bounded string.
-fn bounded<const N: usize>(s: &str) -> Result<heapless::String<N>, ConfigError> {
+pub(crate) fn bounded<const N: usize>(s: &str) -> Result<heapless::String<N>, ConfigError> {
     let b = truncated::<N>(s);
     if b.len() != s.len() {
         return Err(ConfigError::Usage(format!(

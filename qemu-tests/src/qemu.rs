@@ -195,6 +195,23 @@ pub fn image_key_from_env() -> Result<SecretKey, String> {
     SecretKey::parse(&text).map_err(|e| format!("KAOS_IMAGE_KEY={}: {e}", path.display()))
 }
 
+/// The vKaOS platform module the VM tests push: `$KAOS_PLATFORM_MODULE`, set by
+/// `cargo xtask test` (built by `cargo xtask image --profile vkaos-x86_64`).
+pub fn platform_module_from_env() -> Result<PathBuf, String> {
+    let path = std::env::var_os("KAOS_PLATFORM_MODULE").ok_or(
+        "KAOS_PLATFORM_MODULE is not set: run the qemu-tests through `cargo xtask test`, which \
+         builds the vkaos platform module",
+    )?;
+    let path = PathBuf::from(path);
+    if !path.is_file() {
+        return Err(format!(
+            "KAOS_PLATFORM_MODULE={} is not a file",
+            path.display()
+        ));
+    }
+    Ok(path)
+}
+
 /// Why qemu-tests cannot run here, if they cannot.
 pub fn unavailable() -> Option<String> {
     if let Err(e) = image_from_env() {

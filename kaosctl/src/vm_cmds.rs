@@ -1,0 +1,341 @@
+//! `kaosctl module …` and `kaosctl vm …`.
+
+use std::io::ErrorKind;
+use std::time::Duration;
+
+use kaos_protocol::{
+    ModuleInfo, Request, Response, VmActRequest, VmAction, VmCreate, VmInfo, VmLogsQuery, VmSpec,
+    valid_object_name,
+};
+use kaosctl::config::ConfigError;
+use kaosctl::connect::Error;
+use kaosctl::{Client, ClientError};
+use serde_json::json;
+
+use crate::args::{ModuleCmd, Output, VmCmd};
+use crate::remote::bounded;
+use crate::show;
+
+/// Console bytes to stdout as they are (a UTF-8 character may span two chunks).
+fn raw(data: &[u8]) -> Result<(), Error> {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(data).and_then(|()| out.flush()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == ErrorKind::BrokenPipe => std::process::exit(0),
+        Err(source) => Err(ConfigError::Io {
+            path: "standard output".into(),
+            source,
+        }
+        .into()),
+    }
+}
+
+/// While following a console, a host silent this long is pinged.
+const FOLLOW_IDLE: Duration = Duration::from_secs(30);
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn refused(e: &kaos_protocol::ErrorReply) -> Error {
+    ClientError::Refused {
+        code: e.code,
+        message: e.message.to_string(),
+    }
+    .into()
+}
+
+fn object_name(kind: &str, name: &str) -> Result<kaos_protocol::ObjectName, ConfigError> {
+    if !valid_object_name(name) {
+        return Err(ConfigError::Usage(format!(
+            "bad {kind} name {name:?}: 1-32 of a-z 0-9 -, not starting with -"
+        )));
+    }
+    bounded(name)
+}
+
+/// `module …`.
+pub fn module(c: &mut Client, cmd: &ModuleCmd, output: Output) -> Result<(), Error> {
+    let request = match cmd {
+        ModuleCmd::Push { file } => return push(c, file, output),
+        ModuleCmd::List => Request::ModuleList,
+        ModuleCmd::Remove { name } => Request::ModuleRemove(object_name("module", name)?),
+    };
+    match c.request(request)? {
+        Response::Modules(list) => {
+            let views: Vec<serde_json::Value> = list.entries.iter().map(module_view).collect();
+            show(output, &views, |_| modules_table(&list.entries))
+        }
+        Response::Error(e) => Err(refused(&e)),
+        other => Err(c.unexpected(&other).into()),
+    }
+}
+
+fn module_view(m: &ModuleInfo) -> serde_json::Value {
+    json!({
+        "name": m.name.as_str(),
+        "kind": m.kind.as_str(),
+        "version": m.version.as_str(),
+        "size": m.size,
+        "sha256": hex(&m.sha256),
+    })
+}
+
+fn modules_table(modules: &[ModuleInfo]) -> String {
+    let mut out = format!(
+        "{:<20} {:<9} {:<28} {:>10}  {}\n",
+        "NAME", "KIND", "VERSION", "SIZE", "SHA256"
+    );
+    for m in modules {
+        out.push_str(&format!(
+            "{:<20} {:<9} {:<28} {:>10}  {}\n",
+            m.name,
+            m.kind.as_str(),
+            m.version,
+            m.size,
+            hex(&m.sha256[..8])
+        ));
+    }
+    out
+}
+
+/// Uploads `file` with a progress bar (see [`kaosctl::upload::push`]).
+fn push(c: &mut Client, file: &std::path::Path, output: Output) -> Result<(), Error> {
+    let bytes = std::fs::read(file).map_err(|source| ConfigError::Io {
+        path: file.to_owned(),
+        source,
+    })?;
+    let bar = progress_bar(bytes.len() as u64, output);
+    let mut first = true;
+    let pushed = kaosctl::upload::push(c, &bytes, |received| {
+        if first && received > 0 && received < bytes.len() as u64 {
+            bar.println(format!("resuming at {received} of {} bytes", bytes.len()));
+        }
+        first = false;
+        bar.set_position(received);
+    });
+    let m = match pushed {
+        Ok(m) => m,
+        Err(e) => {
+            bar.abandon();
+            return Err(e.into());
+        }
+    };
+    bar.finish_and_clear();
+    show(output, &module_view(&m), |_| {
+        format!(
+            "stored {} module {} {} ({} bytes, sha256 {})\n",
+            m.kind.as_str(),
+            m.name,
+            m.version,
+            m.size,
+            hex(&m.sha256)
+        )
+    })
+}
+
+fn progress_bar(size: u64, output: Output) -> indicatif::ProgressBar {
+    use std::io::IsTerminal as _;
+    if output == Output::Json || !std::io::stderr().is_terminal() {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(size);
+    if let Ok(style) = indicatif::ProgressStyle::with_template(
+        "{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+    ) {
+        bar.set_style(style);
+    }
+    bar
+}
+
+/// `vm …`.
+pub fn vm(c: &mut Client, cmd: &VmCmd, output: Output) -> Result<(), Error> {
+    let request = match cmd {
+        VmCmd::Create {
+            name,
+            vcpus,
+            memory,
+            cmdline,
+            platform,
+            restart,
+            start,
+        } => Request::VmCreate(VmCreate {
+            spec: VmSpec {
+                name: object_name("VM", name)?,
+                vcpus: *vcpus,
+                memory_mib: *memory,
+                cmdline: bounded(cmdline)?,
+                platform: object_name("module", platform)?,
+                restart: (*restart).into(),
+            },
+            start: *start,
+        }),
+        VmCmd::List => Request::VmList,
+        VmCmd::Inspect { name } => Request::VmInspect(object_name("VM", name)?),
+        VmCmd::Start { name } => act(name, VmAction::Start)?,
+        VmCmd::Stop { name } => act(name, VmAction::Stop)?,
+        VmCmd::Restart { name } => act(name, VmAction::Restart)?,
+        VmCmd::Destroy { name } => act(name, VmAction::Destroy)?,
+        VmCmd::Logs { name, follow } => return logs(c, name, *follow),
+    };
+    match c.request(request)? {
+        Response::Vm(info) => show(output, &vm_view(&info), |_| vm_table(&info)),
+        Response::Vms(list) => {
+            let views: Vec<serde_json::Value> = list
+                .entries
+                .iter()
+                .map(|v| {
+                    json!({
+                        "name": v.name.as_str(),
+                        "state": v.state.as_str(),
+                        "vcpus": v.vcpus,
+                        "memory_mib": v.memory_mib,
+                        "restarts": v.restarts,
+                        "guest_up": v.guest_up,
+                    })
+                })
+                .collect();
+            show(output, &views, |_| {
+                let mut out = format!(
+                    "{:<24} {:<12} {:>5} {:>8} {:>8}  {}\n",
+                    "NAME", "STATE", "VCPUS", "MEMORY", "RESTARTS", "GUEST"
+                );
+                for v in &list.entries {
+                    out.push_str(&format!(
+                        "{:<24} {:<12} {:>5} {:>7}M {:>8}  {}\n",
+                        v.name,
+                        v.state.as_str(),
+                        v.vcpus,
+                        v.memory_mib,
+                        v.restarts,
+                        if v.guest_up { "up" } else { "-" }
+                    ));
+                }
+                out
+            })
+        }
+        Response::Accepted => {
+            let view = json!({ "accepted": true });
+            show(output, &view, |_| "destroyed\n".to_owned())
+        }
+        Response::Error(e) => Err(refused(&e)),
+        other => Err(c.unexpected(&other).into()),
+    }
+}
+
+fn act(name: &str, action: VmAction) -> Result<Request, ConfigError> {
+    Ok(Request::VmAct(VmActRequest {
+        name: object_name("VM", name)?,
+        action,
+    }))
+}
+
+fn vm_view(v: &VmInfo) -> serde_json::Value {
+    json!({
+        "name": v.spec.name.as_str(),
+        "state": v.state.as_str(),
+        "desired": if v.desired_running { "running" } else { "stopped" },
+        "vcpus": v.spec.vcpus,
+        "memory_mib": v.spec.memory_mib,
+        "cmdline": v.spec.cmdline.as_str(),
+        "platform": v.spec.platform.as_str(),
+        "restart": v.spec.restart.as_str(),
+        "pid": v.pid,
+        "restarts": v.restarts,
+        "since_ms": v.since_ms,
+        "guest_up": v.guest_up,
+        "last_exit": v.last_exit.as_ref().map(|e| json!({
+            "kind": e.kind.as_str(),
+            "message": e.message.as_str(),
+            "at_ms": e.at_ms,
+        })),
+        "platform_sha256": v.platform_sha256.map(|s| hex(&s)),
+    })
+}
+
+fn vm_table(v: &VmInfo) -> String {
+    let mut out = String::new();
+    let mut row = |k: &str, val: String| out.push_str(&format!("{k:<12} {val}\n"));
+    row("name", v.spec.name.to_string());
+    row(
+        "state",
+        format!(
+            "{} (desired: {}) since {:.1} s after boot",
+            v.state.as_str(),
+            if v.desired_running {
+                "running"
+            } else {
+                "stopped"
+            },
+            v.since_ms as f64 / 1000.0
+        ),
+    );
+    row(
+        "guest",
+        if v.guest_up { "up" } else { "not up (yet)" }.into(),
+    );
+    row("vcpus", v.spec.vcpus.to_string());
+    row("memory", format!("{} MiB", v.spec.memory_mib));
+    row("platform", v.spec.platform.to_string());
+    row("cmdline", v.spec.cmdline.to_string());
+    row("restart", v.spec.restart.as_str().into());
+    row("restarts", v.restarts.to_string());
+    row(
+        "pid",
+        v.pid.map_or_else(|| "-".to_owned(), |p| p.to_string()),
+    );
+    row(
+        "last exit",
+        v.last_exit.as_ref().map_or_else(
+            || "-".to_owned(),
+            |e| {
+                format!(
+                    "{}: {} (at {:.1} s)",
+                    e.kind.as_str(),
+                    e.message,
+                    e.at_ms as f64 / 1000.0
+                )
+            },
+        ),
+    );
+    out
+}
+
+/// `vm logs [-f]`: console bytes as they come, verbatim.
+fn logs(c: &mut Client, name: &str, follow: bool) -> Result<(), Error> {
+    let query = VmLogsQuery {
+        name: object_name("VM", name)?,
+        follow,
+    };
+    let stream = c.send(Request::VmLogs(query))?;
+    c.set_read_timeout(Some(FOLLOW_IDLE))?;
+    let mut ping = None;
+    loop {
+        let frame = match c.next_frame() {
+            Ok(frame) => frame,
+            Err(ClientError::Io { source, .. })
+                if ping.is_none()
+                    && matches!(source.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) =>
+            {
+                ping = Some(c.send(Request::Ping)?);
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
+        match frame.response {
+            Response::Pong if Some(frame.id) == ping => ping = None,
+            Response::Console(chunk) if frame.id == stream => {
+                if chunk.dropped > 0 {
+                    eprintln!("kaosctl: [{} console bytes lost]", chunk.dropped);
+                }
+                raw(&chunk.data)?;
+                if frame.last {
+                    return Ok(());
+                }
+            }
+            Response::Error(e) => return Err(refused(&e)),
+            other => return Err(c.unexpected(&other).into()),
+        }
+    }
+}
