@@ -24,9 +24,18 @@ fn read_raw(data: &[u8], policy: Policy) {
         let Ok(e) = entry else { break };
         assert!(last.is_none_or(|l| e.offset > l), "entries go backwards");
         last = Some(e.offset);
-        assert_eq!(cpio::check_path(e.name), Ok(()), "accepted name {:?}", e.name);
+        assert_eq!(
+            cpio::check_path(e.name),
+            Ok(()),
+            "accepted name {:?}",
+            e.name
+        );
         let end = e.data_offset + e.data.len();
-        assert_eq!(&data[e.data_offset..end], e.data, "data is not where it says");
+        assert_eq!(
+            &data[e.data_offset..end],
+            e.data,
+            "data is not where it says"
+        );
         let perm = e.mode & 0o7777;
         let written = match e.kind {
             FileKind::File => rewritten.file(e.name, perm, e.data),
@@ -100,7 +109,9 @@ fuzz_target!(|data: &[u8]| {
 
     // The input as the manifest of an otherwise well-formed platform module.
     let mut w = cpio::Writer::new();
-    if w.file(MANIFEST_ENTRY, 0o444, data).is_ok() && w.file(KERNEL_PATH, 0o444, &fake_kernel()).is_ok() {
+    if w.file(MANIFEST_ENTRY, 0o444, data).is_ok()
+        && w.file(KERNEL_PATH, 0o444, &fake_kernel()).is_ok()
+    {
         let archive = w.finish();
         parse_module(&archive, &Limits::PLATFORM);
         parse_module(&archive, &Limits::APP);
