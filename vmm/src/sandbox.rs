@@ -147,7 +147,8 @@ pub fn isolate() -> Result<Side, SandboxError> {
                 &alive_r,
                 rustix::event::PollFlags::IN,
             )];
-            if rustix::event::poll(&mut fds, None).is_ok_and(|n| n > 0) {
+            let now = rustix::event::Timespec::default();
+            if rustix::event::poll(&mut fds, Some(&now)).is_ok_and(|n| n > 0) {
                 // Readable without data: the parent is gone.
                 std::process::exit(1);
             }

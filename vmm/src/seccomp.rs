@@ -36,6 +36,8 @@ pub enum Args {
     OutputFd,
     /// Argument `.0` equal to `.1`.
     Eq(u8, u64),
+    /// A signal (argument 2 of `tgkill`) that is the vCPU kick signal.
+    KickSignal,
     /// Argument `.0` without any bit of `.1` (memory protections without `PROT_EXEC`).
     Without(u8, u64),
 }
@@ -100,7 +102,6 @@ const COMMON: &[Allow] = &[
         Args::Any,
         "Rust's stack-overflow guard is removed at thread exit",
     ),
-    allow(libc::SYS_sched_yield, Args::Any, "lock contention"),
     allow(libc::SYS_exit, Args::Any, "thread exit"),
     allow(
         libc::SYS_exit_group,
@@ -121,10 +122,9 @@ const VCPU: &[Allow] = &[
         Args::Any,
         "pthread_kill names the thread group",
     ),
-    allow(libc::SYS_gettid, Args::Any, "pthread_kill"),
     allow(
         libc::SYS_tgkill,
-        Args::Any,
+        Args::KickSignal,
         "kicking the other vCPU threads out of KVM_RUN",
     ),
 ];
@@ -169,6 +169,10 @@ fn rules(args: Args, fds: &[RawFd]) -> Result<Vec<SeccompRule>, SeccompError> {
     Ok(match args {
         Args::Any => Vec::new(),
         Args::Eq(arg, value) => vec![one(cond(arg, SeccompCmpOp::Eq, value)?)?],
+        Args::KickSignal => {
+            let sig = u64::try_from(crate::vcpu::kick_signal()).unwrap_or(u64::MAX);
+            vec![one(cond(2, SeccompCmpOp::Eq, sig)?)?]
+        }
         Args::Without(arg, bits) => vec![one(cond(arg, SeccompCmpOp::MaskedEq(bits), 0)?)?],
         Args::OutputFd => fds
             .iter()
