@@ -55,8 +55,25 @@ fn object_name(kind: &str, name: &str) -> Result<kaos_protocol::ObjectName, Conf
     bounded(name)
 }
 
+/// Module and VM requests arrived in protocol 1.1: an older host would drop the connection.
+fn needs_1_1(c: &Client) -> Result<(), Error> {
+    let v = c.server().version;
+    if v.minor < 1 {
+        return Err(ClientError::Refused {
+            code: kaos_protocol::ErrorCode::Unsupported,
+            message: format!(
+                "{} speaks management protocol {v}; modules and VMs need 1.1 (update its image)",
+                c.server().hostname
+            ),
+        }
+        .into());
+    }
+    Ok(())
+}
+
 /// `module …`.
 pub fn module(c: &mut Client, cmd: &ModuleCmd, output: Output) -> Result<(), Error> {
+    needs_1_1(c)?;
     let request = match cmd {
         ModuleCmd::Push { file } => return push(c, file, output),
         ModuleCmd::List => Request::ModuleList,
@@ -151,6 +168,7 @@ fn progress_bar(size: u64, output: Output) -> indicatif::ProgressBar {
 
 /// `vm …`.
 pub fn vm(c: &mut Client, cmd: &VmCmd, output: Output) -> Result<(), Error> {
+    needs_1_1(c)?;
     let request = match cmd {
         VmCmd::Create {
             name,

@@ -152,6 +152,18 @@ pub fn run() -> Result<()> {
         Ok(())
     })?;
     let generic = built.context("image step produced no image")?;
+    // The vKaOS platform module the VM tests push into the host (a third cached kernel).
+    let mut built = None;
+    step(
+        &format!("platform module ({})", image::VKAOS_PROFILE),
+        &mut || {
+            let info = image::build_platform_module(image::VKAOS_PROFILE, None)?;
+            println!("{info}");
+            built = Some(info.module);
+            Ok(())
+        },
+    )?;
+    let platform = built.context("module step produced no module")?;
     step("qemu-tests (two at a time)", &mut || {
         let status = Command::new(paths::cargo())
             .current_dir(paths::workspace_root())
@@ -159,6 +171,7 @@ pub fn run() -> Result<()> {
             .env("KAOS_IMAGE", &image)
             .env(IMAGE_KEY_ENV, &image_key)
             .env("KAOS_IMAGE_GENERIC", &generic)
+            .env("KAOS_PLATFORM_MODULE", &platform)
             .status()
             .context("run cargo")?;
         if !status.success() {
