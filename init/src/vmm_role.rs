@@ -15,15 +15,17 @@ use kaos_vmm::seccomp::Filters;
 use kaos_vmm::{ExitReason, InitrdPart, Vm, VmConfig, memory};
 
 const USAGE: &str = "\
-usage: kattach vmm run --kernel FILE [--initrd FILE]... --vcpus N --memory SIZE [--cmdline TEXT]
-                       [--no-sandbox]
+usage: kattach vmm run --kernel FILE [--initrd FILE]... [--guest-init] --vcpus N --memory SIZE
+                       [--cmdline TEXT] [--no-sandbox]
+       --guest-init: an initrd whose /init is this kattach (the vKaOS guest role), before any
+       --initrd; exit status 0 power-off, 3 reset, 1 guest or VMM failure, 2 refused
        SIZE is bytes or a number with K, M or G (e.g. 128M); N is 1 to 8";
 
 /// Exit status for a usage error or a configuration refused before the guest starts.
-const EXIT_USAGE: i32 = 2;
+const EXIT_USAGE: i32 = crate::vms::exit_code::START_FAILED;
 /// Exit status for a guest stopped by a triple fault or a VMM error (the VMM process killed, by
 /// seccomp or otherwise, included).
-const EXIT_GUEST_FAILED: i32 = 1;
+const EXIT_GUEST_FAILED: i32 = crate::vms::exit_code::GUEST_FAILED;
 /// Exit status base when this process was told to stop: 128 + the signal, as shells report it.
 const EXIT_SIGNALLED: i32 = 128;
 
@@ -32,6 +34,7 @@ const EXIT_SIGNALLED: i32 = 128;
 struct Run {
     config: VmConfig,
     sandbox: bool,
+    guest_init: bool,
 }
 
 /// Entry point of the role; `args` follow the word `vmm`.
@@ -57,7 +60,13 @@ pub fn main(args: &[String]) -> ! {
             Err(e) => fail(EXIT_USAGE, &e.to_string()),
         }
     }
-    let mut vm = Vm::new(&run.config, Unbuffered(io::stdout()))
+    let mut config = run.config;
+    if run.guest_init {
+        // This very binary becomes the guest's init: host and guest never disagree.
+        let initrd = guest_init().unwrap_or_else(|e| fail(EXIT_USAGE, &e));
+        config.initrd.insert(0, InitrdPart::Bytes(initrd));
+    }
+    let mut vm = Vm::new(&config, Unbuffered(io::stdout()))
         .unwrap_or_else(|e| fail(EXIT_USAGE, &e.to_string()));
     let filters = run.sandbox.then(|| {
         let filters =
@@ -66,9 +75,16 @@ pub fn main(args: &[String]) -> ! {
         filters
     });
     match vm.run_confined(filters.as_ref()) {
-        ExitReason::Reset | ExitReason::PowerOff => std::process::exit(0),
+        ExitReason::PowerOff => std::process::exit(crate::vms::exit_code::POWER_OFF),
+        ExitReason::Reset => std::process::exit(crate::vms::exit_code::RESET),
         reason => fail(EXIT_GUEST_FAILED, &format!("guest stopped: {reason}")),
     }
+}
+
+/// The guest's init archive: this very executable as `/init`, so host and guest never disagree.
+fn guest_init() -> Result<Vec<u8>, String> {
+    let exe = std::fs::read("/proc/self/exe").map_err(|e| format!("cannot read kattach: {e}"))?;
+    kaos_module::guest_initrd(&exe).map_err(|e| format!("cannot pack the guest init: {e}"))
 }
 
 /// The parent's exit status for how the sandboxed child ended, and what to say about it.
@@ -102,7 +118,7 @@ fn fail(code: i32, message: &str) -> ! {
 fn parse_run(args: &[String]) -> Result<Run, String> {
     let (mut kernel, mut initrd, mut vcpus, mut memory, mut cmdline) =
         (None, Vec::new(), None, None, String::new());
-    let mut sandbox = true;
+    let (mut sandbox, mut guest_init) = (true, false);
     let mut it = args.iter();
     while let Some(flag) = it.next() {
         let mut value = || {
@@ -123,6 +139,7 @@ fn parse_run(args: &[String]) -> Result<Run, String> {
             "--memory" => memory = Some(memory::parse_size(&value()?).map_err(|e| e.to_string())?),
             "--cmdline" => cmdline = value()?,
             "--no-sandbox" => sandbox = false,
+            "--guest-init" => guest_init = true,
             other => return Err(format!("unknown option {other:?}")),
         }
     }
@@ -133,7 +150,11 @@ fn parse_run(args: &[String]) -> Result<Run, String> {
         memory: memory.ok_or("--memory is required")?,
         cmdline,
     };
-    Ok(Run { config, sandbox })
+    Ok(Run {
+        config,
+        sandbox,
+        guest_init,
+    })
 }
 
 /// Stdout without line buffering: a console shows each byte as the guest writes it.
@@ -196,7 +217,8 @@ mod tests {
             c,
             Ok(Run {
                 config: config.clone(),
-                sandbox: true
+                sandbox: true,
+                guest_init: false,
             })
         );
         let args = [

@@ -52,7 +52,6 @@ pub mod exit_code {
     /// The guest powered off.
     pub const POWER_OFF: i32 = 0;
     /// The guest failed: triple fault, VMM error.
-    #[allow(dead_code)] // Any status but the others reads as a failure.
     pub const GUEST_FAILED: i32 = 1;
     /// The VM could not be built: bad parameters, kernel, no KVM.
     pub const START_FAILED: i32 = 2;
