@@ -229,9 +229,10 @@ mod tests {
             "--memory",
             "128M",
             "--no-sandbox",
+            "--guest-init",
         ];
-        let c = parse_run(&strings(&args)).map(|r| r.sandbox);
-        assert_eq!(c, Ok(false));
+        let c = parse_run(&strings(&args)).map(|r| (r.sandbox, r.guest_init));
+        assert_eq!(c, Ok((false, true)));
     }
 
     #[test]

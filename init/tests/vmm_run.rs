@@ -1,5 +1,5 @@
 //! `kattach vmm run` as a user runs it: a tiny hand-made guest prints on stdout and resets, the
-//! process exits 0; a file that is not a kernel is refused with a message and a non-zero status;
+//! process exits 3 (a power-off exits 0); a file that is not a kernel is refused with a message and a non-zero status;
 //! the sandbox is in force while the guest runs (seccomp, no capabilities, own namespaces, an
 //! empty root) and `SIGTERM` ends the VM. Guest boots are skipped, with the reason printed, where
 //! `/dev/kvm` cannot be opened; sandbox checks also where this is not root.
@@ -32,14 +32,14 @@ fn vmm_run(kernel: &std::path::Path, extra: &[&str]) -> Output {
 }
 
 #[test]
-fn tiny_guest_prints_on_stdout_and_exits_zero_on_reset() {
-    if !kvm_usable("tiny_guest_prints_on_stdout_and_exits_zero_on_reset") {
+fn tiny_guest_prints_on_stdout_and_exits_3_on_reset() {
+    if !kvm_usable("tiny_guest_prints_on_stdout_and_exits_3_on_reset") {
         return;
     }
     let kernel = guest_file("tiny.elf", &kaos_vmm::tiny::tiny_elf(b"K\n"));
     let out = vmm_run(&kernel, &["--cmdline", "console=ttyS0"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(0), "stderr: {stderr}");
+    assert_eq!(out.status.code(), Some(3), "stderr: {stderr}");
     assert_eq!(out.stdout, b"K\n");
 }
 
@@ -105,7 +105,7 @@ fn no_sandbox_runs_the_guest_in_process() {
     let kernel = guest_file("nosandbox.elf", &kaos_vmm::tiny::tiny_elf(b"K\n"));
     let out = vmm_run(&kernel, &["--no-sandbox"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(0), "stderr: {stderr}");
+    assert_eq!(out.status.code(), Some(3), "stderr: {stderr}");
     assert_eq!(out.stdout, b"K\n");
 }
 
@@ -259,4 +259,18 @@ fn the_sandbox_is_in_force_while_the_guest_runs_and_sigterm_ends_it() {
         !std::path::Path::new(&format!("/proc/{vmm}")).exists(),
         "the sandboxed VMM outlived its parent"
     );
+}
+
+#[test]
+fn guest_init_packs_this_kattach_into_the_initrd() {
+    if !kvm_usable("guest_init_packs_this_kattach_into_the_initrd") {
+        return;
+    }
+    // The guest prints the initrd's first 6 bytes: the newc magic of the packed archive.
+    let code = kaos_vmm::tiny::initrd_echo_code(6);
+    let kernel = guest_file("echo.elf", &kaos_vmm::tiny::tiny_elf_with_code(&code));
+    let out = vmm_run(&kernel, &["--guest-init"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "stderr: {stderr}");
+    assert_eq!(out.stdout, b"070701");
 }
