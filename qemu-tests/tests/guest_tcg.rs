@@ -5,7 +5,7 @@
 //! check the guest side alone: readiness line, name, address from `ip=`, power-off through the
 //! exit port (QEMU's `isa-debug-exit` on port 0xf4 stands in for the VMM's) and reboot.
 //!
-//! Inputs: `$KAOS_VKAOS_MODULE` (else the newest `target/kaos/vkaos-*.aqi`) and
+//! Inputs: `$KAOS_PLATFORM_MODULE` (else the newest `target/kaos/vkaos-*.aqi`) and
 //! `$KAOS_KATTACH` (else `target/x86_64-unknown-linux-gnu/release/kattach`); a test without
 //! them, or without QEMU, prints `SKIPPED` with the reason.
 
@@ -26,14 +26,14 @@ fn workspace_root() -> PathBuf {
         .map_or_else(|| PathBuf::from("."), Path::to_owned)
 }
 
-/// The platform module: `$KAOS_VKAOS_MODULE`, else the newest `target/kaos/vkaos-*.aqi`.
+/// The platform module: `$KAOS_PLATFORM_MODULE`, else the newest `target/kaos/vkaos-*.aqi`.
 fn module_path() -> Result<PathBuf, String> {
-    if let Some(p) = std::env::var_os("KAOS_VKAOS_MODULE") {
+    if let Some(p) = std::env::var_os("KAOS_PLATFORM_MODULE") {
         let p = PathBuf::from(p);
         return p
             .is_file()
             .then_some(p.clone())
-            .ok_or_else(|| format!("KAOS_VKAOS_MODULE={} is not a file", p.display()));
+            .ok_or_else(|| format!("KAOS_PLATFORM_MODULE={} is not a file", p.display()));
     }
     let dir = workspace_root().join("target").join("kaos");
     std::fs::read_dir(&dir)
@@ -48,7 +48,7 @@ fn module_path() -> Result<PathBuf, String> {
         .map(|e| e.path())
         .ok_or_else(|| {
             format!(
-                "no vKaOS platform module: set KAOS_VKAOS_MODULE or run `cargo xtask image \
+                "no vKaOS platform module: set KAOS_PLATFORM_MODULE or run `cargo xtask image \
                  --profile vkaos-x86_64` (writes {}/vkaos-<release>.aqi)",
                 dir.display()
             )
