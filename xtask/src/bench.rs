@@ -9,6 +9,7 @@
 //! | hosted: spawn → endpoint ready (logged) | spawn → exit of `kattach --version`, same wrapper |
 //! | hosted: spawn → first answered hello | the line above (client started once ready is logged) |
 //! | management protocol: round trips, bytes, handshakes | see [`crate::bench_mgmt`] |
+//! | VMM start → exit, sandboxed and not; VM starts per second | see [`crate::bench_vmm`] |
 //!
 //! Every timing is the median of several runs; min and max are printed beside it.
 
@@ -31,6 +32,12 @@ pub fn run(boots: usize, hosted_runs: usize) -> Result<()> {
     if let Some(kattach) = std::env::var_os(crate::bench_mgmt::CHILD_ENV) {
         // A debug xtask asked this release build for the management figures only.
         return crate::bench_mgmt::child(Path::new(&kattach));
+    }
+    if std::env::var("KAOS_BENCH_ONLY").is_ok_and(|only| only == "vmm") {
+        let mut rows = Vec::new();
+        crate::bench_vmm::rows(&mut rows, &crate::bench_vmm::kattach()?)?;
+        print_table(&rows);
+        return Ok(());
     }
     let info = image::build_image(image::DEFAULT_PROFILE, None)?;
     let mut rows: Vec<[String; 3]> = Vec::new();
@@ -85,6 +92,7 @@ pub fn run(boots: usize, hosted_runs: usize) -> Result<()> {
     }
     crate::bench_mgmt::rows(&mut rows, &info.kattach)?;
     crate::bench_store::rows(&mut rows, &info.image)?;
+    crate::bench_vmm::rows(&mut rows, &info.kattach)?;
     print_table(&rows);
     Ok(())
 }

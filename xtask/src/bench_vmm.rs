@@ -1,0 +1,228 @@
+//! VMM start-up figures for `cargo xtask bench`, beside Firecracker's from the same run when its
+//! binary is given (`KAOS_BENCH_FIRECRACKER=/path/to/firecracker`).
+//!
+//! | figure | anchor |
+//! |---|---|
+//! | tiny guest, process start → exit: median wall, CPU (user+sys), peak RSS, sandboxed | Firecracker `--no-api --config-file`, same guest; else the issue's figures |
+//! | the same with `--no-sandbox` | the sandboxed row (what the sandbox costs) |
+//! | VM starts per second, one at a time | Firecracker's published 5 per core per second |
+//!
+//! The guest is the issue's: an ELF that writes one byte to COM1 and resets through the i8042,
+//! run with `--memory 128M --vcpus 1` on this machine's `/dev/kvm`. CPU and RSS come from
+//! `wait4`'s rusage, which covers the sandboxed VMM (a grandchild, reaped by kattach) too.
+//! `KAOS_BENCH_ONLY=vmm cargo xtask bench` runs only these rows (no host image build).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use anyhow::{Context as _, Result, bail};
+
+use crate::bench::stats;
+
+/// Runs per series.
+const RUNS: usize = 30;
+/// The environment variable naming a Firecracker binary to compare with.
+pub const FIRECRACKER_ENV: &str = "KAOS_BENCH_FIRECRACKER";
+/// The issue's Firecracker figures on the machine it was measured on.
+const FIRECRACKER_TARGET: &str = "issue target: 12 ms wall, 3 ms CPU, 4.3 MB RSS";
+
+/// One process run: wall, CPU (user + sys) in ms, peak RSS in MiB.
+#[derive(Debug, Default)]
+struct Samples {
+    wall: Vec<f64>,
+    cpu: Vec<f64>,
+    rss: Vec<f64>,
+}
+
+impl Samples {
+    fn row(&mut self, name: &str, anchor: String) -> [String; 3] {
+        let wall = stats(&mut self.wall, "ms");
+        let cpu = stats(&mut self.cpu, "ms")
+            .split(" (")
+            .next()
+            .unwrap_or("")
+            .to_owned();
+        let rss = stats(&mut self.rss, "MiB")
+            .split(" (")
+            .next()
+            .unwrap_or("")
+            .to_owned();
+        [
+            name.to_owned(),
+            format!("{wall}; CPU {cpu}; RSS {rss}"),
+            anchor,
+        ]
+    }
+}
+
+/// Appends the VMM rows to `rows`, running `kattach` (the release build).
+pub fn rows(rows: &mut Vec<[String; 3]>, kattach: &Path) -> Result<()> {
+    if let Err(e) = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+    {
+        rows.push([
+            "vmm: tiny guest start → exit".into(),
+            "skipped".into(),
+            format!("cannot open /dev/kvm: {e}"),
+        ]);
+        return Ok(());
+    }
+    let dir = crate::paths::target_dir().join("kaos").join("bench-vmm");
+    std::fs::create_dir_all(&dir)?;
+    let guest = dir.join("tiny.elf");
+    std::fs::write(&guest, tiny_guest())?;
+
+    eprintln!("[bench] VMM: {RUNS} sandboxed and {RUNS} unsandboxed tiny-guest runs...");
+    let vmm = |extra: &[&str]| {
+        let mut cmd = Command::new(kattach);
+        cmd.args(["vmm", "run", "--kernel"])
+            .arg(&guest)
+            .args(["--memory", "128M", "--vcpus", "1"])
+            .args(extra);
+        cmd
+    };
+    // Interleaved, so drift on this shared machine hits both series alike.
+    let (mut sandboxed, mut plain) = (Samples::default(), Samples::default());
+    let started = Instant::now();
+    for _ in 0..RUNS {
+        measure(&mut vmm(&[]), &mut sandboxed, 3)?;
+        measure(&mut vmm(&["--no-sandbox"]), &mut plain, 3)?;
+    }
+    let sequential = RUNS as f64 * 2.0 / started.elapsed().as_secs_f64();
+
+    let firecracker = match std::env::var_os(FIRECRACKER_ENV) {
+        Some(fc) => Some(firecracker(Path::new(&fc), &guest, &dir)?),
+        None => None,
+    };
+    let anchor = match &firecracker {
+        Some(fc) => format!("Firecracker, same guest, same run: {}", fc[1]),
+        None => format!("Firecracker: set {FIRECRACKER_ENV} ({FIRECRACKER_TARGET})"),
+    };
+    let sandbox_row = sandboxed.row("vmm: tiny guest start → exit, sandboxed", anchor);
+    let plain_anchor = format!("sandboxed: {}", sandbox_row[1]);
+    rows.push(sandbox_row);
+    rows.push(plain.row("vmm: tiny guest start → exit, --no-sandbox", plain_anchor));
+    if let Some(fc) = firecracker {
+        rows.push(fc);
+    }
+    rows.push([
+        "vmm: VM starts per second, one at a time".into(),
+        format!("{sequential:.0} /s"),
+        "Firecracker publishes 5 per core per second".into(),
+    ]);
+    Ok(())
+}
+
+/// Runs `cmd` once with stdout discarded; records wall time and wait4's rusage.
+fn measure(cmd: &mut Command, into: &mut Samples, expect: i32) -> Result<()> {
+    let t = Instant::now();
+    let child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("starting the VMM")?;
+    let pid = i32::try_from(child.id())?;
+    let mut status = 0;
+    // SAFETY: rusage is plain data that wait4 fills in.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: `pid` is our child, not reaped elsewhere (the Child handle is never waited on);
+    // both pointers are to live locals.
+    let rc = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
+    let wall = t.elapsed().as_secs_f64() * 1000.0;
+    if rc != pid {
+        bail!("wait4: {}", std::io::Error::last_os_error());
+    }
+    if !libc::WIFEXITED(status) || libc::WEXITSTATUS(status) != expect {
+        let mut err = String::new();
+        if let Some(mut e) = child.stderr {
+            std::io::Read::read_to_string(&mut e, &mut err).ok();
+        }
+        bail!("the VMM ended with status {status:#x}, not exit {expect}: {err}");
+    }
+    let ms = |tv: libc::timeval| tv.tv_sec as f64 * 1000.0 + tv.tv_usec as f64 / 1000.0;
+    into.wall.push(wall);
+    into.cpu.push(ms(usage.ru_utime) + ms(usage.ru_stime));
+    into.rss.push(usage.ru_maxrss as f64 / 1024.0);
+    Ok(())
+}
+
+/// Firecracker with the same guest: `--no-api --config-file`, 1 vCPU, 128 MiB.
+fn firecracker(bin: &Path, guest: &Path, dir: &Path) -> Result<[String; 3]> {
+    let config = dir.join("firecracker.json");
+    let json = serde_json::json!({
+        "boot-source": {
+            "kernel_image_path": guest,
+            "boot_args": "console=ttyS0 reboot=k panic=1",
+        },
+        "drives": [],
+        "machine-config": { "vcpu_count": 1, "mem_size_mib": 128 },
+    });
+    std::fs::write(&config, serde_json::to_vec_pretty(&json)?)?;
+    eprintln!(
+        "[bench] VMM: {RUNS} Firecracker runs ({})...",
+        bin.display()
+    );
+    let mut samples = Samples::default();
+    for i in 0..RUNS {
+        let mut cmd = Command::new(bin);
+        cmd.arg("--no-api")
+            .arg("--config-file")
+            .arg(&config)
+            .args(["--id", &format!("kaos-bench-{i}")]);
+        measure(&mut cmd, &mut samples, 0).context("running Firecracker")?;
+    }
+    Ok(samples.row(
+        "vmm: Firecracker, same guest",
+        format!("{} (--no-api --config-file)", bin.display()),
+    ))
+}
+
+/// The issue's guest, as `kaos_vmm::tiny::tiny_elf(b"K")` builds it (written out here because
+/// xtask does not link the VMM): `mov dx,0x3f8; mov al,'K'; out dx,al; mov al,0xfe;
+/// out 0x64,al; hlt; jmp $-1` in one `PT_LOAD` segment at 1 MiB.
+pub fn tiny_guest() -> Vec<u8> {
+    const ENTRY: u64 = 0x10_0000;
+    let code: &[u8] = &[
+        0x66, 0xba, 0xf8, 0x03, 0xb0, b'K', 0xee, 0xb0, 0xfe, 0xe6, 0x64, 0xf4, 0xeb, 0xfd,
+    ];
+    let len = code.len() as u64;
+    let mut f = b"\x7fELF\x02\x01\x01\0\0\0\0\0\0\0\0\0".to_vec();
+    f.extend_from_slice(&2u16.to_le_bytes()); // ET_EXEC
+    f.extend_from_slice(&0x3eu16.to_le_bytes()); // EM_X86_64
+    f.extend_from_slice(&1u32.to_le_bytes());
+    for word in [ENTRY, 64, 0] {
+        f.extend_from_slice(&word.to_le_bytes()); // e_entry, e_phoff, e_shoff
+    }
+    f.extend_from_slice(&0u32.to_le_bytes()); // e_flags
+    for half in [64u16, 56, 1, 64, 0, 0] {
+        f.extend_from_slice(&half.to_le_bytes());
+    }
+    f.extend_from_slice(&1u32.to_le_bytes()); // PT_LOAD
+    f.extend_from_slice(&5u32.to_le_bytes()); // R+X
+    for word in [120, ENTRY, ENTRY, len, len, 0x1000] {
+        f.extend_from_slice(&word.to_le_bytes());
+    }
+    f.extend_from_slice(code);
+    f
+}
+
+/// The release kattach for `KAOS_BENCH_ONLY=vmm`: built as the image step builds it.
+pub fn kattach() -> Result<PathBuf> {
+    crate::kattach::build_static()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_tiny_guest_is_one_load_segment_at_1_mib() {
+        let f = super::tiny_guest();
+        assert_eq!(f.len(), 120 + 14);
+        assert_eq!(&f[..5], b"\x7fELF\x02");
+        assert_eq!(f[24..32], 0x10_0000u64.to_le_bytes());
+        assert_eq!(f[56..58], 1u16.to_le_bytes());
+    }
+}
