@@ -8,10 +8,15 @@
 //! | VM starts per second, one at a time | Firecracker's published 5 per core per second |
 //!
 //! The guest is the issue's: an ELF that writes one byte to COM1 and resets through the i8042,
-//! run with `--memory 128M --vcpus 1` on this machine's `/dev/kvm`. CPU and RSS come from
-//! `wait4`'s rusage, which covers the sandboxed VMM (a grandchild, reaped by kattach) too.
+//! run with `--memory 128M --vcpus 1` on this machine's `/dev/kvm`. Wall time and CPU come from
+//! runs started here (CPU from `wait4`'s rusage, which covers the sandboxed VMM, a grandchild
+//! reaped by kattach, too). Peak RSS comes from runs under GNU `time -f %M`, as it is usually
+//! measured: a process inherits the peak of the address space it was started from (`exec` keeps
+//! the old one's high-water mark, and a `vfork` child's old one is this bench's own), so
+//! `ru_maxrss` of a child of this bench reads as this bench's RSS; `time` forks from a small one.
 //! `KAOS_BENCH_ONLY=vmm cargo xtask bench` runs only these rows (no host image build).
 
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Instant;
@@ -24,6 +29,8 @@ use crate::bench::stats;
 const RUNS: usize = 30;
 /// The environment variable naming a Firecracker binary to compare with.
 pub const FIRECRACKER_ENV: &str = "KAOS_BENCH_FIRECRACKER";
+/// GNU time, for peak RSS.
+const GNU_TIME: &str = "/usr/bin/time";
 /// The issue's Firecracker figures on the machine it was measured on.
 const FIRECRACKER_TARGET: &str = "issue target: 12 ms wall, 3 ms CPU, 4.3 MB RSS";
 
@@ -76,25 +83,32 @@ pub fn rows(rows: &mut Vec<[String; 3]>, kattach: &Path) -> Result<()> {
     std::fs::write(&guest, tiny_guest())?;
 
     eprintln!("[bench] VMM: {RUNS} sandboxed and {RUNS} unsandboxed tiny-guest runs...");
-    let vmm = |extra: &[&str]| {
-        let mut cmd = Command::new(kattach);
-        cmd.args(["vmm", "run", "--kernel"])
-            .arg(&guest)
-            .args(["--memory", "128M", "--vcpus", "1"])
-            .args(extra);
-        cmd
+    let vmm = |extra: &[&str]| -> Vec<OsString> {
+        let mut args: Vec<OsString> = vec![kattach.into()];
+        args.extend(["vmm", "run", "--kernel"].map(OsString::from));
+        args.push(guest.clone().into());
+        args.extend(["--memory", "128M", "--vcpus", "1"].map(OsString::from));
+        args.extend(extra.iter().map(OsString::from));
+        args
     };
+    let has_time = Path::new(GNU_TIME).exists();
     // Interleaved, so drift on this shared machine hits both series alike.
     let (mut sandboxed, mut plain) = (Samples::default(), Samples::default());
     let started = Instant::now();
     for _ in 0..RUNS {
-        measure(&mut vmm(&[]), &mut sandboxed, 3)?;
-        measure(&mut vmm(&["--no-sandbox"]), &mut plain, 3)?;
+        measure(&vmm(&[]), &mut sandboxed, 3)?;
+        measure(&vmm(&["--no-sandbox"]), &mut plain, 3)?;
     }
     let sequential = RUNS as f64 * 2.0 / started.elapsed().as_secs_f64();
+    if has_time {
+        for _ in 0..RUNS {
+            sandboxed.rss.push(peak_rss(&vmm(&[]), 3)?);
+            plain.rss.push(peak_rss(&vmm(&["--no-sandbox"]), 3)?);
+        }
+    }
 
     let firecracker = match std::env::var_os(FIRECRACKER_ENV) {
-        Some(fc) => Some(firecracker(Path::new(&fc), &guest, &dir)?),
+        Some(fc) => Some(firecracker(Path::new(&fc), &guest, &dir, has_time)?),
         None => None,
     };
     let anchor = match &firecracker {
@@ -116,10 +130,12 @@ pub fn rows(rows: &mut Vec<[String; 3]>, kattach: &Path) -> Result<()> {
     Ok(())
 }
 
-/// Runs `cmd` once with stdout discarded; records wall time and wait4's rusage.
-fn measure(cmd: &mut Command, into: &mut Samples, expect: i32) -> Result<()> {
+/// Runs `argv` once with stdout discarded; records wall time and CPU from wait4's rusage.
+fn measure(argv: &[OsString], into: &mut Samples, expect: i32) -> Result<()> {
+    let (bin, args) = argv.split_first().context("empty command")?;
     let t = Instant::now();
-    let child = cmd
+    let child = Command::new(bin)
+        .args(args)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -146,12 +162,31 @@ fn measure(cmd: &mut Command, into: &mut Samples, expect: i32) -> Result<()> {
     let ms = |tv: libc::timeval| tv.tv_sec as f64 * 1000.0 + tv.tv_usec as f64 / 1000.0;
     into.wall.push(wall);
     into.cpu.push(ms(usage.ru_utime) + ms(usage.ru_stime));
-    into.rss.push(usage.ru_maxrss as f64 / 1024.0);
     Ok(())
 }
 
+/// Peak RSS in MiB of `argv` run under GNU time.
+fn peak_rss(argv: &[OsString], expect: i32) -> Result<f64> {
+    let out = Command::new(GNU_TIME)
+        .args(["-f", "%x %M"])
+        .args(argv)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .output()
+        .context("running GNU time")?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let last = stderr.lines().last().unwrap_or_default();
+    let mut words = last.split_whitespace();
+    let code: i32 = words.next().and_then(|w| w.parse().ok()).unwrap_or(-1);
+    let kib: f64 = words.next().and_then(|w| w.parse().ok()).unwrap_or(0.0);
+    if code != expect || kib == 0.0 {
+        bail!("under time, the VMM printed {stderr}");
+    }
+    Ok(kib / 1024.0)
+}
+
 /// Firecracker with the same guest: `--no-api --config-file`, 1 vCPU, 128 MiB.
-fn firecracker(bin: &Path, guest: &Path, dir: &Path) -> Result<[String; 3]> {
+fn firecracker(bin: &Path, guest: &Path, dir: &Path, has_time: bool) -> Result<[String; 3]> {
     let config = dir.join("firecracker.json");
     let json = serde_json::json!({
         "boot-source": {
@@ -168,12 +203,20 @@ fn firecracker(bin: &Path, guest: &Path, dir: &Path) -> Result<[String; 3]> {
     );
     let mut samples = Samples::default();
     for i in 0..RUNS {
-        let mut cmd = Command::new(bin);
-        cmd.arg("--no-api")
-            .arg("--config-file")
-            .arg(&config)
-            .args(["--id", &format!("kaos-bench-{i}")]);
-        measure(&mut cmd, &mut samples, 0).context("running Firecracker")?;
+        let argv: Vec<OsString> = vec![
+            bin.into(),
+            "--no-api".into(),
+            "--config-file".into(),
+            config.clone().into(),
+            "--id".into(),
+            format!("kaos-bench-{i}").into(),
+        ];
+        measure(&argv, &mut samples, 0).context("running Firecracker")?;
+        if has_time {
+            samples
+                .rss
+                .push(peak_rss(&argv, 0).context("running Firecracker")?);
+        }
     }
     Ok(samples.row(
         "vmm: Firecracker, same guest",
