@@ -371,11 +371,12 @@ impl Vms {
         let generation = {
             let mut vms = lock(&self.vms);
             let Some(vm) = vms.get_mut(name) else { return };
-            if vm.state == VmState::Running {
+            if matches!(vm.state, VmState::Running | VmState::Starting) {
                 return;
             }
             vm.generation += 1;
             vm.restarts = 0;
+            vm.set_state(VmState::Starting);
             vm.generation
         };
         self.changed.notify_all();
@@ -388,54 +389,53 @@ impl Vms {
         }
     }
 
-    /// Ends the VM's current run (if any) and waits until its runner has recorded it.
+    /// Ends the VM's current run (if any) and waits until its runner has recorded it:
+    /// SIGTERM to the VMM, SIGKILL after [`STOP_GRACE`].
     fn stop(&self, name: &str) {
-        let pid = {
+        let active = |vm: &Vm| matches!(vm.state, VmState::Running | VmState::Starting);
+        {
             let mut vms = lock(&self.vms);
             let Some(vm) = vms.get_mut(name) else { return };
             vm.generation += 1;
-            if vm.state != VmState::Running {
-                if vm.state == VmState::BackingOff {
-                    vm.set_state(VmState::Stopped);
-                }
-                self.changed.notify_all();
-                return;
+            if vm.state == VmState::BackingOff {
+                vm.set_state(VmState::Stopped);
             }
-            vm.pid
-        };
+        }
         self.changed.notify_all();
-        let Some(pid) = pid
-            .and_then(|p| i32::try_from(p).ok())
-            .and_then(rustix::process::Pid::from_raw)
-        else {
-            return;
-        };
-        let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
         let deadline = Instant::now() + STOP_GRACE;
+        let mut signalled = None;
         let mut vms = lock(&self.vms);
         loop {
-            let running = vms.get(name).is_some_and(|vm| vm.state == VmState::Running);
-            if !running {
+            let Some(vm) = vms.get(name).filter(|vm| active(vm)) else {
                 return;
-            }
+            };
+            let pid = vm
+                .pid
+                .and_then(|p| i32::try_from(p).ok())
+                .and_then(rustix::process::Pid::from_raw);
             let now = Instant::now();
-            if now >= deadline {
-                log::warn!(
-                    "VM {name}: VMM {} ignored SIGTERM; killing it",
-                    pid.as_raw_nonzero()
-                );
-                let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
-                // The runner records the end once the supervisor reaps it.
-                let (guard, _) = self
-                    .changed
-                    .wait_timeout(vms, STOP_GRACE)
-                    .unwrap_or_else(PoisonError::into_inner);
-                drop(guard);
-                return;
+            match (pid, signalled) {
+                (Some(pid), None) => {
+                    let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+                    signalled = Some(rustix::process::Signal::TERM);
+                }
+                (Some(pid), Some(rustix::process::Signal::TERM)) if now >= deadline => {
+                    log::warn!(
+                        "VM {name}: VMM {} ignored SIGTERM; killing it",
+                        pid.as_raw_nonzero()
+                    );
+                    let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+                    signalled = Some(rustix::process::Signal::KILL);
+                }
+                _ if now >= deadline + STOP_GRACE => {
+                    log::error!("VM {name}: its runner did not record the stop");
+                    return;
+                }
+                _ => {}
             }
             vms = self
                 .changed
-                .wait_timeout(vms, deadline - now)
+                .wait_timeout(vms, Duration::from_millis(200))
                 .unwrap_or_else(PoisonError::into_inner)
                 .0;
         }
@@ -558,11 +558,18 @@ impl Vms {
     /// Runs the guest once. `None` if the run was superseded before it started.
     fn run_once(&self, config: &Config, name: &str, generation: u64) -> Option<VmExit> {
         let spec = {
-            let vms = lock(&self.vms);
-            let vm = vms.get(name)?;
+            let mut vms = lock(&self.vms);
+            let vm = vms.get_mut(name)?;
             if vm.generation != generation {
+                // Stopped before it started; a newer start (if any) owns the state.
+                if !vm.desired_running && vm.state == VmState::Starting {
+                    vm.set_state(VmState::Stopped);
+                    self.changed.notify_all();
+                }
                 return None;
             }
+            // A restart after a back-off starts here too.
+            vm.set_state(VmState::Starting);
             vm.spec.clone()
         };
         let (kernel, sha) = match self.platform_kernel(config, &spec.platform) {

@@ -105,8 +105,11 @@ pub enum ModuleError {
         /// What it should be.
         what: &'static str,
     },
-    /// `boot/vmlinuz` is not a bzImage.
-    #[error("module archive: {KERNEL_PATH} at byte {offset} is not a bzImage (no boot signature)")]
+    /// `boot/vmlinuz` is neither a bzImage nor an ELF64 kernel.
+    #[error(
+        "module archive: {KERNEL_PATH} at byte {offset} is neither a bzImage (no boot signature) \
+         nor an ELF64 kernel"
+    )]
     NotBzImage {
         /// Offset of the kernel's data.
         offset: usize,
@@ -318,7 +321,7 @@ fn check_payload(module: &Module<'_>) -> Result<(), ModuleError> {
                     what: "the kernel",
                 })?;
             let kernel = module.bytes.get(member.range.clone()).unwrap_or_default();
-            if !is_bzimage(kernel) {
+            if !is_bzimage(kernel) && !is_elf64(kernel) {
                 return Err(ModuleError::NotBzImage {
                     offset: member.range.start,
                 });
@@ -340,6 +343,11 @@ fn check_payload(module: &Module<'_>) -> Result<(), ModuleError> {
         }
     }
     Ok(())
+}
+
+/// An ELF64 kernel (a `vmlinux`, or a hand-made guest), which the VMM boots as well.
+pub fn is_elf64(kernel: &[u8]) -> bool {
+    kernel.get(..5) == Some(b"\x7fELF\x02".as_slice())
 }
 
 /// A Linux x86 boot image: boot sector signature 0xAA55 at 0x1FE and `HdrS` at 0x202.

@@ -211,6 +211,8 @@ pub enum VmState {
     Exited,
     /// It cannot start (e.g. its platform module is missing); see the last exit.
     Failed,
+    /// Its VMM process is being started.
+    Starting,
 }
 
 impl VmState {
@@ -222,6 +224,7 @@ impl VmState {
             Self::BackingOff => "backing-off",
             Self::Exited => "exited",
             Self::Failed => "failed",
+            Self::Starting => "starting",
         }
     }
 }

@@ -115,6 +115,11 @@ impl HostedHost {
         Ok(stream)
     }
 
+    /// The hosted `kattach`'s process id (0 once it has been reaped).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
     /// When `kattach` was spawned (after the namespace and TAP were made).
     pub fn spawned(&self) -> Instant {
         self.spawned

@@ -1,0 +1,284 @@
+//! Tier 2: the VM control plane of a hosted `kattach` on this machine's own `/dev/kvm`, with
+//! hand-made guests packed as platform modules (Linux guests cannot run on this machine's
+//! paravirtual nested KVM; `qemu-tests/tests/vms.rs` runs real vKaOS guests under QEMU).
+//!
+//! Module upload, create/start/stop/destroy, console logs (whole and followed), restart
+//! policies with back-off, a killed VMM, and refusals that leave nothing behind.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use kaos_protocol::{
+    ErrorCode, Request, Response, RestartPolicy, VmActRequest, VmAction, VmCreate, VmExitKind,
+    VmInfo, VmLogsQuery, VmSpec, VmState, truncated,
+};
+use kaos_qemu_tests::hosted::HostedHost;
+use kaos_qemu_tests::{netns, skip};
+use kaos_vmm::tiny;
+use kaosctl::{Client, ClientError};
+
+const KATTACH: &str = env!("CARGO_BIN_EXE_kattach");
+const READY: Duration = Duration::from_secs(10);
+const SETTLE: Duration = Duration::from_secs(30);
+
+fn launch(test: &str) -> Option<HostedHost> {
+    if let Some(reason) = netns::unavailable() {
+        skip(test, &reason);
+        return None;
+    }
+    if !tiny::kvm_usable(test) {
+        return None;
+    }
+    let host = HostedHost::launch_with(Path::new(KATTACH), "kaos-vms", &[]).expect("launch");
+    drop(host.wait_ready(READY).expect("ready"));
+    Some(host)
+}
+
+/// A platform module whose "kernel" is a hand-made ELF guest running `code`, padded to `size`
+/// bytes so the upload is as long as a real platform's.
+fn module(name: &str, code: &[u8], size: usize) -> Vec<u8> {
+    let mut elf = tiny::tiny_elf_with_code(code);
+    elf.resize(size.max(elf.len()), 0);
+    kaos_module::pack_platform(name, "1.0-test", "tiny", &elf).expect("pack")
+}
+
+fn spec(name: &str, platform: &str, restart: RestartPolicy) -> VmSpec {
+    VmSpec {
+        name: truncated(name),
+        vcpus: 1,
+        memory_mib: 64,
+        cmdline: truncated(""),
+        platform: truncated(platform),
+        restart,
+    }
+}
+
+fn create(c: &mut Client, spec: VmSpec) -> VmInfo {
+    match c.request(Request::VmCreate(VmCreate { spec, start: true })) {
+        Ok(Response::Vm(info)) => info,
+        other => panic!("vm create: {other:?}"),
+    }
+}
+
+fn act(c: &mut Client, name: &str, action: VmAction) -> Result<Response, ClientError> {
+    c.request(Request::VmAct(VmActRequest {
+        name: truncated(name),
+        action,
+    }))
+}
+
+fn inspect(c: &mut Client, name: &str) -> VmInfo {
+    match c.request(Request::VmInspect(truncated(name))) {
+        Ok(Response::Vm(info)) => info,
+        other => panic!("vm inspect {name}: {other:?}"),
+    }
+}
+
+fn wait_vm(
+    c: &mut Client,
+    host: &HostedHost,
+    name: &str,
+    pred: impl Fn(&VmInfo) -> bool,
+) -> VmInfo {
+    let deadline = Instant::now() + SETTLE;
+    loop {
+        let info = inspect(c, name);
+        if pred(&info) {
+            return info;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "VM {name} never got there: {info:?}\n{}",
+            host.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn logs(c: &mut Client, name: &str) -> String {
+    let id = c
+        .send(Request::VmLogs(VmLogsQuery {
+            name: truncated(name),
+            follow: false,
+        }))
+        .expect("send");
+    let mut text = Vec::new();
+    loop {
+        let frame = c.next_frame().expect("chunk");
+        assert_eq!(frame.id, id);
+        let Response::Console(chunk) = frame.response else {
+            panic!("vm logs: {:?}", frame.response)
+        };
+        text.extend_from_slice(&chunk.data);
+        if frame.last {
+            return String::from_utf8_lossy(&text).into_owned();
+        }
+    }
+}
+
+fn refusal(result: Result<Response, ClientError>) -> (ErrorCode, String) {
+    match result {
+        Err(ClientError::Refused { code, message }) => (code, message),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+#[test]
+fn modules_upload_and_vms_run_stop_restart_and_are_destroyed() {
+    let Some(host) = launch("modules_upload_and_vms_run_stop_restart_and_are_destroyed") else {
+        return;
+    };
+    let mut c = host.client().expect("client");
+
+    // A platform-sized upload (1.5 MiB), timed; then the same file again is recognised at once.
+    let idle = module(
+        "tiny-idle",
+        &tiny::idle_code(b"kattach guest: idle up (tiny)\n"),
+        1_500_000,
+    );
+    let started = Instant::now();
+    let stored = kaosctl::upload::push(&mut c, &idle, |_| {}).expect("push");
+    let took = started.elapsed();
+    eprintln!(
+        "upload of {} bytes: {took:?} ({:.1} MB/s)",
+        idle.len(),
+        idle.len() as f64 / took.as_secs_f64() / 1e6
+    );
+    assert_eq!(stored.name.as_str(), "tiny-idle");
+    assert_eq!(
+        kaosctl::upload::push(&mut c, &idle, |_| {}).expect("again"),
+        stored
+    );
+    let reset = module(
+        "tiny-reset",
+        &tiny::tiny_code(b"kattach guest: r up (tiny)\n"),
+        0,
+    );
+    kaosctl::upload::push(&mut c, &reset, |_| {}).expect("push tiny-reset");
+
+    // A bad archive is refused with its reason, and nothing is stored.
+    let (code, message) = match kaosctl::upload::push(&mut c, b"not an archive at all", |_| {}) {
+        Err(ClientError::Refused { code, message }) => (code, message),
+        other => panic!("garbage stored: {other:?}"),
+    };
+    assert_eq!(code, ErrorCode::InvalidArgument, "{message}");
+    let Ok(Response::Modules(list)) = c.request(Request::ModuleList) else {
+        panic!("module list")
+    };
+    let names: Vec<&str> = list.entries.iter().map(|m| m.name.as_str()).collect();
+    assert_eq!(names, ["tiny-idle", "tiny-reset"]);
+
+    // A guest that stays up: its console, followed and whole.
+    let first = create(&mut c, spec("idle", "tiny-idle", RestartPolicy::OnFailure));
+    assert!(
+        matches!(first.state, VmState::Starting | VmState::Running),
+        "{first:?}"
+    );
+    let up = wait_vm(&mut c, &host, "idle", |i| i.guest_up);
+    assert!(logs(&mut c, "idle").contains("kattach guest: idle up (tiny)"));
+    let follow = c
+        .send(Request::VmLogs(VmLogsQuery {
+            name: truncated("idle"),
+            follow: true,
+        }))
+        .expect("follow");
+    let frame = c.next_frame().expect("first followed chunk");
+    assert_eq!(frame.id, follow);
+    assert!(!frame.last, "a followed console stays open");
+    let cancel = c.cancel(follow).expect("cancel");
+    let mut ended = false;
+    loop {
+        let frame = c.next_frame().expect("end of the stream");
+        ended |= frame.id == follow && frame.last;
+        if frame.id == cancel {
+            break;
+        }
+    }
+    assert!(ended, "the followed stream ends when cancelled");
+
+    // A killed VMM is a crash: the host records it and on-failure starts the VM again.
+    let pid = up.pid.expect("a VMM pid");
+    let _ = std::process::Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status();
+    let again = wait_vm(&mut c, &host, "idle", |i| i.restarts >= 1 && i.guest_up);
+    let exit = again.last_exit.clone().expect("the crash is recorded");
+    assert_eq!(exit.kind, VmExitKind::Crash, "{exit:?}");
+    assert_ne!(again.pid, Some(pid));
+    assert!(matches!(
+        c.request(Request::Status),
+        Ok(Response::Status(_))
+    ));
+
+    // Stop, then start.
+    let Ok(Response::Vm(stopped)) = act(&mut c, "idle", VmAction::Stop) else {
+        panic!("stop")
+    };
+    assert_eq!((stopped.state, stopped.pid), (VmState::Stopped, None));
+    assert_eq!(stopped.last_exit.map(|e| e.kind), Some(VmExitKind::Stopped));
+    act(&mut c, "idle", VmAction::Start).expect("start");
+    wait_vm(&mut c, &host, "idle", |i| {
+        i.guest_up && i.state == VmState::Running
+    });
+
+    // Restart policies on a guest that resets at once.
+    create(&mut c, spec("never", "tiny-reset", RestartPolicy::Never));
+    create(&mut c, spec("always", "tiny-reset", RestartPolicy::Always));
+    let never = wait_vm(&mut c, &host, "never", |i| i.state == VmState::Exited);
+    assert_eq!(never.last_exit.map(|e| e.kind), Some(VmExitKind::Reset));
+    assert_eq!(never.restarts, 0);
+    let t = Instant::now();
+    let always = wait_vm(&mut c, &host, "always", |i| i.restarts >= 2);
+    // Back-off: 1 s, then 2 s.
+    assert!(t.elapsed() >= Duration::from_secs(2), "{:?}", t.elapsed());
+    assert_eq!(always.last_exit.map(|e| e.kind), Some(VmExitKind::Reset));
+    act(&mut c, "always", VmAction::Stop).expect("stop a backing-off VM");
+    assert_eq!(inspect(&mut c, "always").state, VmState::Stopped);
+
+    // Refusals.
+    let (code, _) = refusal(c.request(Request::VmCreate(VmCreate {
+        spec: spec("idle", "tiny-idle", RestartPolicy::Never),
+        start: false,
+    })));
+    assert_eq!(code, ErrorCode::Conflict, "names are unique");
+    let (code, _) = refusal(c.request(Request::VmCreate(VmCreate {
+        spec: spec("other", "no-such-platform", RestartPolicy::Never),
+        start: false,
+    })));
+    assert_eq!(code, ErrorCode::NotFound);
+    let (code, _) = refusal(act(&mut c, "ghost", VmAction::Start));
+    assert_eq!(code, ErrorCode::NotFound);
+    let (code, _) = refusal(c.request(Request::ModuleRemove(truncated("tiny-idle"))));
+    assert_eq!(code, ErrorCode::Conflict, "a module in use stays");
+
+    // Destroy everything; then the modules can go.
+    for name in ["idle", "never", "always"] {
+        assert!(matches!(
+            act(&mut c, name, VmAction::Destroy),
+            Ok(Response::Accepted)
+        ));
+    }
+    let Ok(Response::Vms(list)) = c.request(Request::VmList) else {
+        panic!("vm list")
+    };
+    assert!(list.entries.is_empty(), "{list:?}");
+    for name in ["tiny-idle", "tiny-reset"] {
+        c.request(Request::ModuleRemove(truncated(name)))
+            .expect("remove an unused module");
+    }
+    // No VMM is left running.
+    std::thread::sleep(Duration::from_millis(300));
+    let ps = std::process::Command::new("pgrep")
+        .args(["-f", "kattach vmm run"])
+        .output()
+        .expect("pgrep");
+    let mine: Vec<String> = String::from_utf8_lossy(&ps.stdout)
+        .lines()
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/status"))
+                .is_ok_and(|s| s.contains(&format!("PPid:\t{}", host.pid())))
+        })
+        .map(str::to_owned)
+        .collect();
+    assert!(mine.is_empty(), "VMMs left: {mine:?}");
+}
