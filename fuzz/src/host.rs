@@ -118,6 +118,18 @@ impl Host {
                 self.remove(remove.name.as_str())?;
                 Response::Access(self.access.clone())
             }
+            // Modules and VMs (1.1) are not modelled: these targets check the session (one
+            // answer per id, roles, streams), and the VM control plane has its own tests.
+            Request::ModuleUpload(_)
+            | Request::ModuleList
+            | Request::ModuleRemove(_)
+            | Request::VmCreate(_)
+            | Request::VmList
+            | Request::VmInspect(_)
+            | Request::VmAct(_)
+            | Request::VmLogs(_) => {
+                return Err(fail(ErrorCode::Unsupported, "no VMs in the fuzz host"));
+            }
             // The session answers these itself and never asks the host.
             Request::Ping | Request::WhoAmI | Request::Cancel(_) => {
                 return Err(fail(ErrorCode::Internal, "the session answers this"));

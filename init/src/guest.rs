@@ -155,6 +155,12 @@ impl Console {
         self.line(6, text);
     }
 
+    /// A line for the host, written to the console device itself: the kernel's `quiet` (or
+    /// any console log level) must not hide it, as the host waits for it.
+    fn announce(&self, text: &str) {
+        let _ = std::io::stderr().write_all(format!("kattach guest: {text}\n").as_bytes());
+    }
+
     fn warn(&self, text: &str) {
         self.line(4, text);
     }
@@ -193,7 +199,7 @@ pub fn main() -> ! {
         console.warn(&format!("sethostname: {e}"));
     }
 
-    console.info(&ready_line(&settings.name));
+    console.announce(&ready_line(&settings.name));
     let fib = std::fs::read_to_string("/proc/net/fib_trie").unwrap_or_default();
     for address in local_addresses(&fib) {
         console.info(&format!("{} address {address}", settings.name));

@@ -71,6 +71,10 @@ impl Link {
         .map_err(sys_err("socket(AF_PACKET)"))?;
         let index = netdevice::name_to_index(&fd, name).map_err(sys_err("interface index"))?;
         sys::set_up(fd.as_fd(), name).map_err(sys_err("bring up"))?;
+        if let Err(e) = sys::disable_gro(fd.as_fd(), name) {
+            // Drivers without GRO support refuse; then nothing is merged anyway.
+            log::debug!("{name}: cannot turn GRO off: {e}");
+        }
         let mac = sys::hw_addr(fd.as_fd(), name).map_err(sys_err("hardware address"))?;
         let addr = sys::PacketAddr::all_protocols(index).map_err(sys_err("bind"))?;
         rustix::net::bind(&fd, &addr).map_err(sys_err("bind"))?;

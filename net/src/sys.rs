@@ -29,8 +29,9 @@ struct IfreqIoctl<'a> {
     req: &'a mut ifreq,
 }
 
-// SAFETY: every opcode used with this type (SIOCGIFFLAGS, SIOCSIFFLAGS, SIOCGIFHWADDR, TUNSETIFF)
-// takes a pointer to a `struct ifreq`, which `as_ptr` provides and which lives as long as `self`.
+// SAFETY: every opcode used with this type (SIOCGIFFLAGS, SIOCSIFFLAGS, SIOCGIFHWADDR, TUNSETIFF,
+// SIOCETHTOOL) takes a pointer to a `struct ifreq`, which `as_ptr` provides and which lives as
+// long as `self`; for SIOCETHTOOL the caller keeps the command `ifru_data` points at alive.
 unsafe impl Ioctl for IfreqIoctl<'_> {
     type Output = ();
     const IS_MUTATING: bool = true;
@@ -114,6 +115,33 @@ pub(crate) fn hw_addr(fd: BorrowedFd<'_>, name: &str) -> io::Result<[u8; 6]> {
         *dst = src.cast_unsigned();
     }
     Ok(mac)
+}
+
+/// `SIOCETHTOOL` from `<linux/sockios.h>`.
+const SIOCETHTOOL: u32 = 0x8946;
+/// `ETHTOOL_SGRO` from `<linux/ethtool.h>`: set generic receive offload.
+const ETHTOOL_SGRO: u32 = 0x2c;
+
+/// `struct ethtool_value`.
+#[repr(C)]
+struct EthtoolValue {
+    cmd: u32,
+    data: u32,
+}
+
+/// Turns generic receive offload off on interface `name`. A packet socket would otherwise be
+/// handed TCP segments the kernel merged into one frame larger than the MTU, with the checksum
+/// of the first: a user-space stack must see frames as they were on the wire.
+pub(crate) fn disable_gro(fd: BorrowedFd<'_>, name: &str) -> io::Result<()> {
+    let mut req = ifreq_named(name)?;
+    let mut value = EthtoolValue {
+        cmd: ETHTOOL_SGRO,
+        data: 0,
+    };
+    req.ifr_ifru.ifru_data = std::ptr::from_mut(&mut value).cast();
+    // SIOCETHTOOL reads the command through `ifru_data`, which points at `value`, alive until
+    // the call returns.
+    ifreq_call(fd, SIOCETHTOOL, &mut req)
 }
 
 /// Attaches the open `/dev/net/tun` descriptor to TAP interface `name` (created if absent).
