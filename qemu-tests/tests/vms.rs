@@ -48,11 +48,18 @@ fn refusal(c: &mut Client, request: Request) -> (ErrorCode, String) {
     }
 }
 
-fn push_platform(c: &mut Client) {
+fn push_platform(c: &mut Client, host: &QemuHost) {
     let path = qemu::platform_module_from_env().expect("checked by unavailable()");
     let bytes = std::fs::read(&path).expect("read the platform module");
     let started = Instant::now();
-    let module = kaosctl::upload::push(c, &bytes, |_| {}).expect("push the platform module");
+    let mut last_report = Instant::now();
+    let module = kaosctl::upload::push(c, &bytes, |received| {
+        if last_report.elapsed() > Duration::from_secs(2) {
+            eprintln!("push: {received} bytes after {:?}", started.elapsed());
+            last_report = Instant::now();
+        }
+    })
+    .unwrap_or_else(|e| panic!("push the platform module: {e}\n{}", host.console()));
     eprintln!(
         "pushed {} ({} bytes) in {:?}",
         path.display(),
@@ -174,7 +181,7 @@ fn vkaos_guests_boot_are_managed_and_restarted_by_policy() {
     );
     assert_eq!(code, ErrorCode::NotFound);
     assert!(message.contains("kaosctl module push"), "{message}");
-    push_platform(&mut c);
+    push_platform(&mut c, &host);
 
     // Bad parameters are refused before anything starts.
     for (bad, why) in [
@@ -207,7 +214,7 @@ fn vkaos_guests_boot_are_managed_and_restarted_by_policy() {
         "{first:?}"
     );
     let booted = Instant::now();
-    wait_vm(&mut c, &host, "g1", "up", |i| i.guest_up);
+    let g1 = wait_vm(&mut c, &host, "g1", "up", |i| i.guest_up);
     eprintln!("g1: create → guest up in {:?}", booted.elapsed());
     let console = logs(&mut c, "g1");
     assert!(console.contains("Linux version"), "{console}");
@@ -286,7 +293,7 @@ fn vkaos_guests_boot_are_managed_and_restarted_by_policy() {
     assert!(logs(&mut c, "crasher").contains("Kernel panic"));
     // The other guests never noticed.
     assert!(inspect(&mut c, "g1").guest_up);
-    assert_eq!(inspect(&mut c, "g1").pid, first.pid);
+    assert_eq!(inspect(&mut c, "g1").pid, g1.pid, "g1's VMM is the same process");
     act(&mut c, "crasher", VmAction::Destroy);
 }
 
@@ -299,7 +306,7 @@ fn running_vms_come_back_after_a_host_reboot() {
     kaos_store::init_device(disk.path(), false, [6; 16]).expect("init store image");
     let host = boot("kaos-vms-reboot", &[&disk]);
     let mut c = host.wait_ready(BOOT).expect("endpoint");
-    push_platform(&mut c);
+    push_platform(&mut c, &host);
     create(
         &mut c,
         spec("keeper", 96, "quiet", RestartPolicy::Never),
