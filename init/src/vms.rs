@@ -376,6 +376,7 @@ impl Vms {
             }
             vm.generation += 1;
             vm.restarts = 0;
+            vm.guest_up = false;
             vm.set_state(VmState::Starting);
             vm.generation
         };
@@ -621,6 +622,7 @@ impl Vms {
         let mut vms = lock(&self.vms);
         if let Some(vm) = vms.get_mut(name) {
             vm.pid = None;
+            vm.guest_up = false;
             if vm.generation != generation || !vm.desired_running {
                 exit.kind = VmExitKind::Stopped;
             }
@@ -628,28 +630,36 @@ impl Vms {
         Some(exit)
     }
 
-    /// Unpacks the platform module's kernel into the runtime directory (once per SHA-256).
+    /// Unpacks the platform module's kernel into the runtime directory, once per SHA-256: later
+    /// starts only look the module up.
     fn platform_kernel(
         &self,
         config: &Config,
         platform: &str,
     ) -> Result<(PathBuf, [u8; 32]), String> {
-        let (info, bytes) = config
-            .module_bytes(platform)
-            .map_err(|e| e.reply().message.to_string())?
-            .ok_or_else(|| {
-                format!(
-                    "platform module {platform:?} is not stored; push it with `kaosctl module push`"
-                )
-            })?;
+        let missing = || {
+            format!(
+                "platform module {platform:?} is not stored; push it with `kaosctl module push`"
+            )
+        };
+        let info = config
+            .modules()
+            .into_iter()
+            .find(|m| m.name == platform)
+            .ok_or_else(missing)?;
         if info.kind != ModuleKind::Platform {
             return Err(format!("module {platform:?} is not a platform module"));
         }
-        let hex = kaos_module::sha256_hex(&bytes);
+        let hex: String = info.sha256.iter().map(|b| format!("{b:02x}")).collect();
         let path = self.runtime_dir.join(format!("{platform}-{hex}.vmlinuz"));
         if path.exists() {
             return Ok((path, info.sha256));
         }
+        // Read back and checked chunk by chunk and whole against its SHA-256.
+        let (info, bytes) = config
+            .module_bytes(platform)
+            .map_err(|e| e.reply().message.to_string())?
+            .ok_or_else(missing)?;
         let module = kaos_module::parse(&bytes, &kaos_module::Limits::PLATFORM)
             .map_err(|e| format!("platform module {platform:?}: {e}"))?;
         let kernel = module

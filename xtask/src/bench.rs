@@ -10,6 +10,7 @@
 //! | hosted: spawn → first answered hello | the line above (client started once ready is logged) |
 //! | management protocol: round trips, bytes, handshakes | see [`crate::bench_mgmt`] |
 //! | VMM start → exit, sandboxed and not; VM starts per second | see [`crate::bench_vmm`] |
+//! | VM start through the protocol, hosted and under QEMU | see [`crate::bench_vms`] |
 //!
 //! Every timing is the median of several runs; min and max are printed beside it.
 
@@ -40,6 +41,13 @@ pub fn run(boots: usize, hosted_runs: usize) -> Result<()> {
         return Ok(());
     }
     let info = image::build_image(image::DEFAULT_PROFILE, None)?;
+    if std::env::var("KAOS_BENCH_ONLY").is_ok_and(|only| only == "vms") {
+        let mut rows = Vec::new();
+        let platform = image::build_platform_module(image::VKAOS_PROFILE, None)?;
+        crate::bench_vms::rows(&mut rows, &info.kattach, &info.image, &platform.module)?;
+        print_table(&rows);
+        return Ok(());
+    }
     let mut rows: Vec<[String; 3]> = Vec::new();
     rows.push([
         "host image size".into(),
@@ -93,6 +101,8 @@ pub fn run(boots: usize, hosted_runs: usize) -> Result<()> {
     crate::bench_mgmt::rows(&mut rows, &info.kattach)?;
     crate::bench_store::rows(&mut rows, &info.image)?;
     crate::bench_vmm::rows(&mut rows, &info.kattach)?;
+    let platform = image::build_platform_module(image::VKAOS_PROFILE, None)?;
+    crate::bench_vms::rows(&mut rows, &info.kattach, &info.image, &platform.module)?;
     print_table(&rows);
     Ok(())
 }

@@ -224,33 +224,10 @@ fn firecracker(bin: &Path, guest: &Path, dir: &Path, has_time: bool) -> Result<[
     ))
 }
 
-/// The guest, as `kaos_vmm::tiny::tiny_elf(b"K")` builds it (written out here because
-/// xtask does not link the VMM): `mov dx,0x3f8; mov al,'K'; out dx,al; mov al,0xfe;
-/// out 0x64,al; hlt; jmp $-1` in one `PT_LOAD` segment at 1 MiB.
+/// The guest: writes `K` to COM1, then resets through the i8042, in one `PT_LOAD`
+/// segment at 1 MiB.
 pub fn tiny_guest() -> Vec<u8> {
-    const ENTRY: u64 = 0x10_0000;
-    let code: &[u8] = &[
-        0x66, 0xba, 0xf8, 0x03, 0xb0, b'K', 0xee, 0xb0, 0xfe, 0xe6, 0x64, 0xf4, 0xeb, 0xfd,
-    ];
-    let len = code.len() as u64;
-    let mut f = b"\x7fELF\x02\x01\x01\0\0\0\0\0\0\0\0\0".to_vec();
-    f.extend_from_slice(&2u16.to_le_bytes()); // ET_EXEC
-    f.extend_from_slice(&0x3eu16.to_le_bytes()); // EM_X86_64
-    f.extend_from_slice(&1u32.to_le_bytes());
-    for word in [ENTRY, 64, 0] {
-        f.extend_from_slice(&word.to_le_bytes()); // e_entry, e_phoff, e_shoff
-    }
-    f.extend_from_slice(&0u32.to_le_bytes()); // e_flags
-    for half in [64u16, 56, 1, 64, 0, 0] {
-        f.extend_from_slice(&half.to_le_bytes());
-    }
-    f.extend_from_slice(&1u32.to_le_bytes()); // PT_LOAD
-    f.extend_from_slice(&5u32.to_le_bytes()); // R+X
-    for word in [120, ENTRY, ENTRY, len, len, 0x1000] {
-        f.extend_from_slice(&word.to_le_bytes());
-    }
-    f.extend_from_slice(code);
-    f
+    kaos_vmm::tiny::tiny_elf(b"K")
 }
 
 /// The release kattach for `KAOS_BENCH_ONLY=vmm`: built as the image step builds it.
