@@ -208,7 +208,12 @@ fn vkaos_guests_boot_are_managed_and_restarted_by_policy() {
     );
 
     // One guest: it boots to the guest kattach, whose console we read.
-    let first = create(&mut c, spec("g1", 96, "", RestartPolicy::OnFailure), true);
+    // Two vCPUs: the guest kernel finds both through the VMM's MP table.
+    let g1_spec = VmSpec {
+        vcpus: 2,
+        ..spec("g1", 96, "", RestartPolicy::OnFailure)
+    };
+    let first = create(&mut c, g1_spec, true);
     assert!(
         matches!(first.state, VmState::Starting | VmState::Running),
         "{first:?}"
@@ -219,6 +224,8 @@ fn vkaos_guests_boot_are_managed_and_restarted_by_policy() {
     let console = logs(&mut c, "g1");
     assert!(console.contains("Linux version"), "{console}");
     assert!(console.contains(&ready_line("g1")), "{console}");
+    assert!(console.contains("Brought up 1 node, 2 CPUs"), "{console}");
+    assert!(console.contains("2 vCPUs"), "{console}");
 
     // Three more: four guests at once.
     for name in ["g2", "g3", "g4"] {
@@ -293,7 +300,11 @@ fn vkaos_guests_boot_are_managed_and_restarted_by_policy() {
     assert!(logs(&mut c, "crasher").contains("Kernel panic"));
     // The other guests never noticed.
     assert!(inspect(&mut c, "g1").guest_up);
-    assert_eq!(inspect(&mut c, "g1").pid, g1.pid, "g1's VMM is the same process");
+    assert_eq!(
+        inspect(&mut c, "g1").pid,
+        g1.pid,
+        "g1's VMM is the same process"
+    );
     act(&mut c, "crasher", VmAction::Destroy);
 }
 
