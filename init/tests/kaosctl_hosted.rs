@@ -425,3 +425,64 @@ fn events_follow_prints_new_events_as_they_happen() {
     let (out, _) = user.ok(&host, &["events", "--follow", "--limit", "1"]);
     assert_eq!(out.lines().count(), 2, "the header and one event: {out}");
 }
+
+#[test]
+fn an_operator_pushes_a_platform_and_runs_a_vm_with_kaosctl() {
+    let Some(kaosctl) = kaosctl("kaosctl_vm") else {
+        return;
+    };
+    if !kaos_vmm::tiny::kvm_usable("kaosctl_vm") {
+        return;
+    }
+    let host = launch("ctl-vm", &[]);
+    let user = User::with_context(kaosctl);
+    user.ok(&host, &["--trust-new-host", "status"]);
+
+    // A platform whose kernel is a hand-made guest that prints and stays up.
+    let code = kaos_vmm::tiny::idle_code(b"kattach guest: web up (tiny)\nhello from web\n");
+    let elf = kaos_vmm::tiny::tiny_elf_with_code(&code);
+    let module = kaos_module::pack_platform("vkaos", "1.0-test", "tiny", &elf).expect("pack");
+    let file = user.dir.join("vkaos-test.aqi");
+    std::fs::write(&file, &module).expect("write module");
+    let (out, _) = user.ok(&host, &["module", "push", &file.to_string_lossy()]);
+    assert!(
+        out.contains("stored platform module vkaos 1.0-test"),
+        "{out}"
+    );
+    let (out, _) = user.ok(&host, &["module", "list"]);
+    assert!(out.contains("vkaos") && out.contains("platform"), "{out}");
+
+    // Bad parameters: exit 1 with the host's reason; a bad memory size never leaves kaosctl.
+    let err = user.fails(&host, &["vm", "create", "web", "--vcpus", "0"], 1);
+    assert!(err.contains("vCPUs"), "{err}");
+    let err = user.fails(&host, &["vm", "create", "web", "--memory", "lots"], 2);
+    assert!(err.contains("--memory"), "{err}");
+
+    user.ok(
+        &host,
+        &["vm", "create", "web", "--memory", "64M", "--start"],
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let (out, _) = user.ok(&host, &["vm", "list", "--output", "json"]);
+        let list: serde_json::Value = serde_json::from_str(&out).expect("json");
+        if list[0]["guest_up"] == true {
+            assert_eq!(list[0]["state"], "running", "{list}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "never up: {list}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (out, _) = user.ok(&host, &["vm", "logs", "web"]);
+    assert!(out.contains("hello from web"), "{out}");
+    let (out, _) = user.ok(&host, &["vm", "inspect", "web"]);
+    assert!(out.contains("running") && out.contains("64 MiB"), "{out}");
+    let (out, _) = user.ok(&host, &["vm", "stop", "web"]);
+    assert!(out.contains("stopped"), "{out}");
+    let err = user.fails(&host, &["module", "remove", "vkaos"], 1);
+    assert!(err.contains("web"), "{err}");
+    user.ok(&host, &["vm", "destroy", "web"]);
+    user.ok(&host, &["module", "remove", "vkaos"]);
+    let err = user.fails(&host, &["vm", "inspect", "web"], 1);
+    assert!(err.contains("no VM named"), "{err}");
+}
