@@ -389,6 +389,33 @@ impl Client {
         self.conn.next_frame(&mut self.transport)
     }
 
+    /// The next frame while following a stream: when the host stays silent for the read
+    /// timeout, one `Ping` goes out (its `Pong` is swallowed here); silence after that is an
+    /// error, so a lost connection is noticed. `ping` carries the outstanding ping between calls.
+    pub fn next_keepalive(&mut self, ping: &mut Option<u32>) -> Result<ServerFrame, ClientError> {
+        loop {
+            let frame = match self.next_frame() {
+                Ok(frame) => frame,
+                Err(ClientError::Io { source, .. })
+                    if ping.is_none()
+                        && matches!(
+                            source.kind(),
+                            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                        ) =>
+                {
+                    *ping = Some(self.send(Request::Ping)?);
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            if frame.response == Response::Pong && Some(frame.id) == *ping {
+                *ping = None;
+                continue;
+            }
+            return Ok(frame);
+        }
+    }
+
     /// Changes how long a reply may take (e.g. none while following a stream).
     pub fn set_read_timeout(&self, timeout: Option<Duration>) -> Result<(), ClientError> {
         self.conn

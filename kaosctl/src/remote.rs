@@ -1,6 +1,5 @@
 //! Commands sent to a host.
 
-use std::io::ErrorKind;
 use std::time::Duration;
 
 use kaos_protocol::keys::PublicKey;
@@ -172,19 +171,8 @@ fn follow(
     let mut left = limit.unwrap_or(usize::MAX);
     let mut ping = None;
     while left > 0 {
-        let frame = match c.next_frame() {
-            Ok(frame) => frame,
-            Err(ClientError::Io { source, .. })
-                if ping.is_none()
-                    && matches!(source.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) =>
-            {
-                ping = Some(c.send(Request::Ping)?);
-                continue;
-            }
-            Err(e) => return Err(e.into()),
-        };
+        let frame = c.next_keepalive(&mut ping)?;
         match frame.response {
-            Response::Pong if Some(frame.id) == ping => ping = None,
             Response::Events(page) if frame.id == stream => {
                 for e in page.events.iter().take(left) {
                     let view = EventView::from(e);

@@ -330,19 +330,8 @@ fn logs(c: &mut Client, name: &str, follow: bool) -> Result<(), Error> {
     c.set_read_timeout(Some(FOLLOW_IDLE))?;
     let mut ping = None;
     loop {
-        let frame = match c.next_frame() {
-            Ok(frame) => frame,
-            Err(ClientError::Io { source, .. })
-                if ping.is_none()
-                    && matches!(source.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) =>
-            {
-                ping = Some(c.send(Request::Ping)?);
-                continue;
-            }
-            Err(e) => return Err(e.into()),
-        };
+        let frame = c.next_keepalive(&mut ping)?;
         match frame.response {
-            Response::Pong if Some(frame.id) == ping => ping = None,
             Response::Console(chunk) if frame.id == stream => {
                 if chunk.dropped > 0 {
                     eprintln!("kaosctl: [{} console bytes lost]", chunk.dropped);
