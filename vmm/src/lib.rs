@@ -18,7 +18,8 @@
 //! with an initrd made of files and in-memory archives ([`boot::InitrdPart`]); COM1 (16550) into
 //! a bounded ring and a writer; the i8042 reset; and the **exit port**: a one-byte write to port
 //! 0xf4 ([`pio::EXIT_PORT`], QEMU's `isa-debug-exit` address) powers the VM off, the only way a
-//! Linux guest without ACPI can. Virtio-mmio comes next.
+//! Linux guest without ACPI can. Virtio devices sit on the virtio-mmio transport ([`virtio`],
+//! [`Vm::with_devices`]); issue 6 puts virtio-net there.
 
 pub mod boot;
 pub mod cpu;
@@ -30,6 +31,7 @@ pub mod seccomp;
 pub mod serial;
 pub mod tiny;
 pub mod vcpu;
+pub mod virtio;
 mod vm;
 
 pub use boot::InitrdPart;
@@ -108,6 +110,9 @@ pub enum VmError {
     /// The MP table.
     #[error(transparent)]
     MpTable(#[from] mptable::MpTableError),
+    /// A virtio device.
+    #[error(transparent)]
+    Virtio(#[from] virtio::VirtioError),
     /// A KVM call failed.
     #[error("KVM: cannot {0}: {1}")]
     Kvm(&'static str, #[source] kvm_ioctls::Error),

@@ -20,6 +20,7 @@ use kvm_ioctls::{VcpuExit, VcpuFd};
 
 use crate::ExitReason;
 use crate::pio::{PioAction, PioBus};
+use crate::virtio::MmioBus;
 
 /// `KVM_SET_SIGNAL_MASK`: `_IOW(KVMIO, 0x8b, struct kvm_signal_mask)`.
 const KVM_SET_SIGNAL_MASK: libc::c_ulong = (1 << 30)
@@ -132,9 +133,10 @@ pub fn prepare_thread(vcpu: &VcpuFd, stop: &Stop) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Runs one vCPU until it stops the VM or is stopped; records its reason in `stop`.
-pub fn run<W: Write>(vcpu: &mut VcpuFd, bus: &Mutex<PioBus<W>>, stop: &Stop) {
-    if let Some(reason) = run_loop(vcpu, bus, stop) {
+/// Runs one vCPU until it stops the VM or is stopped; records its reason in `stop`. Port I/O
+/// goes to `bus`, MMIO to the virtio devices of `mmio`.
+pub fn run<W: Write>(vcpu: &mut VcpuFd, bus: &Mutex<PioBus<W>>, mmio: &MmioBus, stop: &Stop) {
+    if let Some(reason) = run_loop(vcpu, bus, mmio, stop) {
         stop.finish(reason);
     }
     stop.deregister();
@@ -148,11 +150,12 @@ pub fn abandon(stop: &Stop, reason: Option<ExitReason>) {
     stop.deregister();
 }
 
-/// The loop: port I/O to the bus, MMIO logged and ignored, stops mapped to a reason. `None`
-/// when another vCPU stopped the VM.
+/// The loop: port I/O to the bus, MMIO to the virtio devices (elsewhere logged and ignored,
+/// reads all ones), stops mapped to a reason. `None` when another vCPU stopped the VM.
 fn run_loop<W: Write>(
     vcpu: &mut VcpuFd,
     bus: &Mutex<PioBus<W>>,
+    mmio: &MmioBus,
     stop: &Stop,
 ) -> Option<ExitReason> {
     let mut unhandled_mmio = 0u64;
@@ -173,13 +176,17 @@ fn run_loop<W: Write>(
             },
             VcpuExit::IoIn(port, data) => lock(bus).read(port, data),
             VcpuExit::MmioRead(addr, data) => {
-                unhandled_mmio += 1;
-                log::debug!("unhandled MMIO read at {addr:#x}");
-                data.fill(0xff);
+                if !mmio.read(addr, data) {
+                    unhandled_mmio += 1;
+                    log::debug!("unhandled MMIO read at {addr:#x}");
+                    data.fill(0xff);
+                }
             }
-            VcpuExit::MmioWrite(addr, _) => {
-                unhandled_mmio += 1;
-                log::debug!("unhandled MMIO write at {addr:#x}");
+            VcpuExit::MmioWrite(addr, data) => {
+                if !mmio.write(addr, data) {
+                    unhandled_mmio += 1;
+                    log::debug!("unhandled MMIO write at {addr:#x}");
+                }
             }
             VcpuExit::Intr => {}
             other => return Some(stop_reason(other, unhandled_mmio)),

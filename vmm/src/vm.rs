@@ -14,6 +14,7 @@ use crate::pio::PioBus;
 use crate::seccomp::{Filters, ThreadKind};
 use crate::serial::{COM1_IRQ, Console, Ring, SharedRing};
 use crate::vcpu::{self, Stop};
+use crate::virtio::{Interrupt, MmioBus, MmioTransport, VirtioDevice, VirtioError};
 use crate::{ExitReason, VmConfig, VmError, boot, cpu, memory};
 
 /// Where KVM puts the TSS it needs for real-mode emulation on Intel (three pages below 4 GiB).
@@ -29,6 +30,7 @@ pub struct Vm<W: Write + Send> {
     _memfd: File,
     vcpus: Vec<VcpuFd>,
     bus: Mutex<PioBus<W>>,
+    mmio: MmioBus,
     ring: SharedRing,
     irq_fd: i32,
 }
@@ -43,9 +45,27 @@ impl<W: Write + Send> Vm<W> {
     /// # Errors
     /// [`VmError`] saying what was wrong.
     pub fn new(config: &VmConfig, console: W) -> Result<Self, VmError> {
+        Self::with_devices(config, console, Vec::new())
+    }
+
+    /// [`Vm::new`] with virtio-mmio `devices`, each in the window and on the interrupt line of
+    /// its place in the list ([`MmioBus::slot`]); the kernel command line starts with their
+    /// `virtio_mmio.device=` fragments (first, so they stay before any `--`).
+    ///
+    /// # Errors
+    /// [`VmError`] saying what was wrong; too many devices, or a device with bad queue sizes,
+    /// before `/dev/kvm` is opened.
+    pub fn with_devices(
+        config: &VmConfig,
+        console: W,
+        devices: Vec<Box<dyn VirtioDevice>>,
+    ) -> Result<Self, VmError> {
         config.validate(memory::host_ram())?;
         let (mut kernel_file, kind) = boot::open_kernel(&config.kernel)?;
-        let cmdline = boot::cmdline(&config.cmdline)?;
+        let cmdline = boot::cmdline(&virtio_cmdline(&config.cmdline, devices.len())?)?;
+        for device in &devices {
+            crate::virtio::queue_regs(device.as_ref())?;
+        }
         let mptable = MpTable::new(config.vcpus)?;
 
         let kvm = Kvm::new().map_err(kvm_err("open /dev/kvm"))?;
@@ -77,6 +97,7 @@ impl<W: Write + Send> Vm<W> {
         vm.register_irqfd(&irq, COM1_IRQ)
             .map_err(kvm_err("register serial irqfd"))?;
         let irq_fd = std::os::fd::AsRawFd::as_raw_fd(&irq);
+        let mmio = attach_devices(&vm, &mem, devices)?;
         let ring = Arc::new(Mutex::new(Ring::new(CONSOLE_RING)));
         let bus = Mutex::new(PioBus::new(Console::new(irq, ring.clone(), console)));
         Ok(Vm {
@@ -85,6 +106,7 @@ impl<W: Write + Send> Vm<W> {
             _memfd: memfd,
             vcpus,
             bus,
+            mmio,
             ring,
             irq_fd,
         })
@@ -96,9 +118,16 @@ impl<W: Write + Send> Vm<W> {
     }
 
     /// The descriptors the vCPU threads write to besides the console: the serial interrupt's
-    /// eventfd (for the seccomp filters).
+    /// eventfd and each virtio device's (for the seccomp filters).
     pub fn device_fds(&self) -> Vec<i32> {
-        vec![self.irq_fd]
+        let mut fds = vec![self.irq_fd];
+        fds.extend(self.mmio.irqfds());
+        fds
+    }
+
+    /// The virtio devices.
+    pub fn virtio(&self) -> &MmioBus {
+        &self.mmio
     }
 
     /// Runs every vCPU on a thread of its own until the guest stops; never panics on guest
@@ -113,7 +142,7 @@ impl<W: Write + Send> Vm<W> {
     pub fn run_confined(&mut self, filters: Option<&Filters>) -> ExitReason {
         let stop = Stop::default();
         let gate = Gate::default();
-        let bus = &self.bus;
+        let (bus, mmio) = (&self.bus, &self.mmio);
         std::thread::scope(|scope| {
             let mut spawned = 0;
             for (i, vcpu) in self.vcpus.iter_mut().enumerate() {
@@ -126,7 +155,7 @@ impl<W: Write + Send> Vm<W> {
                             .and_then(|()| apply(filters, ThreadKind::Vcpu));
                         gate.arrive_and_wait();
                         match ready {
-                            Ok(()) => vcpu::run(vcpu, bus, stop),
+                            Ok(()) => vcpu::run(vcpu, bus, mmio, stop),
                             Err(why) => vcpu::abandon(stop, Some(ExitReason::VmmError(why))),
                         }
                     });
@@ -212,6 +241,37 @@ fn create_vcpus(kvm: &Kvm, vm: &VmFd, count: u32, entry: u64) -> Result<Vec<Vcpu
     Ok(vcpus)
 }
 
+/// The command line with the virtio devices' fragments first.
+fn virtio_cmdline(cmdline: &str, devices: usize) -> Result<String, VmError> {
+    let mut parts = Vec::with_capacity(devices + 1);
+    for i in 0..devices {
+        let (base, gsi) = MmioBus::slot(i).ok_or(VirtioError::TooMany(devices))?;
+        parts.push(crate::virtio::cmdline_fragment(base, gsi));
+    }
+    if !cmdline.is_empty() {
+        parts.push(cmdline.to_owned());
+    }
+    Ok(parts.join(" "))
+}
+
+/// Puts each device behind a transport on the bus, its interrupt an irqfd on its GSI.
+fn attach_devices(
+    vm: &VmFd,
+    mem: &GuestMemoryMmap,
+    devices: Vec<Box<dyn VirtioDevice>>,
+) -> Result<MmioBus, VmError> {
+    let mut bus = MmioBus::default();
+    for device in devices {
+        let (_, gsi) = MmioBus::slot(bus.len()).ok_or(VirtioError::TooMany(bus.len() + 1))?;
+        let irqfd = EventFd::new(EFD_NONBLOCK).map_err(VmError::Io)?;
+        vm.register_irqfd(&irqfd, gsi)
+            .map_err(kvm_err("register a virtio irqfd"))?;
+        let transport = MmioTransport::new(device, mem.clone(), Interrupt::new(irqfd))?;
+        bus.add(transport)?;
+    }
+    Ok(bus)
+}
+
 fn register_memory(vm: &VmFd, mem: &GuestMemoryMmap) -> Result<(), VmError> {
     for (slot, region) in (0u32..).zip(mem.iter()) {
         let host = region
@@ -229,4 +289,30 @@ fn register_memory(vm: &VmFd, mem: &GuestMemoryMmap) -> Result<(), VmError> {
         unsafe { vm.set_user_memory_region(region) }.map_err(kvm_err("register memory"))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn virtio_fragments_come_first_so_they_stay_before_any_double_dash() {
+        let two = virtio_cmdline("console=ttyS0 -- init-arg", 2).ok();
+        assert_eq!(
+            two.as_deref(),
+            Some(
+                "virtio_mmio.device=4K@0xd0000000:5 virtio_mmio.device=4K@0xd0001000:6 \
+                 console=ttyS0 -- init-arg"
+            )
+        );
+        let none = virtio_cmdline("console=ttyS0", 0).ok();
+        assert_eq!(
+            none.as_deref(),
+            Some("console=ttyS0"),
+            "no device, no change"
+        );
+        let bare = virtio_cmdline("", 1).ok();
+        assert_eq!(bare.as_deref(), Some("virtio_mmio.device=4K@0xd0000000:5"));
+        assert!(virtio_cmdline("", crate::virtio::GSIS.len() + 1).is_err());
+    }
 }
