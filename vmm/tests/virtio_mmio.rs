@@ -320,6 +320,28 @@ fn status_steps_must_follow_the_sequence() {
 }
 
 #[test]
+fn features_ok_and_driver_ok_each_need_a_write_of_their_own() {
+    let (mut device, shared) = TestDevice::new();
+    device.needs_queue0 = false;
+    let mut t = transport_with(device);
+    w32(&mut t, reg::STATUS, ACKNOWLEDGE | DRIVER);
+    write_features(&mut t, F_VERSION_1);
+    w32(&mut t, reg::STATUS, ALL_STEPS);
+    assert_eq!(
+        r32(&mut t, reg::STATUS),
+        ACKNOWLEDGE | DRIVER,
+        "FEATURES_OK was never read back"
+    );
+    w32(&mut t, reg::STATUS, ACKNOWLEDGE | DRIVER | FEATURES_OK);
+    w32(&mut t, reg::STATUS, ALL_STEPS);
+    assert!(t.is_active(), "one step at a time");
+    assert_eq!(record(&shared).activations.len(), 1);
+    w32(&mut t, reg::STATUS, 0);
+    w32(&mut t, reg::STATUS, ACKNOWLEDGE | DRIVER | FEATURES_OK);
+    assert_eq!(r32(&mut t, reg::STATUS), 0, "three steps from 0");
+}
+
+#[test]
 fn failed_may_be_set_any_time_and_blocks_the_rest() {
     let (mut t, shared) = fresh();
     negotiate(&mut t, F_VERSION_1);

@@ -5,11 +5,12 @@
 //! any unknown offset, is counted and logged, reads give 0 and writes are dropped.
 //!
 //! **The driver's sequence** (3.1.1): reset (0), `ACKNOWLEDGE`, `DRIVER`, features,
-//! `FEATURES_OK`, queues, `DRIVER_OK`. A `Status` write may add several steps at once if they
-//! stay in that order (a driver that writes `ACKNOWLEDGE | DRIVER` together is tolerated), but
-//! one that clears a bit, skips a step, or sets an undefined bit is refused and the status
-//! stays as it was (`DEVICE_NEEDS_RESET` in a write is taken as the driver's echo of what it
-//! read, and dropped). `FEATURES_OK` is set only if the driver took `VIRTIO_F_VERSION_1`,
+//! `FEATURES_OK`, queues, `DRIVER_OK`. A `Status` write adds the next step; a write that clears
+//! a bit, skips a step, adds more than one, or sets an undefined bit is refused and the status
+//! stays as it was. Tolerated: `ACKNOWLEDGE | DRIVER` in one write from 0, which changes nothing
+//! the device sees, and `DEVICE_NEEDS_RESET` in a write, taken as the driver's echo of what it
+//! read and dropped. `FEATURES_OK` and `DRIVER_OK` each need a write of their own: the driver
+//! must read `FEATURES_OK` back and set up its queues in between. `FEATURES_OK` is set only if the driver took `VIRTIO_F_VERSION_1`,
 //! nothing the device did not offer, and a set the device accepts; otherwise the driver reads
 //! it back clear, as the spec requires. `DRIVER_OK` activates the device only if `FEATURES_OK`
 //! is set and every ready queue passes its checks; if activation fails the status shows
@@ -40,12 +41,24 @@ pub const CONFIG_START: u64 = reg::VIRTIO_MMIO_CONFIG as u64;
 
 /// The bits a driver may write to `Status`, and the order of the steps among them.
 const DRIVER_BITS: u32 = ACKNOWLEDGE | DRIVER | FEATURES_OK | DRIVER_OK | FAILED;
-const SEQUENCE: [u32; 4] = [
+const SEQUENCE: [u32; 5] = [
+    0,
     ACKNOWLEDGE,
     ACKNOWLEDGE | DRIVER,
     ACKNOWLEDGE | DRIVER | FEATURES_OK,
     ACKNOWLEDGE | DRIVER | FEATURES_OK | DRIVER_OK,
 ];
+
+/// Whether adding `steps` to `old` (neither holding `FAILED`) is the driver's next step, or
+/// `ACKNOWLEDGE | DRIVER` from 0.
+fn next_step(old: u32, steps: u32) -> bool {
+    let target = old | steps;
+    let step = |s| SEQUENCE.iter().position(|&x| x == s);
+    match (step(old), step(target)) {
+        (Some(from), Some(to)) => to == from + 1 || (old == 0 && target == ACKNOWLEDGE | DRIVER),
+        _ => false,
+    }
+}
 
 /// The registers of `device`'s queues after reset.
 ///
@@ -339,9 +352,7 @@ impl MmioTransport {
         if steps == 0 {
             return;
         }
-        let target = (old | steps) & !FAILED;
-        if self.status & FAILED != 0 || self.interrupt.needs_reset() || !SEQUENCE.contains(&target)
-        {
+        if self.status & FAILED != 0 || self.interrupt.needs_reset() || !next_step(old, steps) {
             return self.refuse(format_args!("status {value:#x} from {old:#x}"));
         }
         self.status |= steps & (ACKNOWLEDGE | DRIVER);
