@@ -20,6 +20,7 @@ pub mod guard;
 pub mod link;
 pub mod run;
 pub mod session;
+pub mod switch;
 mod sys;
 
 pub use endpoint::{AddressEvent, Endpoint, EndpointConfig, IpConfig};

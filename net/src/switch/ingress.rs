@@ -1,0 +1,385 @@
+//! [`Switch::ingress`]: one frame through the pipeline, and the [`Decision`] it returns.
+
+use core::net::Ipv4Addr;
+
+use smoltcp::time::Instant;
+
+use super::conntrack::{Conntrack, trackable};
+use super::counters::DropReason;
+use super::fdb::mac_key;
+use super::firewall::{self, End};
+use super::frame::{self, Arp, ETHERTYPE_ARP, ETHERTYPE_IPV4, Ipv4, L4};
+use super::port::{GuestPort, PortId, PortKind, UplinkMode};
+use super::table::{Stamp, stamp};
+use super::vlan::{Outer, Tag, Vlan};
+use super::{Domain, MAX_FRAME_LEN, Port, Switch};
+
+/// Where a frame goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision<'a> {
+    /// To one port or more.
+    Forward(Forward<'a>),
+    /// Nowhere; counted under this reason.
+    Drop(DropReason),
+}
+
+/// The destinations of a forwarded frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Forward<'a> {
+    /// The VLAN the frame travels in.
+    pub vlan: Vlan,
+    /// Whether the frame arrived with one 802.1Q tag (a trunk's, or an access port's priority
+    /// tag), which an untagged egress removes: see [`write_egress`](super::write_egress).
+    pub ingress_tagged: bool,
+    /// The ports, each once, never the ingress port, all carrying `vlan`.
+    pub to: &'a [Egress],
+}
+
+/// One copy of a forwarded frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Egress {
+    /// The port it leaves through.
+    pub port: PortId,
+    /// With or without a tag.
+    pub tag: Tag,
+}
+
+/// What a frame was accepted as, for the counters.
+struct Accepted {
+    vlan: Vlan,
+    tagged: bool,
+    flooded: bool,
+}
+
+type Refused = (Option<Vlan>, DropReason);
+
+enum L3<'a> {
+    Arp(Arp),
+    Ipv4(Ipv4<'a>),
+}
+
+impl Switch {
+    /// Decides where `frame`, received on `port` at `now`, goes, and counts it.
+    ///
+    /// The steps, each of which may drop the frame under the [`DropReason`] named:
+    /// 1. the port exists (`UnknownPort`), the frame is at most [`MAX_FRAME_LEN`] bytes
+    ///    (`Oversize`) and holds an Ethernet header and the tag it announces (`Malformed`);
+    /// 2. its VLAN, from the port and the tag (`BadVlanTag`, `UnknownVlan`);
+    /// 3. its source MAC (`InvalidSourceMac`, `SpoofedMac`) and EtherType
+    ///    (`UnsupportedEtherType`), then its ARP or IPv4 headers (`Malformed`);
+    /// 4. from a guest: its IPv4 source and ARP sender (`SpoofedIpv4`, `SpoofedArp`); from an
+    ///    uplink: its source MAC is learned;
+    /// 5. destinations in the VLAN (`NoDestination`);
+    /// 6. for IPv4, the firewall on each copy, after connection tracking (`Firewall`,
+    ///    `ConntrackFull` when no copy is left).
+    pub fn ingress(&mut self, port: PortId, frame: &[u8], now: Instant) -> Decision<'_> {
+        let now = stamp(now);
+        if now >= self.next_sweep {
+            self.sweep(now);
+        }
+        self.out.clear();
+        self.denied.clear();
+        let Some(Some(ingress)) = self.ports.get_mut(port.index()) else {
+            return Decision::Drop(DropReason::UnknownPort);
+        };
+        ingress.counters.received(frame.len());
+        let decided = self.decide(port, frame, now);
+        for denied in &self.denied {
+            if let Some(Some(p)) = self.ports.get_mut(denied.index()) {
+                p.counters.tx_denied = p.counters.tx_denied.wrapping_add(1);
+            }
+        }
+        match decided {
+            Ok(accepted) => {
+                for egress in &self.out {
+                    if let Some(Some(p)) = self.ports.get_mut(egress.port.index()) {
+                        p.counters.sent(frame.len());
+                    }
+                }
+                if let Some(domain) = self.vlans[accepted.vlan.index()].as_mut() {
+                    domain.counters.forwarded(frame.len(), accepted.flooded);
+                }
+                Decision::Forward(Forward {
+                    vlan: accepted.vlan,
+                    ingress_tagged: accepted.tagged,
+                    to: &self.out,
+                })
+            }
+            Err((vlan, reason)) => {
+                if let Some(Some(p)) = self.ports.get_mut(port.index()) {
+                    p.counters.drops.bump(reason);
+                }
+                if let Some(domain) = vlan.and_then(|v| self.vlans[v.index()].as_mut()) {
+                    domain.counters.drops.bump(reason);
+                }
+                Decision::Drop(reason)
+            }
+        }
+    }
+
+    fn decide(&mut self, port: PortId, frame: &[u8], now: Stamp) -> Result<Accepted, Refused> {
+        let Switch {
+            config,
+            ports,
+            vlans,
+            conntrack,
+            out,
+            denied,
+            scratch,
+            ..
+        } = self;
+        let ports = &*ports;
+        let Some(Some(Port { kind, .. })) = ports.get(port.index()) else {
+            return Err((None, DropReason::UnknownPort));
+        };
+        if frame.len() > MAX_FRAME_LEN {
+            return Err((None, DropReason::Oversize));
+        }
+        let l2 = frame::l2(frame).ok_or((None, DropReason::Malformed))?;
+        let (vlan, tagged) = classify(kind, l2.outer)?;
+        let refuse = |reason| (Some(vlan), reason);
+        let domain = vlans[vlan.index()]
+            .as_deref_mut()
+            .ok_or(refuse(DropReason::NoDestination))?;
+
+        if frame::is_group(l2.src) || l2.src == [0; 6] {
+            return Err(refuse(DropReason::InvalidSourceMac));
+        }
+        let guest = match kind {
+            PortKind::Guest(g) => Some(g),
+            PortKind::Uplink(_) => None,
+        };
+        let spoofed_mac = match guest {
+            Some(g) => l2.src != g.mac,
+            None => domain.guests.contains_key(&mac_key(l2.src)),
+        };
+        if spoofed_mac {
+            return Err(refuse(DropReason::SpoofedMac));
+        }
+        let l3 = match l2.ethertype {
+            ETHERTYPE_IPV4 => frame::ipv4(l2.payload).map(L3::Ipv4),
+            ETHERTYPE_ARP => frame::arp(l2.payload).map(L3::Arp),
+            _ => return Err(refuse(DropReason::UnsupportedEtherType)),
+        }
+        .ok_or(refuse(DropReason::Malformed))?;
+        match guest {
+            Some(g) => antispoof(g, &l3).map_err(refuse)?,
+            None => {
+                uplink_antispoof(domain, &l3).map_err(refuse)?;
+                let limits = (config.mac_ageing, config.max_macs_per_vlan);
+                domain.fdb.learn(l2.src, port, now, limits, scratch);
+            }
+        }
+
+        let flooded = destinations(
+            ports,
+            domain,
+            port,
+            guest.is_none(),
+            l2.dst,
+            vlan,
+            now,
+            config.mac_ageing,
+            out,
+        );
+        if out.is_empty() {
+            return Err(refuse(DropReason::NoDestination));
+        }
+        if let L3::Ipv4(ip) = &l3 {
+            let unicast =
+                !frame::is_group(l2.dst) && !ip.dst.is_broadcast() && !ip.dst.is_multicast();
+            let policy = Policy {
+                ports,
+                domain,
+                from: (port, end(kind)),
+                vlan,
+                unicast,
+                now,
+            };
+            policy.apply(ip, conntrack, out, denied).map_err(refuse)?;
+        }
+        Ok(Accepted {
+            vlan,
+            tagged,
+            flooded,
+        })
+    }
+}
+
+/// The VLAN of a frame from a port of `kind` with this outer tag, and whether it was tagged.
+fn classify(kind: &PortKind, outer: Outer) -> Result<(Vlan, bool), Refused> {
+    let bad = |vlan| Err((vlan, DropReason::BadVlanTag));
+    match (kind, outer) {
+        (PortKind::Guest(g), Outer::Untagged) => Ok((g.vlan, false)),
+        (PortKind::Guest(g), _) => bad(Some(g.vlan)),
+        (PortKind::Uplink(UplinkMode::Access { vlan }), Outer::Untagged) => Ok((*vlan, false)),
+        (PortKind::Uplink(UplinkMode::Access { vlan }), Outer::Dot1q(0)) => Ok((*vlan, true)),
+        (PortKind::Uplink(UplinkMode::Access { vlan }), _) => bad(Some(*vlan)),
+        (PortKind::Uplink(UplinkMode::Trunk { allowed }), Outer::Dot1q(vid)) => {
+            match Vlan::new(vid) {
+                Some(vlan) if allowed.contains(vlan) => Ok((vlan, true)),
+                Some(_) => Err((None, DropReason::UnknownVlan)),
+                None => bad(None),
+            }
+        }
+        (PortKind::Uplink(UplinkMode::Trunk { .. }), _) => bad(None),
+    }
+}
+
+/// A guest's ARP sender and IPv4 source must be its own.
+fn antispoof(g: &GuestPort, l3: &L3<'_>) -> Result<(), DropReason> {
+    match l3 {
+        L3::Arp(arp) => {
+            let ip_ok = arp.sender_ip == g.ipv4 || arp.sender_ip == Ipv4Addr::UNSPECIFIED;
+            if arp.sender_mac == g.mac && ip_ok {
+                Ok(())
+            } else {
+                Err(DropReason::SpoofedArp)
+            }
+        }
+        L3::Ipv4(ip) => {
+            let dhcp = ip.src == Ipv4Addr::UNSPECIFIED && frame::is_dhcp_without_address(ip, g.mac);
+            if ip.src == g.ipv4 || dhcp {
+                Ok(())
+            } else {
+                Err(DropReason::SpoofedIpv4)
+            }
+        }
+    }
+}
+
+/// An uplink may not speak for a guest's address on the VLAN.
+fn uplink_antispoof(domain: &Domain, l3: &L3<'_>) -> Result<(), DropReason> {
+    match l3 {
+        L3::Arp(arp) if domain.guest_ips.contains_key(&arp.sender_ip.to_bits()) => {
+            Err(DropReason::SpoofedArp)
+        }
+        L3::Ipv4(ip) if domain.guest_ips.contains_key(&ip.src.to_bits()) => {
+            Err(DropReason::SpoofedIpv4)
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Fills `out` with the ports a frame for `dst` goes to; returns whether it is a flood.
+#[allow(clippy::too_many_arguments)] // the disjoint parts of `Switch` a decision reads
+fn destinations(
+    ports: &[Option<Port>],
+    domain: &Domain,
+    from: PortId,
+    from_uplink: bool,
+    dst: [u8; 6],
+    vlan: Vlan,
+    now: Stamp,
+    ageing: smoltcp::time::Duration,
+    out: &mut Vec<Egress>,
+) -> bool {
+    let mut push = |to: PortId| {
+        if to != from
+            && let Some(Some(p)) = ports.get(to.index())
+        {
+            out.push(Egress {
+                port: to,
+                tag: p.kind.egress_tag(vlan),
+            });
+        }
+    };
+    if frame::is_group(dst) {
+        let uplinks = &domain.uplinks;
+        // From an uplink, a flood reaches guests only: the host is no transit bridge.
+        domain
+            .members
+            .iter()
+            .filter(|p| !from_uplink || !uplinks.contains(p))
+            .for_each(|p| push(*p));
+        return true;
+    }
+    if let Some(guest) = domain.guests.get(&mac_key(dst)) {
+        push(*guest);
+        return false;
+    }
+    if from_uplink {
+        return false;
+    }
+    match domain.fdb.lookup(dst, now, ageing) {
+        Some(uplink) => {
+            push(uplink);
+            false
+        }
+        None => {
+            domain.uplinks.iter().for_each(|p| push(*p));
+            true
+        }
+    }
+}
+
+fn end(kind: &PortKind) -> End<'_> {
+    match kind {
+        PortKind::Guest(g) => End::Guest {
+            rules: &g.rules,
+            ipv4: g.ipv4,
+            published: &g.published,
+        },
+        PortKind::Uplink(_) => End::Uplink,
+    }
+}
+
+/// The firewall's view of one IPv4 frame.
+struct Policy<'a> {
+    ports: &'a [Option<Port>],
+    domain: &'a Domain,
+    from: (PortId, End<'a>),
+    vlan: Vlan,
+    unicast: bool,
+    now: Stamp,
+}
+
+impl Policy<'_> {
+    /// Keeps in `out` the copies the firewall lets through, moving the others to `denied`.
+    fn apply(
+        &self,
+        ip: &Ipv4<'_>,
+        conntrack: &mut Conntrack,
+        out: &mut Vec<Egress>,
+        denied: &mut Vec<PortId>,
+    ) -> Result<(), DropReason> {
+        let (vlan, now) = (self.vlan, self.now);
+        let addrs = (ip.src, ip.dst);
+        let flow = ip.flow().filter(|_| self.unicast && trackable(&ip.l4));
+        // State lets through unicast only: a flood's copies each meet their own rules.
+        let tracked = self.unicast
+            && if ip.later_fragment {
+                conntrack.later_fragment(vlan, ip.protocol, addrs, ip.ident, now)
+            } else if let L4::Error { inner } = &ip.l4 {
+                conntrack.related(vlan, inner, now)
+            } else {
+                flow.is_some_and(|f| conntrack.hit(vlan, &f, &ip.l4, now))
+            };
+        if !tracked {
+            out.retain(|e| {
+                let to = match self.ports.get(e.port.index()) {
+                    Some(Some(p)) => end(&p.kind),
+                    _ => return false,
+                };
+                let allowed = firewall::allows(self.from.1, to, &self.domain.rules, ip);
+                if !allowed {
+                    denied.push(e.port);
+                }
+                allowed
+            });
+            if out.is_empty() {
+                return Err(DropReason::Firewall);
+            }
+            if let Some(f) = flow
+                && !conntrack.open(vlan, &f, self.from.0, &ip.l4, now)
+            {
+                denied.extend(out.drain(..).map(|e| e.port));
+                return Err(DropReason::ConntrackFull);
+            }
+        }
+        if ip.first_fragment && self.unicast {
+            conntrack.first_fragment(vlan, ip.protocol, addrs, ip.ident, now);
+        }
+        Ok(())
+    }
+}
