@@ -1,6 +1,6 @@
 //! `kaos-net`: the networking of a KaOS host.
 //!
-//! Today: the management endpoint. A smoltcp TCP/IP stack owns the management NIC through an
+//! The management endpoint: a smoltcp TCP/IP stack owns the management NIC through an
 //! `AF_PACKET` socket (or a TAP device in hosted mode), so the kernel's own IP stack never gets an
 //! address there; the endpoint serves the `kaos-protocol` on TCP port 1289.
 //!
@@ -10,8 +10,8 @@
 //! - [`client`]: the same session seen from the client, for `kaosctl`, tests and fuzzing.
 //! - [`guard`]: per-source handshake rate limit and failed-authentication back-off.
 //! - [`run`]: the blocking loop that ties them to a real fd and a clock.
-//!
-//! The virtual switch (VLANs, IPAM, anti-spoofing, firewall) will live here too.
+//! - [`switch`]: the virtual switch's decision core (VLANs, MAC learning, anti-spoofing,
+//!   stateful firewall) as pure logic on frames; its datapath comes with issue 6's next slices.
 #![deny(unsafe_code)]
 
 pub mod client;
