@@ -38,8 +38,13 @@ fn refuse(code: ErrorCode, message: impl Into<String>) -> Refusal {
 impl Uploads {
     /// Handles one [`ModuleUpload`] step.
     pub fn step(&self, config: &Config, up: &ModuleUpload) -> Result<UploadState, Refusal> {
-        if let Some(info) = config.modules().into_iter().find(|m| m.sha256 == up.sha256) {
-            // Already stored (content-addressed): nothing to send.
+        // Already stored (content-addressed): nothing to send. Asked once, at the start, not
+        // for every piece.
+        let starting = up.data.is_empty() || up.offset == 0;
+        if let Some(info) = starting
+            .then(|| config.modules().into_iter().find(|m| m.sha256 == up.sha256))
+            .flatten()
+        {
             return Ok(UploadState {
                 received: info.size,
                 module: Some(info),

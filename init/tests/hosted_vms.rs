@@ -95,25 +95,10 @@ fn wait_vm(
     }
 }
 
+/// The console the host holds for `name`, as `kaosctl vm logs` prints it.
 fn logs(c: &mut Client, name: &str) -> String {
-    let id = c
-        .send(Request::VmLogs(VmLogsQuery {
-            name: truncated(name),
-            follow: false,
-        }))
-        .expect("send");
-    let mut text = Vec::new();
-    loop {
-        let frame = c.next_frame().expect("chunk");
-        assert_eq!(frame.id, id);
-        let Response::Console(chunk) = frame.response else {
-            panic!("vm logs: {:?}", frame.response)
-        };
-        text.extend_from_slice(&chunk.data);
-        if frame.last {
-            return String::from_utf8_lossy(&text).into_owned();
-        }
-    }
+    let bytes = c.console(name).expect("vm logs");
+    String::from_utf8_lossy(&bytes).into_owned()
 }
 
 fn refusal(result: Result<Response, ClientError>) -> (ErrorCode, String) {

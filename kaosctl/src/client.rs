@@ -416,6 +416,33 @@ impl Client {
         }
     }
 
+    /// The console a host holds for VM `name` (up to 64 KiB), as `kaosctl vm logs` prints it.
+    pub fn console(&mut self, name: &str) -> Result<Vec<u8>, ClientError> {
+        let id = self.send(Request::VmLogs(kaos_protocol::VmLogsQuery {
+            name: kaos_protocol::truncated(name),
+            follow: false,
+        }))?;
+        let mut text = Vec::new();
+        loop {
+            let frame = self.next_frame()?;
+            match frame.response {
+                Response::Console(chunk) if frame.id == id => {
+                    text.extend_from_slice(&chunk.data);
+                }
+                Response::Error(e) => {
+                    return Err(ClientError::Refused {
+                        code: e.code,
+                        message: e.message.to_string(),
+                    });
+                }
+                other => return Err(self.unexpected(&other)),
+            }
+            if frame.last {
+                return Ok(text);
+            }
+        }
+    }
+
     /// Changes how long a reply may take (e.g. none while following a stream).
     pub fn set_read_timeout(&self, timeout: Option<Duration>) -> Result<(), ClientError> {
         self.conn

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use kaos_protocol::{
     ErrorCode, ModuleKind, Request, Response, RestartPolicy, VmActRequest, VmAction, VmCreate,
-    VmExitKind, VmInfo, VmLogsQuery, VmSpec, VmState, truncated,
+    VmExitKind, VmInfo, VmSpec, VmState, truncated,
 };
 use kaos_qemu_tests::disk::DiskImage;
 use kaos_qemu_tests::qemu::{self, QemuConfig, QemuHost};
@@ -111,24 +111,8 @@ fn inspect(c: &mut Client, name: &str) -> VmInfo {
 
 /// The console the host holds for `name`, as `kaosctl vm logs` prints it.
 fn logs(c: &mut Client, name: &str) -> String {
-    let id = c
-        .send(Request::VmLogs(VmLogsQuery {
-            name: truncated(name),
-            follow: false,
-        }))
-        .expect("send vm logs");
-    let mut text = Vec::new();
-    loop {
-        let frame = c.next_frame().expect("console chunk");
-        assert_eq!(frame.id, id);
-        match frame.response {
-            Response::Console(chunk) => text.extend_from_slice(&chunk.data),
-            other => panic!("vm logs {name}: {other:?}"),
-        }
-        if frame.last {
-            return String::from_utf8_lossy(&text).into_owned();
-        }
-    }
+    let bytes = c.console(name).expect("vm logs");
+    String::from_utf8_lossy(&bytes).into_owned()
 }
 
 /// Polls `vm inspect` until `pred` holds.

@@ -15,8 +15,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, Result, bail};
 use kaos_protocol::{
-    Request, Response, RestartPolicy, VmActRequest, VmAction, VmCreate, VmInfo, VmLogsQuery,
-    VmSpec, truncated,
+    Request, Response, RestartPolicy, VmActRequest, VmAction, VmCreate, VmInfo, VmSpec, truncated,
 };
 use kaos_qemu_tests::hosted::HostedHost;
 use kaos_qemu_tests::netns;
@@ -155,26 +154,6 @@ fn guest_kernel_to_init(console: &str) -> Option<f64> {
     stamp.parse::<f64>().ok().map(|s| s * 1000.0)
 }
 
-fn console(c: &mut Client, name: &str) -> Result<String> {
-    let id = c.send(Request::VmLogs(VmLogsQuery {
-        name: truncated(name),
-        follow: false,
-    }))?;
-    let mut text = Vec::new();
-    loop {
-        let frame = c.next_frame()?;
-        if frame.id != id {
-            bail!("reply for another request");
-        }
-        if let Response::Console(chunk) = frame.response {
-            text.extend_from_slice(&chunk.data);
-        }
-        if frame.last {
-            return Ok(String::from_utf8_lossy(&text).into_owned());
-        }
-    }
-}
-
 fn qemu(rows: &mut Vec<[String; 3]>, image: &Path, platform: &Path) -> Result<()> {
     eprintln!("[bench] VMs: {QEMU_GUESTS} vKaOS guests under nested KVM in QEMU (TCG)...");
     let host = QemuHost::launch(&QemuConfig::new(image)?)?;
@@ -203,7 +182,7 @@ fn qemu(rows: &mut Vec<[String; 3]>, image: &Path, platform: &Path) -> Result<()
             start: true,
         }))?;
         up.push(until_up(&mut c, &name, t, Duration::from_secs(120))?.as_secs_f64() * 1000.0);
-        if let Some(ms) = guest_kernel_to_init(&console(&mut c, &name)?) {
+        if let Some(ms) = guest_kernel_to_init(&String::from_utf8_lossy(&c.console(&name)?)) {
             kernel.push(ms);
         }
         act(&mut c, &name, VmAction::Destroy)?;
