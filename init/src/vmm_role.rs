@@ -16,9 +16,11 @@ use kaos_vmm::{ExitReason, InitrdPart, Vm, VmConfig, memory};
 
 const USAGE: &str = "\
 usage: kattach vmm run --kernel FILE [--initrd FILE]... [--guest-init] --vcpus N --memory SIZE
-                       [--cmdline TEXT] [--no-sandbox]
+                       [--cmdline TEXT] [--nic fd=N,mac=XX:XX:XX:XX:XX:XX]... [--no-sandbox]
        --guest-init: an initrd whose /init is this kattach (the vKaOS guest role), before any
        --initrd; exit status 0 power-off, 3 reset, 1 guest or VMM failure, 2 refused
+       --nic: a virtio-net card whose backend is the vhost-user socket inherited as fd N
+       (the switch's end is `kattach switch`), with the MAC the host assigned
        SIZE is bytes or a number with K, M or G (e.g. 128M); N is 1 to 8";
 
 /// Exit status for a usage error or a configuration refused before the guest starts.
@@ -35,6 +37,75 @@ struct Run {
     config: VmConfig,
     sandbox: bool,
     guest_init: bool,
+    nics: Vec<Nic>,
+}
+
+/// A `--nic`: an inherited vhost-user socket and the card's MAC.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Nic {
+    fd: i32,
+    mac: [u8; 6],
+}
+
+/// Most NICs a VM gets (each takes one of the VMM's interrupt lines).
+const MAX_NICS: usize = 4;
+
+impl Nic {
+    fn parse(text: &str) -> Result<Nic, String> {
+        let (mut fd, mut mac) = (None, None);
+        for part in text.split(',') {
+            match part.split_once('=') {
+                Some(("fd", v)) => {
+                    fd =
+                        Some(v.parse::<i32>().ok().filter(|&n| n > 2).ok_or_else(|| {
+                            format!("--nic fd={v:?} is not a descriptor above 2")
+                        })?);
+                }
+                Some(("mac", v)) => mac = Some(parse_mac(v)?),
+                _ => {
+                    return Err(format!(
+                        "--nic {text:?}: expected fd=N,mac=XX:XX:XX:XX:XX:XX"
+                    ));
+                }
+            }
+        }
+        Ok(Nic {
+            fd: fd.ok_or_else(|| format!("--nic {text:?} needs fd=N"))?,
+            mac: mac.ok_or_else(|| format!("--nic {text:?} needs mac=XX:XX:XX:XX:XX:XX"))?,
+        })
+    }
+
+    /// The device, on the inherited socket (checked to be one before it is adopted).
+    fn device(self) -> Result<Box<dyn kaos_vmm::virtio::VirtioDevice>, String> {
+        use std::os::fd::{BorrowedFd, FromRawFd};
+        // SAFETY: only inspected; an fd that is not open makes fstat fail.
+        let borrowed = unsafe { BorrowedFd::borrow_raw(self.fd) };
+        let stat = rustix::fs::fstat(borrowed)
+            .map_err(|e| format!("--nic fd={}: not an open descriptor: {e}", self.fd))?;
+        if rustix::fs::FileType::from_raw_mode(stat.st_mode) != rustix::fs::FileType::Socket {
+            return Err(format!("--nic fd={}: not a socket", self.fd));
+        }
+        // SAFETY: the descriptor is open, a socket, inherited for this NIC alone, and adopted
+        // once (duplicate fds are refused by `parse_run`).
+        let stream = unsafe { std::os::unix::net::UnixStream::from_raw_fd(self.fd) };
+        let net = kaos_vmm::virtio::net::VhostUserNet::connect(stream, self.mac)
+            .map_err(|e| format!("--nic fd={}: {e}", self.fd))?;
+        Ok(Box::new(net))
+    }
+}
+
+fn parse_mac(text: &str) -> Result<[u8; 6], String> {
+    let bad = || format!("{text:?} is not a MAC address like 02:00:00:00:00:01");
+    let mut mac = [0u8; 6];
+    let mut parts = text.split(':');
+    for byte in &mut mac {
+        let p = parts.next().filter(|p| p.len() == 2).ok_or_else(bad)?;
+        *byte = u8::from_str_radix(p, 16).map_err(|_| bad())?;
+    }
+    if parts.next().is_some() {
+        return Err(bad());
+    }
+    Ok(mac)
 }
 
 /// Entry point of the role; `args` follow the word `vmm`.
@@ -66,11 +137,17 @@ pub fn main(args: &[String]) -> ! {
         let initrd = guest_init().unwrap_or_else(|e| fail(EXIT_USAGE, &e));
         config.initrd.insert(0, InitrdPart::Bytes(initrd));
     }
-    let mut vm = Vm::new(&config, Unbuffered(io::stdout()))
+    let devices = run
+        .nics
+        .iter()
+        .map(|nic| nic.device())
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap_or_else(|e| fail(EXIT_USAGE, &e));
+    let mut vm = Vm::with_devices(&config, Unbuffered(io::stdout()), devices)
         .unwrap_or_else(|e| fail(EXIT_USAGE, &e.to_string()));
     let filters = run.sandbox.then(|| {
-        let filters =
-            Filters::new(&vm.device_fds()).unwrap_or_else(|e| fail(EXIT_USAGE, &e.to_string()));
+        let filters = Filters::new(&vm.device_fds(), &vm.socket_fds())
+            .unwrap_or_else(|e| fail(EXIT_USAGE, &e.to_string()));
         sandbox::confine().unwrap_or_else(|e| fail(EXIT_USAGE, &e.to_string()));
         filters
     });
@@ -119,6 +196,7 @@ fn parse_run(args: &[String]) -> Result<Run, String> {
     let (mut kernel, mut initrd, mut vcpus, mut memory, mut cmdline) =
         (None, Vec::new(), None, None, String::new());
     let (mut sandbox, mut guest_init) = (true, false);
+    let mut nics: Vec<Nic> = Vec::new();
     let mut it = args.iter();
     while let Some(flag) = it.next() {
         let mut value = || {
@@ -140,6 +218,16 @@ fn parse_run(args: &[String]) -> Result<Run, String> {
             "--cmdline" => cmdline = value()?,
             "--no-sandbox" => sandbox = false,
             "--guest-init" => guest_init = true,
+            "--nic" => {
+                let nic = Nic::parse(&value()?)?;
+                if nics.iter().any(|n| n.fd == nic.fd) {
+                    return Err(format!("--nic fd={} given twice", nic.fd));
+                }
+                if nics.len() == MAX_NICS {
+                    return Err(format!("at most {MAX_NICS} --nic"));
+                }
+                nics.push(nic);
+            }
             other => return Err(format!("unknown option {other:?}")),
         }
     }
@@ -154,6 +242,7 @@ fn parse_run(args: &[String]) -> Result<Run, String> {
         config,
         sandbox,
         guest_init,
+        nics,
     })
 }
 
@@ -219,6 +308,7 @@ mod tests {
                 config: config.clone(),
                 sandbox: true,
                 guest_init: false,
+                nics: Vec::new(),
             })
         );
         let args = [
@@ -233,6 +323,16 @@ mod tests {
         ];
         let c = parse_run(&strings(&args)).map(|r| (r.sandbox, r.guest_init));
         assert_eq!(c, Ok((false, true)));
+        let mut with_nic = strings(&args);
+        with_nic.extend(strings(&["--nic", "fd=5,mac=02:00:0a:00:0A:ff"]));
+        let nics = parse_run(&with_nic).map(|r| r.nics);
+        assert_eq!(
+            nics,
+            Ok(vec![Nic {
+                fd: 5,
+                mac: [2, 0, 10, 0, 10, 0xff]
+            }])
+        );
     }
 
     #[test]
@@ -256,6 +356,59 @@ mod tests {
             &["--kernel", "k", "--vcpus", "1", "--memory", "lots"],
             &["--kernel", "k", "--vcpus", "1", "--memory", "1M", "--bogus"],
             &["--kernel"],
+            &[
+                "--kernel", "k", "--vcpus", "1", "--memory", "1M", "--nic", "fd=5",
+            ],
+            &[
+                "--kernel",
+                "k",
+                "--vcpus",
+                "1",
+                "--memory",
+                "1M",
+                "--nic",
+                "mac=02:00:00:00:00:01",
+            ],
+            &[
+                "--kernel",
+                "k",
+                "--vcpus",
+                "1",
+                "--memory",
+                "1M",
+                "--nic",
+                "fd=1,mac=02:00:00:00:00:01",
+            ],
+            &[
+                "--kernel",
+                "k",
+                "--vcpus",
+                "1",
+                "--memory",
+                "1M",
+                "--nic",
+                "fd=5,mac=02:00:00:00:01",
+            ],
+            &[
+                "--kernel",
+                "k",
+                "--vcpus",
+                "1",
+                "--memory",
+                "1M",
+                "--nic",
+                "fd=5,mac=02:00:00:00:00:01:02",
+            ],
+            &[
+                "--kernel",
+                "k",
+                "--vcpus",
+                "1",
+                "--memory",
+                "1M",
+                "--nic",
+                "fd=5,mac=02:00:00:00:00:0g",
+            ],
         ] {
             assert!(parse_run(&strings(bad)).is_err(), "{bad:?} accepted");
         }

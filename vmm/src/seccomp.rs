@@ -40,6 +40,8 @@ pub enum Args {
     KickSignal,
     /// Argument `.0` without any bit of `.1` (memory protections without `PROT_EXEC`).
     Without(u8, u64),
+    /// A file descriptor (argument 0) among the devices' sockets (vhost-user).
+    SocketFd,
 }
 
 /// One allowed system call.
@@ -127,6 +129,16 @@ const VCPU: &[Allow] = &[
         Args::KickSignal,
         "kicking the other vCPU threads out of KVM_RUN",
     ),
+    allow(
+        libc::SYS_sendmsg,
+        Args::SocketFd,
+        "vhost-user requests when the guest's driver starts or resets a NIC",
+    ),
+    allow(
+        libc::SYS_recvmsg,
+        Args::SocketFd,
+        "vhost-user replies when the guest's driver starts or resets a NIC",
+    ),
 ];
 
 /// Calls only the main thread makes: none beyond the common ones (it waits for the vCPUs).
@@ -164,7 +176,14 @@ fn cond(arg: u8, op: SeccompCmpOp, value: u64) -> Result<SeccompCondition, Secco
     SeccompCondition::new(arg, SeccompCmpArgLen::Qword, op, value).map_err(SeccompError::Compile)
 }
 
-fn rules(args: Args, fds: &[RawFd]) -> Result<Vec<SeccompRule>, SeccompError> {
+/// The descriptors a filter lets threads use.
+#[derive(Debug, Clone, Copy)]
+struct Fds<'a> {
+    output: &'a [RawFd],
+    sockets: &'a [RawFd],
+}
+
+fn rules(args: Args, fds: Fds<'_>) -> Result<Vec<SeccompRule>, SeccompError> {
     let one = |c: SeccompCondition| SeccompRule::new(vec![c]).map_err(SeccompError::Compile);
     Ok(match args {
         Args::Any => Vec::new(),
@@ -174,27 +193,42 @@ fn rules(args: Args, fds: &[RawFd]) -> Result<Vec<SeccompRule>, SeccompError> {
             vec![one(cond(2, SeccompCmpOp::Eq, sig)?)?]
         }
         Args::Without(arg, bits) => vec![one(cond(arg, SeccompCmpOp::MaskedEq(bits), 0)?)?],
-        Args::OutputFd => fds
-            .iter()
-            .map(|fd| {
-                one(cond(
-                    0,
-                    SeccompCmpOp::Eq,
-                    u64::try_from(*fd).unwrap_or(u64::MAX),
-                )?)
-            })
-            .collect::<Result<_, _>>()?,
+        Args::OutputFd => fd_rules(fds.output)?,
+        Args::SocketFd => fd_rules(fds.sockets)?,
     })
 }
 
-/// Compiles the allowlist of `kind`; writes go only to `fds`.
+/// One rule per descriptor: argument 0 is it. An empty list allows nothing: seccompiler
+/// drops a call with no rule from the map (see [`compile`]).
+fn fd_rules(fds: &[RawFd]) -> Result<Vec<SeccompRule>, SeccompError> {
+    fds.iter()
+        .map(|fd| {
+            let c = cond(0, SeccompCmpOp::Eq, u64::try_from(*fd).unwrap_or(u64::MAX))?;
+            SeccompRule::new(vec![c]).map_err(SeccompError::Compile)
+        })
+        .collect()
+}
+
+/// Compiles the allowlist of `kind`; writes go only to `output`, socket messages only to
+/// `sockets`.
 ///
 /// # Errors
 /// [`SeccompError::Compile`].
-pub fn compile(kind: ThreadKind, fds: &[RawFd]) -> Result<BpfProgram, SeccompError> {
+pub fn compile(
+    kind: ThreadKind,
+    output: &[RawFd],
+    sockets: &[RawFd],
+) -> Result<BpfProgram, SeccompError> {
+    let fds = Fds { output, sockets };
     let mut map: BTreeMap<i64, Vec<SeccompRule>> = BTreeMap::new();
     for a in allowlist(kind) {
-        map.entry(a.nr).or_default().extend(rules(a.args, fds)?);
+        let rules = rules(a.args, fds)?;
+        // To seccompiler an empty rule list means "always allowed": a call restricted to
+        // descriptors of which there are none is left out instead (and so kills).
+        if rules.is_empty() && a.args != Args::Any {
+            continue;
+        }
+        map.entry(a.nr).or_default().extend(rules);
     }
     let filter = SeccompFilter::new(
         map,
@@ -207,16 +241,17 @@ pub fn compile(kind: ThreadKind, fds: &[RawFd]) -> Result<BpfProgram, SeccompErr
 }
 
 impl Filters {
-    /// The filters of a VMM whose threads write to stdout, stderr and `device_fds`.
+    /// The filters of a VMM whose threads write to stdout, stderr and `device_fds`, and
+    /// whose vCPU threads talk on `socket_fds` (vhost-user).
     ///
     /// # Errors
     /// [`SeccompError::Compile`].
-    pub fn new(device_fds: &[RawFd]) -> Result<Self, SeccompError> {
+    pub fn new(device_fds: &[RawFd], socket_fds: &[RawFd]) -> Result<Self, SeccompError> {
         let mut fds = vec![libc::STDOUT_FILENO, libc::STDERR_FILENO];
         fds.extend_from_slice(device_fds);
         Ok(Filters {
-            main: compile(ThreadKind::Main, &fds)?,
-            vcpu: compile(ThreadKind::Vcpu, &fds)?,
+            main: compile(ThreadKind::Main, &fds, &[])?,
+            vcpu: compile(ThreadKind::Vcpu, &fds, socket_fds)?,
         })
     }
 
@@ -266,8 +301,13 @@ mod tests {
 
     #[test]
     fn filters_compile() -> Result<(), SeccompError> {
-        let f = Filters::new(&[7])?;
+        let f = Filters::new(&[7], &[])?;
         assert!(!f.main.is_empty());
+        let with_socket = Filters::new(&[7], &[9])?;
+        assert!(
+            with_socket.vcpu.len() > f.vcpu.len(),
+            "sendmsg and recvmsg appear only with a socket to use them on"
+        );
         assert!(f.vcpu.len() > f.main.len(), "the vCPU list is the longer");
         Ok(())
     }
@@ -276,7 +316,7 @@ mod tests {
     /// unlisted one kills the process with SIGSYS.
     #[test]
     fn an_unlisted_call_kills_the_process_with_sigsys() -> Result<(), SeccompError> {
-        let filters = Filters::new(&[])?;
+        let filters = Filters::new(&[], &[])?;
         let program = filters.vcpu.clone();
         // SAFETY: the child only makes raw system calls (prctl, seccomp, getppid, _exit) and
         // touches memory allocated before the fork; no lock another thread may hold is taken.

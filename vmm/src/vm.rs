@@ -5,7 +5,7 @@ use std::io::Write;
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 
 use kvm_bindings::{KVM_PIT_SPEAKER_DUMMY, kvm_pit_config, kvm_userspace_memory_region};
-use kvm_ioctls::{Kvm, VcpuFd, VmFd};
+use kvm_ioctls::{IoEventAddress, Kvm, VcpuFd, VmFd};
 use vm_memory::{GuestMemory, GuestMemoryMmap, GuestMemoryRegion, MemoryRegionAddress};
 use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
 
@@ -123,6 +123,11 @@ impl<W: Write + Send> Vm<W> {
         let mut fds = vec![self.irq_fd];
         fds.extend(self.mmio.irqfds());
         fds
+    }
+
+    /// The sockets virtio devices talk on from the vCPU threads (for the seccomp filters).
+    pub fn socket_fds(&self) -> Vec<i32> {
+        self.mmio.socket_fds()
     }
 
     /// The virtio devices.
@@ -261,11 +266,21 @@ fn attach_devices(
     devices: Vec<Box<dyn VirtioDevice>>,
 ) -> Result<MmioBus, VmError> {
     let mut bus = MmioBus::default();
-    for device in devices {
-        let (_, gsi) = MmioBus::slot(bus.len()).ok_or(VirtioError::TooMany(bus.len() + 1))?;
+    for mut device in devices {
+        let (base, gsi) = MmioBus::slot(bus.len()).ok_or(VirtioError::TooMany(bus.len() + 1))?;
         let irqfd = EventFd::new(EFD_NONBLOCK).map_err(VmError::Io)?;
         vm.register_irqfd(&irqfd, gsi)
             .map_err(kvm_err("register a virtio irqfd"))?;
+        // A queue served by another process is kicked through KVM straight to that process:
+        // Linux writes the queue's index, 32 bits wide, to QueueNotify.
+        let notify = IoEventAddress::Mmio(
+            base + u64::from(virtio_bindings::virtio_mmio::VIRTIO_MMIO_QUEUE_NOTIFY),
+        );
+        device.wire(&irqfd).map_err(VmError::Io)?;
+        for (queue, fd) in device.kick_fds() {
+            vm.register_ioevent(fd, &notify, u32::from(queue))
+                .map_err(kvm_err("register a virtio ioeventfd"))?;
+        }
         let transport = MmioTransport::new(device, mem.clone(), Interrupt::new(irqfd))?;
         bus.add(transport)?;
     }

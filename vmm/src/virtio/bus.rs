@@ -105,6 +105,14 @@ impl MmioBus {
             .collect()
     }
 
+    /// The sockets devices talk on from vCPU threads (for the seccomp filter).
+    pub fn socket_fds(&self) -> Vec<RawFd> {
+        self.slots
+            .iter()
+            .flat_map(|s| lock(&s.transport).device().socket_fds())
+            .collect()
+    }
+
     /// Device `index`'s transport, locked.
     pub fn transport(&self, index: usize) -> Option<MutexGuard<'_, MmioTransport>> {
         self.slots.get(index).map(|s| lock(&s.transport))

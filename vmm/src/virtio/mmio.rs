@@ -151,6 +151,11 @@ impl MmioTransport {
         &self.interrupt
     }
 
+    /// The device behind the registers.
+    pub fn device(&self) -> &dyn VirtioDevice {
+        self.device.as_ref()
+    }
+
     /// A guest read at `offset` in the window.
     pub fn read(&mut self, offset: u64, data: &mut [u8]) {
         if offset >= CONFIG_START {

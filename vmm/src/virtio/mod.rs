@@ -16,9 +16,11 @@
 mod bus;
 mod interrupt;
 mod mmio;
+pub mod net;
 pub mod queue;
 
 use vm_memory::GuestMemoryMmap;
+use vmm_sys_util::eventfd::EventFd;
 
 pub use bus::{GSIS, MMIO_BASE, MmioBus, WINDOW, cmdline_fragment, window};
 pub use interrupt::Interrupt;
@@ -133,4 +135,27 @@ pub trait VirtioDevice: Send + std::fmt::Debug {
     /// The driver wrote 0 to `Status`: stop using the queues and forget the features. Called on
     /// every reset, activated or not.
     fn reset(&mut self);
+
+    /// Called once when the VM is built, before any guest code runs, with the eventfd that
+    /// raises the device's interrupt line (an irqfd): for a device that hands it to a backend.
+    ///
+    /// # Errors
+    /// The VM is not built.
+    fn wire(&mut self, irqfd: &EventFd) -> std::io::Result<()> {
+        let _ = irqfd;
+        Ok(())
+    }
+
+    /// Eventfds KVM should signal when the guest writes a queue's index to `QueueNotify`
+    /// (ioeventfds, registered when the VM is built), for devices whose queues another process
+    /// serves. Such kicks never reach [`VirtioDevice::queue_notify`].
+    fn kick_fds(&self) -> Vec<(u16, &EventFd)> {
+        Vec::new()
+    }
+
+    /// Sockets the device talks on from the vCPU threads (at activation and reset), for the
+    /// seccomp filter.
+    fn socket_fds(&self) -> Vec<std::os::fd::RawFd> {
+        Vec::new()
+    }
 }
