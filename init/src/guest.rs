@@ -18,6 +18,7 @@
 //! | `kaos.role=` | `guest` selects this role (read before anything else, in `main`) | host |
 //! | `kaos.name=` | the guest's name (1–63 of `a-z 0-9 -`), also its host name | `vkaos` |
 //! | `kaos.guest.exit=` | `poweroff` or `reboot` right after the readiness line (tests) | none |
+//! | `kaos.guest.echo=`, `.probe=`, `.forge=` | network diagnostics, see [`guest_diag`] | none |
 //!
 //! **Power-off** is `sync`, then one byte written to I/O port `0xf4`: kattach's VMM ends the VM
 //! as powered off on it, as QEMU does with `-device isa-debug-exit,iobase=0xf4`. The guest
@@ -35,7 +36,7 @@ use rustix::mount::{MountFlags, UnmountFlags, mount, unmount};
 use rustix::process::{Pid, Signal, WaitOptions, kill_process, waitpid};
 use rustix::system::RebootCommand;
 
-use crate::{early, logger, procs, supervisor, sys};
+use crate::{early, guest_diag, logger, procs, supervisor, sys};
 
 /// The kernel command-line word that selects this role.
 const ROLE_WORD: &str = "kaos.role=guest";
@@ -82,6 +83,7 @@ enum Exit {
 struct Settings {
     name: String,
     exit: Option<Exit>,
+    diag: guest_diag::Plan,
 }
 
 impl Settings {
@@ -90,9 +92,16 @@ impl Settings {
         let mut s = Self {
             name: DEFAULT_NAME.into(),
             exit: None,
+            diag: guest_diag::Plan::default(),
         };
         let mut problems = Vec::new();
         for word in cmdline.split_ascii_whitespace() {
+            if let Some((key, value)) = word.split_once('=')
+                && let Some(taken) = s.diag.take(key, value)
+            {
+                problems.extend(taken.err());
+                continue;
+            }
             match word.split_once('=') {
                 Some(("kaos.name", v)) if valid_name(v) => s.name = v.into(),
                 Some(("kaos.guest.exit", "poweroff")) => s.exit = Some(Exit::PowerOff),
@@ -204,6 +213,11 @@ pub fn main() -> ! {
     for address in local_addresses(&fib) {
         console.info(&format!("{} address {address}", settings.name));
     }
+    if !settings.diag.is_empty() {
+        settings.diag.start(|line| {
+            let _ = std::io::stderr().write_all(format!("kattach guest: {line}\n").as_bytes());
+        });
+    }
     match settings.exit {
         Some(Exit::PowerOff) => power_off(&console),
         Some(Exit::Reboot) => reboot(&console),
@@ -251,7 +265,7 @@ fn count_cpus(list: &str) -> Option<usize> {
 
 /// The IPv4 addresses of this guest's interfaces (not loopback), from `/proc/net/fib_trie`:
 /// each `|-- A.B.C.D` leaf followed by `/32 host LOCAL` is an address the kernel owns.
-fn local_addresses(fib_trie: &str) -> Vec<std::net::Ipv4Addr> {
+pub(crate) fn local_addresses(fib_trie: &str) -> Vec<std::net::Ipv4Addr> {
     let mut out = Vec::new();
     let mut leaf = None;
     for line in fib_trie.lines().map(str::trim) {
