@@ -16,6 +16,7 @@ mod cmdline;
 mod config;
 mod early;
 mod guest;
+mod guest_diag;
 mod host;
 mod logger;
 mod mgmt;
