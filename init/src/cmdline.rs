@@ -8,6 +8,7 @@
 //! | `kaos.log=` | `error`, `warn`, `info`, `debug`, `trace` | `info` |
 //! | `kaos.store=` | `auto`, `memory`, or a disk (`vdb`, `/dev/nvme0n1`) | `auto` |
 //! | `kaos.authorize=` | client keys, `BASE64[:ROLE]`, comma-separated (role: `admin`) | none |
+//! | `kaos.uplink=` | the virtual switch's uplink NIC: `IF` (an 802.1Q trunk of every VLAN) or `IF:access=VLAN` | none |
 //!
 //! A bad value is reported and replaced by the default: a typo must not keep a host from booting.
 
@@ -34,6 +35,48 @@ pub struct Settings {
     pub store: StoreChoice,
     /// Client keys authorised on the command line (`kaos.authorize=` may repeat).
     pub authorize: Vec<(kaos_protocol::keys::PublicKey, kaos_protocol::Role)>,
+    /// The virtual switch's uplink, if any.
+    pub uplink: Option<Uplink>,
+}
+
+/// A physical NIC the virtual switch attaches to (`kaos.uplink=`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Uplink {
+    /// Interface name.
+    pub ifname: String,
+    /// `None`: an 802.1Q trunk carrying every VLAN; `Some(v)`: an access port of VLAN `v`.
+    pub access: Option<u16>,
+}
+
+impl Uplink {
+    /// `IF` or `IF:access=VLAN`.
+    pub fn parse(value: &str) -> Result<Self, String> {
+        let (name, mode) = match value.split_once(':') {
+            Some((name, mode)) => (name, Some(mode)),
+            None => (value, None),
+        };
+        let access = match mode {
+            None => None,
+            Some(m) => Some(
+                m.strip_prefix("access=")
+                    .and_then(|v| v.parse::<u16>().ok())
+                    .filter(|v| (1..=4094).contains(v))
+                    .ok_or("expected IF or IF:access=VLAN (1-4094)")?,
+            ),
+        };
+        Ok(Uplink {
+            ifname: interface_name(name)?,
+            access,
+        })
+    }
+
+    /// The switch's `--uplink` argument.
+    pub fn switch_arg(&self) -> String {
+        match self.access {
+            None => format!("{}:trunk", self.ifname),
+            Some(v) => format!("{}:access={v}", self.ifname),
+        }
+    }
 }
 
 impl Default for Settings {
@@ -45,6 +88,7 @@ impl Default for Settings {
             log: LevelFilter::Info,
             store: StoreChoice::Auto,
             authorize: Vec::new(),
+            uplink: None,
         }
     }
 }
@@ -77,6 +121,7 @@ impl Settings {
             "authorize" => self
                 .authorize
                 .extend(crate::access::parse_cmdline_keys(value)?),
+            "uplink" => self.uplink = Some(Uplink::parse(value)?),
             _ => return Err("unknown key".into()),
         }
         Ok(())
@@ -175,6 +220,27 @@ mod tests {
         );
         assert_eq!(s, Settings::default());
         assert_eq!(problems.len(), 7, "{problems:?}");
+    }
+
+    #[test]
+    fn uplinks_are_trunks_or_access_ports() {
+        let (s, problems) = Settings::from_cmdline("kaos.uplink=eth1");
+        assert!(problems.is_empty());
+        let trunk = s.uplink.expect("an uplink");
+        assert_eq!((trunk.ifname.as_str(), trunk.access), ("eth1", None));
+        assert_eq!(trunk.switch_arg(), "eth1:trunk");
+        let access = Uplink::parse("enp3s0:access=10").expect("valid");
+        assert_eq!(access.access, Some(10));
+        assert_eq!(access.switch_arg(), "enp3s0:access=10");
+        for bad in [
+            "",
+            "eth1:access=0",
+            "eth1:access=4095",
+            "eth1:trunk",
+            "../x",
+        ] {
+            assert!(Uplink::parse(bad).is_err(), "{bad:?} accepted");
+        }
     }
 
     #[test]
