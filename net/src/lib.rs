@@ -22,6 +22,7 @@ pub mod run;
 pub mod session;
 pub mod switch;
 mod sys;
+pub mod uplink;
 
 pub use endpoint::{AddressEvent, Endpoint, EndpointConfig, IpConfig};
 pub use link::{Link, LinkError};

@@ -1,0 +1,58 @@
+//! Benchmark and fuzzing hooks: the receive path's walk of a ring block, without a socket.
+//! `walk` accepts any bytes, so a fuzz target can hand it a corrupted block; `bench_block`
+//! builds a well-formed one for `cargo xtask bench`.
+
+use super::UplinkStats;
+use super::ring::{self, build};
+
+/// A retired block of `block_size` bytes in the kernel's layout, holding as many frames of
+/// `len` bytes (an Ethernet header, then a counter) as fit, at most `frames`; when `vlan`,
+/// every other frame arrives with its tag stripped, as from a trunk.
+pub fn bench_block(block_size: usize, frames: usize, len: usize, vlan: bool) -> Vec<u8> {
+    let len = len.max(14);
+    let per_frame = (build::MAC_OFFSET + len + 15) & !15;
+    let room = block_size.saturating_sub(48) / per_frame;
+    let data: Vec<Vec<u8>> = (0..frames.min(room))
+        .map(|i| {
+            let mut f = vec![0u8; len];
+            f[..6].copy_from_slice(&[0x02, 0, 0, 0, 0, 1]);
+            f[6..12].copy_from_slice(&[0x02, 0, 0, 0, 0, 2]);
+            f[12..14].copy_from_slice(&[0x08, 0x00]);
+            for (dst, src) in f[14..].iter_mut().zip(i.to_be_bytes().iter().cycle()) {
+                *dst = *src;
+            }
+            f
+        })
+        .collect();
+    let entries: Vec<build::Entry<'_>> = data
+        .iter()
+        .enumerate()
+        .map(|(i, d)| build::Entry {
+            data: d,
+            tag: (vlan && i % 2 == 1).then_some((0x8100, 10)),
+            pkttype: 0,
+            len: None,
+        })
+        .collect();
+    build::block(block_size, &entries)
+}
+
+/// Walks `block` as [`super::Uplink::recv_batch`] walks a block of its ring (restoring tags in
+/// place, so the block changes), calling `f` with each frame no longer than `max_len`; returns
+/// the frames delivered and the counters the walk kept.
+pub fn walk(block: &mut [u8], max_len: usize, mut f: impl FnMut(&[u8])) -> (usize, UplinkStats) {
+    let mut stats = UplinkStats::default();
+    let mut scratch = Vec::new();
+    let mut cursor = ring::Cursor::start(block, &mut stats);
+    let mut delivered = 0;
+    loop {
+        match ring::next_frame(block, &mut cursor, &mut scratch, max_len, &mut stats) {
+            ring::Step::Frame(frame) => {
+                f(frame);
+                delivered += 1;
+            }
+            ring::Step::Skip => {}
+            ring::Step::End => return (delivered, stats),
+        }
+    }
+}
