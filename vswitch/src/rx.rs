@@ -1,0 +1,254 @@
+//! Delivery: one frame into a receiving port. For a guest, its RX chains are filled straight
+//! from the sender's buffers (the head from the decided copy), several chains with
+//! `MRG_RXBUF`; a receiver without buffers loses the frame and nobody waits. For an uplink,
+//! the frame is gathered with its egress tag and queued on the socket.
+
+use std::sync::RwLockWriteGuard;
+
+use kaos_net::switch::{Tag, write_egress};
+use vhost_user_backend::{VringState, VringT};
+use virtio_queue::{QueueOwnedT, QueueT};
+use vm_memory::{GuestAddressSpace, GuestMemoryLoadGuard, GuestMemoryMmap};
+
+use crate::chain::{self, Cursor, MAX_SEGS, Seg};
+use crate::port::{Counters, DatapathDrop, GuestNic, Mem, RX, UplinkPort};
+use crate::vnet::{self, Delivery, HDR_LEN, NetHdr, Offloads};
+
+/// Most RX chains one frame may fill (a 64 KiB frame in 4 KiB buffers takes 17).
+pub const MAX_CHAINS: usize = 32;
+
+/// A frame on its way out: the decided head, then the rest still in the sender's memory.
+#[derive(Debug, Clone, Copy)]
+pub struct Frame<'a> {
+    /// The sender's checked virtio-net header (a plain one from an uplink).
+    pub hdr: NetHdr,
+    /// The first bytes, as decided on.
+    pub head: &'a [u8],
+    /// The rest: the sender's memory, where it starts there, how long it is.
+    pub tail: Option<(&'a GuestMemoryMmap, Cursor<'a>, usize)>,
+    /// Whether `head` carries an 802.1Q tag (frames from uplinks).
+    pub tagged: bool,
+}
+
+impl Frame<'_> {
+    /// Bytes of the frame, without the virtio-net header.
+    pub fn len(&self) -> usize {
+        self.head.len() + self.tail.map_or(0, |t| t.2)
+    }
+
+    /// Whether the frame is empty (never, for a decided frame).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Scratch space reused from frame to frame.
+#[derive(Debug, Default)]
+pub struct RxScratch {
+    segs: Vec<Seg>,
+    chains: Vec<(u16, u32)>,
+    gather: Vec<u8>,
+    untag: Vec<u8>,
+}
+
+/// A receiving guest port, its RX vring locked for a batch of deliveries.
+pub struct GuestRx<'a> {
+    nic: &'a GuestNic,
+    state: RwLockWriteGuard<'a, VringState<Mem>>,
+    mem: GuestMemoryLoadGuard<GuestMemoryMmap>,
+    offloads: Offloads,
+    delivered: bool,
+}
+
+impl std::fmt::Debug for GuestRx<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GuestRx")
+            .field("port", &self.nic.id)
+            .finish()
+    }
+}
+
+impl<'a> GuestRx<'a> {
+    /// Locks `nic`'s RX vring; `None` if it has none or it is not running (the caller drops
+    /// the frames as `NoRxBuffers`).
+    pub fn open(nic: &'a GuestNic) -> Option<Self> {
+        let state = nic.vring(RX)?.get_mut();
+        if !state.is_enabled() || !state.get_queue().ready() {
+            return None;
+        }
+        Some(Self {
+            nic,
+            state,
+            mem: nic.mem.memory(),
+            offloads: nic.offloads(),
+            delivered: false,
+        })
+    }
+
+    /// Delivers one frame, or says why not (the caller counts it on this port).
+    pub fn deliver(&mut self, f: &Frame<'_>, s: &mut RxScratch) -> Result<(), DatapathDrop> {
+        let (hdr, soft) = match f.hdr.deliver(self.offloads) {
+            None => return Err(DatapathDrop::GsoUnsupported),
+            Some(Delivery::Pass(h)) => (h, None),
+            Some(Delivery::SoftCsum { start, offset }) => {
+                (NetHdr::default(), Some((start, offset)))
+            }
+        };
+        let head = if f.tagged {
+            // Guests get untagged frames: strip the tag from the head.
+            s.untag.resize(f.head.len(), 0);
+            let n = write_egress(f.head, true, Tag::Untagged, &mut s.untag)
+                .ok_or(DatapathDrop::BadHeader)?;
+            s.untag.truncate(n);
+            std::mem::take(&mut s.untag)
+        } else {
+            Vec::new()
+        };
+        let head_bytes: &[u8] = if f.tagged { &head } else { f.head };
+        let tail_len = f.tail.map_or(0, |t| t.2);
+        let frame_len = head_bytes.len() + tail_len;
+        let r = self.fill(head_bytes, f, frame_len, hdr, soft, s);
+        if f.tagged {
+            s.untag = head;
+        }
+        r
+    }
+
+    fn fill(
+        &mut self,
+        head: &[u8],
+        f: &Frame<'_>,
+        frame_len: usize,
+        hdr: NetHdr,
+        soft: Option<(usize, usize)>,
+        s: &mut RxScratch,
+    ) -> Result<(), DatapathDrop> {
+        let total = HDR_LEN + frame_len;
+        let mem: &GuestMemoryMmap = &self.mem;
+        let queue = self.state.get_queue_mut();
+        let start = queue.next_avail();
+        s.segs.clear();
+        s.chains.clear();
+        let taken = take_chains(queue, mem, total, self.offloads.mrg_rxbuf, s);
+        let copied = taken.and_then(|()| {
+            let body = Cursor::new(&s.segs, HDR_LEN);
+            chain::copy_in(mem, body, head).ok_or(DatapathDrop::BadRxChain)?;
+            if let Some((src_mem, src, len)) = f.tail {
+                let at = Cursor::new(&s.segs, HDR_LEN + head.len());
+                chain::copy_guest(src_mem, src, mem, at, len).ok_or(DatapathDrop::BadRxChain)?;
+            }
+            if let Some((start, offset)) = soft {
+                vnet::complete_csum(mem, &s.segs, frame_len, start, offset)
+                    .ok_or(DatapathDrop::BadRxChain)?;
+            }
+            // At most MAX_CHAINS (32) chains.
+            let n = u16::try_from(s.chains.len()).unwrap_or(u16::MAX);
+            vnet::write_frame(mem, &s.segs, 0, &hdr.emit(n)).ok_or(DatapathDrop::BadRxChain)
+        });
+        if let Err(e) = copied {
+            // Nothing was published: the chains stay the guest's, for the next frame.
+            queue.set_next_avail(start);
+            return Err(e);
+        }
+        let mut left = total;
+        for &(desc, cap) in &s.chains {
+            let used = left.min(cap as usize);
+            // `used` <= `cap`, a u32.
+            let used32 = u32::try_from(used).unwrap_or(cap);
+            if queue.add_used(mem, desc, used32).is_err() {
+                return Err(DatapathDrop::BadRxChain);
+            }
+            left -= used;
+        }
+        self.delivered = true;
+        let c = &self.nic.counters;
+        Counters::add(&c.tx_frames, 1);
+        Counters::add(&c.tx_bytes, frame_len as u64);
+        Ok(())
+    }
+
+    /// Ends the batch: interrupts the guest if anything was delivered and it wants to know.
+    pub fn close(mut self) {
+        if !self.delivered {
+            return;
+        }
+        let mem: &GuestMemoryMmap = &self.mem;
+        let wants = self
+            .state
+            .get_queue_mut()
+            .needs_notification(mem)
+            .unwrap_or(true);
+        if wants {
+            let _ = self.state.signal_used_queue();
+        }
+    }
+
+    /// The receiving NIC.
+    pub fn nic(&self) -> &GuestNic {
+        self.nic
+    }
+}
+
+/// Takes RX chains from `queue` until they hold `total` bytes (one chain without `mrg`).
+fn take_chains(
+    queue: &mut virtio_queue::Queue,
+    mem: &GuestMemoryMmap,
+    total: usize,
+    mrg: bool,
+    s: &mut RxScratch,
+) -> Result<(), DatapathDrop> {
+    let mut iter = queue.iter(mem).map_err(|_| DatapathDrop::NoRxBuffers)?;
+    let mut cap = 0usize;
+    while cap < total {
+        if s.chains.len() == MAX_CHAINS || s.segs.len() > MAX_SEGS * MAX_CHAINS {
+            return Err(DatapathDrop::RxBufferTooSmall);
+        }
+        let chain = iter.next().ok_or(DatapathDrop::NoRxBuffers)?;
+        let desc = chain.head_index();
+        let n =
+            chain::collect(mem, chain, true, &mut s.segs).map_err(|_| DatapathDrop::BadRxChain)?;
+        s.chains.push((desc, n));
+        cap += n as usize;
+        if !mrg && cap < total {
+            return Err(DatapathDrop::RxBufferTooSmall);
+        }
+    }
+    Ok(())
+}
+
+/// Sends one frame out of an uplink: gathered with its egress tag, the virtio-net header
+/// handed to the kernel when it asks for an offload.
+pub fn deliver_uplink(
+    up: &UplinkPort,
+    io: &mut dyn crate::port::UplinkIo,
+    f: &Frame<'_>,
+    tag: Tag,
+    s: &mut RxScratch,
+) -> Result<(), DatapathDrop> {
+    let tail_len = f.tail.map_or(0, |t| t.2);
+    s.gather.resize(f.head.len() + 4 + tail_len, 0);
+    let n = write_egress(f.head, f.tagged, tag, &mut s.gather).ok_or(DatapathDrop::BadHeader)?;
+    if let Some((mem, src, len)) = f.tail {
+        chain::copy_out(mem, src, &mut s.gather[n..n + len]).ok_or(DatapathDrop::BadChain)?;
+    }
+    let len = n + tail_len;
+    let hdr = (f.hdr.needs_csum() || f.hdr.is_gso()).then(|| {
+        // The tag moved everything after the addresses by 4 bytes one way or the other.
+        let shift = |v: u16| {
+            let v = i32::from(v) + i32::try_from(n).unwrap_or(0)
+                - i32::try_from(f.head.len()).unwrap_or(0);
+            u16::try_from(v).unwrap_or(0)
+        };
+        NetHdr {
+            csum_start: shift(f.hdr.csum_start),
+            hdr_len: shift(f.hdr.hdr_len),
+            ..f.hdr
+        }
+        .emit(0)
+    });
+    io.send(hdr.as_ref(), &s.gather[..len])
+        .map_err(|_| DatapathDrop::UplinkError)?;
+    Counters::add(&up.counters.tx_frames, 1);
+    Counters::add(&up.counters.tx_bytes, len as u64);
+    Ok(())
+}

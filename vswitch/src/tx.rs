@@ -1,0 +1,271 @@
+//! The transmit path of a guest port: one batch of at most [`BATCH`] frames per call.
+//!
+//! 1. With the port's TX vring locked (only its own vhost-user thread contends), pop chains,
+//!    check each into segments, copy its virtio-net header and its head (see `head`) out of
+//!    the guest.
+//! 2. With the fabric's mutex, once for the batch: each frame through `Switch::ingress`; the
+//!    copies it asks for are noted, and the receivers' datapath halves looked up.
+//! 3. Without the mutex, receiver by receiver: lock its RX vring once, deliver every copy for
+//!    it (head from the decided copy, the rest guest buffer to guest buffer), signal it once.
+//!    A receiver lock is never held while another is taken, and the TX lock is never taken by
+//!    anyone holding an RX lock, so no two ports can deadlock.
+//! 4. Every chain goes back to the sender as used, and the sender is signalled once.
+
+use kaos_net::switch::{Decision, MAX_FRAME_LEN, PortId, Tag};
+use vhost_user_backend::VringT;
+use virtio_queue::{QueueOwnedT, QueueT};
+use vm_memory::{GuestAddressSpace, GuestMemoryMmap};
+
+use crate::chain::{self, Cursor, Seg};
+use crate::fabric::{Attached, Fabric};
+use crate::head::{self, HEAD_LEN, WHOLE_MAX};
+use crate::port::{Counters, DatapathDrop, GuestNic, TX};
+use crate::rx::{self, Frame, GuestRx, RxScratch};
+use crate::vnet::{HDR_LEN, NetHdr};
+
+/// Most frames taken from a TX queue per call: the bound on one port's work per wakeup.
+pub const BATCH: usize = 64;
+
+#[derive(Debug, Clone, Copy)]
+struct TxFrame {
+    desc: u16,
+    segs: (usize, usize),
+    len: usize,
+    head_len: usize,
+    hdr: NetHdr,
+    tagged: bool,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Copy {
+    port: PortId,
+    frame: usize,
+    tag: Tag,
+}
+
+/// A port's scratch space for its batches (allocated once, reused).
+#[derive(Debug, Default)]
+pub struct TxScratch {
+    segs: Vec<Seg>,
+    frames: Vec<Option<TxFrame>>,
+    descs: Vec<u16>,
+    heads: Vec<u8>,
+    copies: Vec<Copy>,
+    targets: Vec<(PortId, Option<Attached>)>,
+    rx: RxScratch,
+}
+
+/// What one call did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Progress {
+    /// Chains taken from the TX queue.
+    pub frames: usize,
+    /// The batch was full: more may be waiting.
+    pub more: bool,
+}
+
+/// Runs one batch of `nic`'s TX queue through `fabric`.
+pub fn tx_batch(fabric: &Fabric, nic: &GuestNic) -> Progress {
+    let Some(vring) = nic.vring(TX) else {
+        return Progress::default();
+    };
+    let mut state = vring.get_mut();
+    if !state.is_enabled() || !state.get_queue().ready() {
+        return Progress::default();
+    }
+    let mem = nic.mem.memory();
+    let mem: &GuestMemoryMmap = &mem;
+    let mut guard = nic.scratch.lock().unwrap_or_else(|p| p.into_inner());
+    let s = &mut *guard;
+    let queue = state.get_queue_mut();
+    take(queue, mem, nic, s);
+    let frames = s.descs.len();
+    decide(fabric, nic.id, s);
+    forward(mem, s);
+    for &desc in &s.descs {
+        // A chain the queue gave us: add_used fails only on a used ring outside memory.
+        let _ = queue.add_used(mem, desc, 0);
+    }
+    if frames > 0 && queue.needs_notification(mem).unwrap_or(true) {
+        let _ = state.signal_used_queue();
+    }
+    Progress {
+        frames,
+        more: frames == BATCH,
+    }
+}
+
+/// Step 1: pops and checks up to `BATCH` chains.
+fn take(queue: &mut virtio_queue::Queue, mem: &GuestMemoryMmap, nic: &GuestNic, s: &mut TxScratch) {
+    s.segs.clear();
+    s.frames.clear();
+    s.descs.clear();
+    s.heads.resize(BATCH * WHOLE_MAX, 0);
+    let Ok(mut iter) = queue.iter(mem) else {
+        return;
+    };
+    while s.descs.len() < BATCH {
+        let Some(chain) = iter.next() else {
+            break;
+        };
+        let i = s.descs.len();
+        s.descs.push(chain.head_index());
+        let start = s.segs.len();
+        let frame = chain::collect(mem, chain, false, &mut s.segs)
+            .map_err(|_| DatapathDrop::BadChain)
+            .and_then(|total| {
+                check(
+                    mem,
+                    &s.segs[start..],
+                    total as usize,
+                    &mut s.heads[i * WHOLE_MAX..],
+                )
+            });
+        let c = &nic.counters;
+        Counters::add(&c.rx_frames, 1);
+        match frame {
+            Ok(mut f) => {
+                Counters::add(&c.rx_bytes, f.len as u64);
+                f.desc = s.descs[i];
+                f.segs = (start, s.segs.len());
+                s.frames.push(Some(f));
+            }
+            Err(why) => {
+                s.segs.truncate(start);
+                c.drop(why);
+                s.frames.push(None);
+            }
+        }
+    }
+}
+
+/// Reads a chain's header and head into `head_buf`.
+fn check(
+    mem: &GuestMemoryMmap,
+    segs: &[Seg],
+    total: usize,
+    head_buf: &mut [u8],
+) -> Result<TxFrame, DatapathDrop> {
+    if total < HDR_LEN + 14 {
+        return Err(DatapathDrop::Truncated);
+    }
+    let len = total - HDR_LEN;
+    if len > MAX_FRAME_LEN {
+        return Err(DatapathDrop::Oversize);
+    }
+    let mut raw = [0u8; HDR_LEN];
+    chain::copy_out(mem, Cursor::new(segs, 0), &mut raw).ok_or(DatapathDrop::BadChain)?;
+    let hdr = NetHdr::parse(&raw)
+        .checked(len)
+        .ok_or(DatapathDrop::BadHeader)?;
+    let head_len = if len <= WHOLE_MAX { len } else { HEAD_LEN };
+    chain::copy_out(mem, Cursor::new(segs, HDR_LEN), &mut head_buf[..head_len])
+        .ok_or(DatapathDrop::BadChain)?;
+    Ok(TxFrame {
+        desc: 0,
+        segs: (0, 0),
+        len,
+        head_len,
+        hdr,
+        tagged: false,
+    })
+}
+
+/// Step 2: decides every frame under the fabric's mutex.
+fn decide(fabric: &Fabric, from: PortId, s: &mut TxScratch) {
+    s.copies.clear();
+    s.targets.clear();
+    if s.frames.iter().all(Option::is_none) {
+        return;
+    }
+    let mut core = fabric.lock();
+    let now = fabric.now();
+    for (i, slot) in s.frames.iter_mut().enumerate() {
+        let Some(f) = slot else { continue };
+        let head = &mut s.heads[i * WHOLE_MAX..i * WHOLE_MAX + f.head_len];
+        let patch = head::clamp(head, f.len);
+        if let Decision::Forward(fwd) = core.switch.ingress(from, head, now) {
+            f.tagged = fwd.ingress_tagged;
+            for e in fwd.to {
+                s.copies.push(Copy {
+                    port: e.port,
+                    frame: i,
+                    tag: e.tag,
+                });
+            }
+        }
+        head::restore(head, patch);
+    }
+    for c in &s.copies {
+        if !s.targets.iter().any(|(p, _)| *p == c.port) {
+            s.targets.push((c.port, core.attached(c.port).cloned()));
+        }
+    }
+}
+
+/// Step 3: delivers the copies, receiver by receiver.
+fn forward(mem: &GuestMemoryMmap, s: &mut TxScratch) {
+    s.copies.sort_unstable_by_key(|c| (c.port, c.frame));
+    let TxScratch {
+        segs,
+        frames,
+        heads,
+        copies,
+        targets,
+        rx,
+        ..
+    } = s;
+    let mut rest = &copies[..];
+    while let Some(first) = rest.first() {
+        let n = rest.iter().take_while(|c| c.port == first.port).count();
+        let (group, next) = rest.split_at(n);
+        rest = next;
+        let target = targets.iter().find(|(p, _)| *p == first.port);
+        let Some((_, Some(target))) = target else {
+            continue;
+        };
+        let frame = |c: &Copy| {
+            let f = frames[c.frame].as_ref()?;
+            let fsegs = &segs[f.segs.0..f.segs.1];
+            let head = &heads[c.frame * WHOLE_MAX..c.frame * WHOLE_MAX + f.head_len];
+            let tail_len = f.len - f.head_len;
+            let tail =
+                (tail_len > 0).then(|| (mem, Cursor::new(fsegs, HDR_LEN + f.head_len), tail_len));
+            Some(Frame {
+                hdr: f.hdr,
+                head,
+                tail,
+                tagged: f.tagged,
+            })
+        };
+        match target {
+            Attached::Guest(nic) => {
+                let Some(mut to) = GuestRx::open(nic) else {
+                    for _ in group {
+                        nic.counters.drop(DatapathDrop::NoRxBuffers);
+                    }
+                    continue;
+                };
+                for c in group {
+                    if let Some(f) = frame(c)
+                        && let Err(why) = to.deliver(&f, rx)
+                    {
+                        nic.counters.drop(why);
+                    }
+                }
+                to.close();
+            }
+            Attached::Uplink(up) => {
+                let mut io = up.io.lock().unwrap_or_else(|p| p.into_inner());
+                for c in group {
+                    if let Some(f) = frame(c)
+                        && let Err(why) = rx::deliver_uplink(up, io.as_mut(), &f, c.tag, rx)
+                    {
+                        up.counters.drop(why);
+                    }
+                }
+                io.flush();
+            }
+        }
+    }
+}
