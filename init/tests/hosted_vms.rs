@@ -50,6 +50,7 @@ fn spec(name: &str, platform: &str, restart: RestartPolicy) -> VmSpec {
         cmdline: truncated(""),
         platform: truncated(platform),
         restart,
+        nics: Default::default(),
     }
 }
 

@@ -186,6 +186,7 @@ pub fn vm(c: &mut Client, cmd: &VmCmd, output: Output) -> Result<(), Error> {
                 cmdline: bounded(cmdline)?,
                 platform: object_name("module", platform)?,
                 restart: (*restart).into(),
+                nics: heapless::Vec::new(),
             },
             start: *start,
         }),

@@ -19,6 +19,7 @@ mod frame;
 pub mod handshake;
 pub mod keys;
 mod message;
+pub mod net;
 pub mod vm;
 
 pub use frame::{
@@ -26,6 +27,7 @@ pub use frame::{
     split_frame,
 };
 pub use message::*;
+pub use net::*;
 pub use vm::*;
 
 /// The TCP port of the management endpoint.
@@ -33,7 +35,7 @@ pub const PORT: u16 = 1289;
 
 /// Protocol version spoken by this build. A peer with another `major` is refused; `minor` only
 /// adds messages and fields that an older peer never sends.
-pub const VERSION: Version = Version { major: 1, minor: 1 };
+pub const VERSION: Version = Version { major: 1, minor: 2 };
 
 /// First bytes of both preambles, so a stray peer of another protocol is told apart from a
 /// KaOS peer with another version.
@@ -41,3 +43,5 @@ pub const MAGIC: [u8; 4] = *b"KAOS";
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_net;

@@ -4,6 +4,7 @@ use heapless::String;
 use serde::{Deserialize, Serialize};
 
 use crate::keys::PublicKey;
+use crate::net::{NetStats, RuleInfo, RuleList, RuleSpec, VlanInfo, VlanList, VlanSpec};
 use crate::vm::{
     ConsoleChunk, ModuleList, ModuleUpload, ObjectName, UploadState, VmActRequest, VmAction,
     VmCreate, VmInfo, VmList, VmLogsQuery,
@@ -100,6 +101,20 @@ pub enum Request {
     /// (1.1) A VM's serial console: a stream of [`Response::Console`], ending after the buffered
     /// output unless `follow`.
     VmLogs(VmLogsQuery),
+    /// (1.2) Define a VLAN and its address pool: [`Response::Vlan`].
+    VlanCreate(VlanSpec),
+    /// (1.2) Every VLAN: [`Response::Vlans`].
+    VlanList,
+    /// (1.2) Delete a VLAN no VM NIC is on and no rule names: [`Response::Vlans`].
+    VlanDelete(u16),
+    /// (1.2) Add a firewall rule: [`Response::Rule`].
+    RuleAdd(RuleSpec),
+    /// (1.2) Every firewall rule: [`Response::Rules`].
+    RuleList,
+    /// (1.2) Delete a firewall rule: [`Response::Rules`].
+    RuleDelete(u32),
+    /// (1.2) The virtual switch's counters: [`Response::NetStats`].
+    NetStats,
 }
 
 impl Request {
@@ -116,14 +131,21 @@ impl Request {
             | Self::ModuleList
             | Self::VmList
             | Self::VmInspect(_)
-            | Self::VmLogs(_) => Role::Reader,
+            | Self::VmLogs(_)
+            | Self::VlanList
+            | Self::RuleList
+            | Self::NetStats => Role::Reader,
             Self::Reboot
             | Self::Shutdown
             | Self::HostSet(_)
             | Self::ModuleUpload(_)
             | Self::ModuleRemove(_)
             | Self::VmCreate(_)
-            | Self::VmAct(_) => Role::Operator,
+            | Self::VmAct(_)
+            | Self::VlanCreate(_)
+            | Self::VlanDelete(_)
+            | Self::RuleAdd(_)
+            | Self::RuleDelete(_) => Role::Operator,
             Self::StoreInit(_) | Self::AccessList | Self::AccessAdd(_) | Self::AccessRemove(_) => {
                 Role::Admin
             }
@@ -160,6 +182,13 @@ impl Request {
                 VmAction::Destroy => "vm destroy",
             },
             Self::VmLogs(_) => "vm logs",
+            Self::VlanCreate(_) => "net vlan create",
+            Self::VlanList => "net vlan list",
+            Self::VlanDelete(_) => "net vlan delete",
+            Self::RuleAdd(_) => "net rule add",
+            Self::RuleList => "net rule list",
+            Self::RuleDelete(_) => "net rule delete",
+            Self::NetStats => "net stats",
         }
     }
 }
@@ -335,6 +364,16 @@ pub enum Response {
     Vm(VmInfo),
     /// (1.1) A piece of console output, streamed for [`Request::VmLogs`].
     Console(ConsoleChunk),
+    /// (1.2) Answer to [`Request::VlanCreate`].
+    Vlan(VlanInfo),
+    /// (1.2) Answer to [`Request::VlanList`] and [`Request::VlanDelete`].
+    Vlans(VlanList),
+    /// (1.2) Answer to [`Request::RuleAdd`].
+    Rule(RuleInfo),
+    /// (1.2) Answer to [`Request::RuleList`] and [`Request::RuleDelete`].
+    Rules(RuleList),
+    /// (1.2) Answer to [`Request::NetStats`].
+    NetStats(NetStats),
 }
 
 /// The authenticated caller of a session.
@@ -514,6 +553,8 @@ pub enum EventKind {
     VmChanged,
     /// (1.1) A VM's guest stopped by itself or failed to start (and what the policy did).
     VmExited,
+    /// (1.2) A VLAN or a firewall rule was created or deleted.
+    NetChanged,
 }
 
 /// An IPv4 address with its prefix length.

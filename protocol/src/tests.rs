@@ -24,7 +24,7 @@ fn bytes<T: serde::Serialize>(msg: &T) -> ([u8; 512], usize) {
 fn golden_preambles() {
     assert_eq!(
         handshake::ClientPreamble::CURRENT.encode(),
-        [b'K', b'A', b'O', b'S', 1, 0, 1, 0]
+        [b'K', b'A', b'O', b'S', 1, 0, 2, 0]
     );
     let server = handshake::ServerPreamble {
         version: Version { major: 1, minor: 2 },
@@ -464,7 +464,7 @@ fn object_names_are_lower_case_words() {
     }
 }
 
-fn sample_spec() -> VmSpec {
+pub(crate) fn sample_spec() -> VmSpec {
     VmSpec {
         name: truncated(&"v".repeat(32)),
         vcpus: VM_VCPUS_MAX,
@@ -472,6 +472,7 @@ fn sample_spec() -> VmSpec {
         cmdline: truncated(&"c".repeat(VM_CMDLINE_MAX)),
         platform: truncated(&"p".repeat(32)),
         restart: RestartPolicy::OnFailure,
+        nics: heapless::Vec::new(),
     }
 }
 
@@ -518,6 +519,7 @@ fn full_vm_and_module_messages_fit_a_frame() {
             at_ms: u64::MAX,
         }),
         platform_sha256: Some([0xff; 32]),
+        nics: heapless::Vec::new(),
     };
     let frame = ServerFrame {
         id: u32::MAX,
@@ -532,6 +534,7 @@ fn full_vm_and_module_messages_fit_a_frame() {
         memory_mib: u32::MAX,
         restarts: u32::MAX,
         guest_up: true,
+        ipv4: Some(core::net::Ipv4Addr::BROADCAST),
     };
     let mut entries = heapless::Vec::new();
     while entries.push(summary.clone()).is_ok() {}

@@ -4,6 +4,8 @@
 use heapless::String;
 use serde::{Deserialize, Serialize};
 
+use crate::net::{MAX_NICS, NicInfo, NicSpec};
+
 /// The name of a VM or a module: `[a-z0-9-]`, 1 to 32 bytes, not starting with `-`.
 pub type ObjectName = String<32>;
 
@@ -144,6 +146,8 @@ pub struct VmSpec {
     pub platform: ObjectName,
     /// What to do when the guest stops by itself.
     pub restart: RestartPolicy,
+    /// (1.2) Its NICs, in guest order (`eth0` first).
+    pub nics: heapless::Vec<NicSpec, MAX_NICS>,
 }
 
 /// Arguments of [`Request::VmCreate`](crate::Request::VmCreate).
@@ -283,6 +287,8 @@ pub struct VmSummary {
     pub restarts: u32,
     /// The guest's console said it is up (the guest `kattach` readiness line).
     pub guest_up: bool,
+    /// (1.2) The first NIC's address.
+    pub ipv4: Option<core::net::Ipv4Addr>,
 }
 
 /// Most VMs a host lists.
@@ -316,6 +322,8 @@ pub struct VmInfo {
     pub last_exit: Option<VmExit>,
     /// SHA-256 of the platform module the current or last run booted.
     pub platform_sha256: Option<[u8; 32]>,
+    /// (1.2) Its NICs as assigned, in the order of `spec.nics`.
+    pub nics: heapless::Vec<NicInfo, MAX_NICS>,
 }
 
 /// Most console bytes in one [`ConsoleChunk`].

@@ -82,6 +82,7 @@ fn spec(name: &str, memory_mib: u32, cmdline: &str, restart: RestartPolicy) -> V
         cmdline: truncated(cmdline),
         platform: truncated("vkaos"),
         restart,
+        nics: Default::default(),
     }
 }
 

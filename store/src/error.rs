@@ -36,6 +36,10 @@ pub enum StoreError {
     /// Any other database error.
     #[error("database error: {0}")]
     Database(String),
+    /// The write would break what the store holds (an address already leased, a VLAN still in
+    /// use); nothing was written.
+    #[error("{0}")]
+    Conflict(String),
 }
 
 impl From<redb::Error> for StoreError {

@@ -86,10 +86,17 @@ mod creation;
 pub mod device;
 mod error;
 pub mod fault;
+mod net;
 pub mod schema;
 mod store;
 
+#[cfg(test)]
+mod migration_tests;
+
 pub use device::{MIN_DEVICE_BYTES, Probe, init_device, probe};
 pub use error::StoreError;
-pub use schema::{ClientKey, EVENT_CAPACITY, EventKind, EventRecord, ModuleRecord, VmRecord};
+pub use net::Lease;
+pub use schema::{
+    ClientKey, EVENT_CAPACITY, EventKind, EventRecord, ModuleRecord, NicRecord, VmRecord,
+};
 pub use store::{Location, Store};

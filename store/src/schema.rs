@@ -4,13 +4,15 @@
 //! the enums here only ever grow at the end; `tests::event_record_bytes_are_pinned` holds the
 //! encoding still.
 
-use redb::{Database, ReadableDatabase, TableDefinition, TableError, WriteTransaction};
+use redb::{
+    Database, ReadableDatabase, ReadableTable, TableDefinition, TableError, WriteTransaction,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::StoreError;
 
 /// The schema this build writes. Databases with a newer one are refused, older ones migrated.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// How many events the log keeps; recording one more drops the oldest in the same transaction.
 pub const EVENT_CAPACITY: u64 = 1000;
@@ -22,6 +24,8 @@ pub const META_SCHEMA_VERSION: &str = "schema_version";
 /// Key of the next event sequence number in [`META`] (so numbers never repeat, even if the log
 /// is emptied).
 pub const META_NEXT_EVENT_SEQ: &str = "next_event_seq";
+/// (v2) Key of the next firewall rule id in [`META`] (ids are never reused).
+pub const META_NEXT_RULE_ID: &str = "next_rule_id";
 
 /// Host settings (hostname, management address, …): key → value, both text.
 pub const HOST_SETTINGS: TableDefinition<&str, &str> = TableDefinition::new("host_settings");
@@ -45,20 +49,49 @@ pub struct ClientKey {
     pub key: kaos_protocol::keys::PublicKey,
 }
 
-/// VLANs of the switch, VLAN id → postcard record (name, ports). Filled by the switch issue.
+/// (v2) VLANs, VLAN id → postcard [`VlanRecord`].
 pub const VLANS: TableDefinition<u16, &[u8]> = TableDefinition::new("vlans");
 
-/// Address pools for guests, pool name → postcard record (range, gateway, DNS). Filled by the
-/// DHCP server issue.
-pub const IP_POOLS: TableDefinition<&str, &[u8]> = TableDefinition::new("ip_pools");
+/// A VLAN, as kept in [`VLANS`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VlanRecord {
+    /// The definition as created (id, subnet, gateway, pool, DNS).
+    pub spec: kaos_protocol::VlanSpec,
+}
 
-/// DHCP leases handed out from [`IP_POOLS`], MAC address → postcard record (address, expiry).
-/// Filled by the DHCP server issue.
-pub const LEASES: TableDefinition<[u8; 6], &[u8]> = TableDefinition::new("leases");
+/// (v2) Addresses held by VM NICs, (VLAN id, IPv4 address as a big-endian `u32`) → postcard
+/// [`LeaseRecord`]. Written and deleted in the same transaction as the VM record that holds
+/// them, so a VM never exists without its leases nor a lease without its VM.
+pub const NIC_LEASES: TableDefinition<(u16, u32), &[u8]> = TableDefinition::new("nic_leases");
 
-/// Firewall rules, rule id → postcard record (match, action), evaluated in id order. Filled by
-/// the firewall issue.
+/// Who holds an address, as kept in [`NIC_LEASES`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseRecord {
+    /// The VM.
+    pub vm: String,
+    /// Which of its NICs.
+    pub nic: u8,
+    /// That NIC's MAC (unique on the VLAN).
+    pub mac: [u8; 6],
+}
+
+/// v1's placeholder for address pools (never written: pools live in [`VlanRecord`] since v2,
+/// which deletes the table).
+pub const IP_POOLS_V1: TableDefinition<&str, &[u8]> = TableDefinition::new("ip_pools");
+
+/// v1's placeholder for DHCP leases by MAC (never written; v2 deletes it for [`NIC_LEASES`]).
+pub const LEASES_V1: TableDefinition<[u8; 6], &[u8]> = TableDefinition::new("leases");
+
+/// Firewall rules, rule id → postcard [`RuleRecord`] (v2), evaluated in id order within a
+/// scope.
 pub const FIREWALL_RULES: TableDefinition<u64, &[u8]> = TableDefinition::new("firewall_rules");
+
+/// A firewall rule, as kept in [`FIREWALL_RULES`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RuleRecord {
+    /// The rule.
+    pub spec: kaos_protocol::RuleSpec,
+}
 
 /// App Module metadata, module name → postcard record (version, chunk list, signature). Filled
 /// by the App Modules issue.
@@ -93,13 +126,77 @@ pub struct ModuleRecord {
 /// Bytes per chunk of a module in [`MODULE_CHUNKS`].
 pub const MODULE_CHUNK_BYTES: usize = 64 * 1024;
 
-/// A VM, as kept in [`VMS`]: its definition and whether it is meant to run.
+/// A VM, as kept in [`VMS`]: its definition, whether it is meant to run, and (v2) what its
+/// NICs were given.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VmRecord {
     /// The definition.
     pub spec: kaos_protocol::VmSpec,
     /// Started (and to be started after every host boot) until stopped.
     pub running: bool,
+    /// (v2) The NICs as assigned, in the order of `spec.nics`; each holds a [`NIC_LEASES`] entry.
+    pub nics: Vec<NicRecord>,
+}
+
+/// A NIC's assignment, as kept in a [`VmRecord`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NicRecord {
+    /// The VLAN.
+    pub vlan: u16,
+    /// The MAC.
+    pub mac: [u8; 6],
+    /// The address.
+    pub ipv4: std::net::Ipv4Addr,
+}
+
+/// The v1 layouts of [`VmRecord`] and its spec (before NICs), kept to migrate v1 databases.
+pub mod v1 {
+    use serde::{Deserialize, Serialize};
+
+    /// A v1 VM record.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct VmRecord {
+        /// The definition.
+        pub spec: VmSpec,
+        /// Meant to run.
+        pub running: bool,
+    }
+
+    /// Protocol 1.1's `VmSpec`.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct VmSpec {
+        /// Name.
+        pub name: kaos_protocol::ObjectName,
+        /// vCPUs.
+        pub vcpus: u8,
+        /// RAM in MiB.
+        pub memory_mib: u32,
+        /// Extra kernel command line.
+        pub cmdline: heapless::String<{ kaos_protocol::VM_CMDLINE_MAX }>,
+        /// Platform module.
+        pub platform: kaos_protocol::ObjectName,
+        /// Restart policy.
+        pub restart: kaos_protocol::RestartPolicy,
+    }
+
+    impl From<VmRecord> for super::VmRecord {
+        fn from(old: VmRecord) -> Self {
+            let s = old.spec;
+            Self {
+                spec: kaos_protocol::VmSpec {
+                    name: s.name,
+                    vcpus: s.vcpus,
+                    memory_mib: s.memory_mib,
+                    cmdline: s.cmdline,
+                    platform: s.platform,
+                    restart: s.restart,
+                    nics: heapless::Vec::new(),
+                },
+                running: old.running,
+                nics: Vec::new(),
+            }
+        }
+    }
 }
 
 /// The bounded event log, sequence number → postcard [`EventRecord`].
@@ -132,10 +229,16 @@ pub struct Migration {
 }
 
 /// Every migration, in order; the last one's `to` is [`SCHEMA_VERSION`].
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    to: 1,
-    apply: create_tables_v1,
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        to: 1,
+        apply: create_tables_v1,
+    },
+    Migration {
+        to: 2,
+        apply: networking_v2,
+    },
+];
 
 /// v0 → v1: create every table (an empty database is version 0).
 fn create_tables_v1(txn: &WriteTransaction) -> Result<(), StoreError> {
@@ -143,8 +246,8 @@ fn create_tables_v1(txn: &WriteTransaction) -> Result<(), StoreError> {
     txn.open_table(HOST_SETTINGS)?;
     txn.open_table(KEYS)?;
     txn.open_table(VLANS)?;
-    txn.open_table(IP_POOLS)?;
-    txn.open_table(LEASES)?;
+    txn.open_table(IP_POOLS_V1)?;
+    txn.open_table(LEASES_V1)?;
     txn.open_table(FIREWALL_RULES)?;
     txn.open_table(MODULES)?;
     txn.open_table(MODULE_CHUNKS)?;
@@ -152,6 +255,30 @@ fn create_tables_v1(txn: &WriteTransaction) -> Result<(), StoreError> {
     txn.open_table(VM_IMAGES)?;
     txn.open_table(VMS)?;
     txn.open_table(EVENTS)?;
+    Ok(())
+}
+
+/// v1 → v2 (networking): pools move into the VLAN records and leases are keyed by address, so
+/// v1's two empty placeholders go and [`NIC_LEASES`] comes; every VM record gains its (empty)
+/// NIC lists.
+fn networking_v2(txn: &WriteTransaction) -> Result<(), StoreError> {
+    txn.delete_table(IP_POOLS_V1)?;
+    txn.delete_table(LEASES_V1)?;
+    txn.open_table(NIC_LEASES)?;
+    let mut vms = txn.open_table(VMS)?;
+    let mut rewritten = Vec::new();
+    for entry in vms.iter()? {
+        let (name, bytes) = entry?;
+        let old: v1::VmRecord = postcard::from_bytes(bytes.value())
+            .map_err(|error| StoreError::Corrupt(format!("v1 VM {}: {error}", name.value())))?;
+        let new = VmRecord::from(old);
+        let encoded = postcard::to_allocvec(&new)
+            .map_err(|error| StoreError::Database(format!("encoding a VM: {error}")))?;
+        rewritten.push((name.value().to_owned(), encoded));
+    }
+    for (name, encoded) in rewritten {
+        vms.insert(name.as_str(), encoded.as_slice())?;
+    }
     Ok(())
 }
 
@@ -173,18 +300,28 @@ pub fn stored_version(db: &Database) -> Result<u32, StoreError> {
 /// not written. Otherwise every missing step runs, with the new version, in one write transaction
 /// committed durably: a crash leaves the old version or the new one, never a half-migrated store.
 pub fn migrate(db: &Database) -> Result<u32, StoreError> {
+    migrate_to(db, SCHEMA_VERSION)
+}
+
+/// Brings `db` to schema `target` (at most [`SCHEMA_VERSION`]); returns the version it found.
+/// For tests that need a database of an older version, made the way that version made it.
+#[doc(hidden)]
+pub fn migrate_to(db: &Database, target: u32) -> Result<u32, StoreError> {
     let found = stored_version(db)?;
     check_not_newer(found)?;
-    if found == SCHEMA_VERSION {
+    if found >= target {
         return Ok(found);
     }
     let mut txn = db.begin_write()?;
     txn.set_durability(redb::Durability::Immediate)?;
-    for step in MIGRATIONS.iter().filter(|step| step.to > found) {
+    for step in MIGRATIONS
+        .iter()
+        .filter(|step| step.to > found && step.to <= target)
+    {
         (step.apply)(&txn)?;
     }
     txn.open_table(META)?
-        .insert(META_SCHEMA_VERSION, u64::from(SCHEMA_VERSION))?;
+        .insert(META_SCHEMA_VERSION, u64::from(target))?;
     txn.commit()?;
     Ok(found)
 }
@@ -223,7 +360,11 @@ mod tests {
         assert_eq!(migrate(&db)?, 0);
         assert_eq!(stored_version(&db)?, SCHEMA_VERSION);
         let txn = db.begin_read()?;
-        assert_eq!(txn.list_tables()?.count(), 13);
+        assert_eq!(
+            txn.list_tables()?.count(),
+            12,
+            "v2: two placeholders gone, leases added"
+        );
         assert_eq!(migrate(&db)?, SCHEMA_VERSION, "second run finds it current");
         Ok(())
     }

@@ -77,7 +77,7 @@ pub struct Store {
 }
 
 impl Store {
-    /// The redb database, for the benches in this crate.
+    /// The redb database, for the benches and the network tables in this crate.
     pub(crate) fn database(&self) -> &Database {
         &self.db
     }
@@ -406,15 +406,17 @@ impl Store {
         Ok(())
     }
 
-    /// Deletes VM `name`; returns whether it existed. Durable when it returns `Ok`.
+    /// Deletes VM `name` with its leases and the rules that name it, in one transaction;
+    /// returns whether it existed. Durable when it returns `Ok`.
     pub fn remove_vm(&self, name: &str) -> Result<bool, StoreError> {
         let txn = self.begin_durable_write()?;
         let existed = txn.open_table(VMS)?.remove(name)?.is_some();
+        crate::net::release_vm(&txn, name)?;
         txn.commit()?;
         Ok(existed)
     }
 
-    fn begin_durable_write(&self) -> Result<redb::WriteTransaction, StoreError> {
+    pub(crate) fn begin_durable_write(&self) -> Result<redb::WriteTransaction, StoreError> {
         let mut txn = self.db.begin_write()?;
         txn.set_durability(Durability::Immediate)?;
         Ok(txn)

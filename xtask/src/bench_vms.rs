@@ -40,6 +40,7 @@ fn spec(name: &str, platform: &str, memory_mib: u32, cmdline: &str) -> VmSpec {
         cmdline: truncated(cmdline),
         platform: truncated(platform),
         restart: RestartPolicy::Never,
+        nics: Default::default(),
     }
 }
 

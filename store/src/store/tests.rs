@@ -238,8 +238,10 @@ fn vms_roundtrip() -> Result<(), StoreError> {
             cmdline: kaos_protocol::truncated("quiet"),
             platform: kaos_protocol::truncated("vkaos"),
             restart: kaos_protocol::RestartPolicy::OnFailure,
+            nics: heapless::Vec::new(),
         },
         running: true,
+        nics: Vec::new(),
     };
     store.put_vm(&record)?;
     assert_eq!(store.vms()?, vec![("web-1".to_owned(), record)]);
