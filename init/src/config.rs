@@ -16,6 +16,8 @@ use kaos_protocol::{
 };
 use kaos_store::{ClientKey, EventRecord, Location, Probe, Store, StoreError, VmRecord};
 
+mod net;
+
 /// A request the store refused: a stable code and a message for the client.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refusal {
@@ -429,20 +431,30 @@ impl Config {
         self.write(|store| store.put_vm(record))
     }
 
-    /// Deletes a VM record (durably).
+    /// Deletes a VM record with its leases and the rules that name it (durably).
     pub fn remove_vm(&self, name: &str) -> Result<(), Refusal> {
         self.write(|store| store.remove_vm(name).map(drop))
     }
 
     /// Runs one durable write; on failure the host degrades to memory, where the write is
-    /// then made, and the caller is told.
-    fn write(&self, op: impl Fn(&Store) -> Result<(), StoreError>) -> Result<(), Refusal> {
+    /// then made, and the caller is told. A write the store refuses as conflicting with what it
+    /// holds ([`StoreError::Conflict`]) changed nothing and is only reported.
+    fn write<T>(&self, op: impl Fn(&Store) -> Result<T, StoreError>) -> Result<T, Refusal> {
         let mut st = self.lock();
+        self.write_locked(&mut st, op)
+    }
+
+    fn write_locked<T>(
+        &self,
+        st: &mut State,
+        op: impl Fn(&Store) -> Result<T, StoreError>,
+    ) -> Result<T, Refusal> {
         match op(&st.store) {
-            Ok(()) => Ok(()),
+            Ok(value) => Ok(value),
+            Err(StoreError::Conflict(message)) => Err(Refusal::new(ErrorCode::Conflict, message)),
             Err(e) => {
                 let reason = format!("commit failed on {}: {e}", st.location);
-                self.degrade(&mut st, reason.clone());
+                self.degrade(st, reason.clone());
                 let _ = op(&st.store);
                 Err(Refusal::new(ErrorCode::StoreFailed, reason))
             }
@@ -523,13 +535,7 @@ fn carry_over(from: &Store, to: &Store) {
             }
         }
     }
-    if let (Ok(vms), Ok(existing)) = (from.vms(), to.vms()) {
-        for (name, record) in vms {
-            if !existing.iter().any(|(n, _)| *n == name) {
-                let _ = to.put_vm(&record);
-            }
-        }
-    }
+    net::carry_over(from, to);
     if let (Ok(modules), Ok(existing)) = (from.modules(), to.modules()) {
         for (name, _) in modules {
             if !existing.iter().any(|(n, _)| *n == name)

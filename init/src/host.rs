@@ -439,6 +439,30 @@ impl Handler for Service {
                     end: (!q.follow).then_some(end),
                 })),
             },
+            Request::VlanCreate(spec) => {
+                Self::reply(crate::netcfg::vlan_create(&host.config, spec).map(Response::Vlan))
+            }
+            Request::VlanList => {
+                Answer::Reply(Response::Vlans(crate::netcfg::vlan_list(&host.config)))
+            }
+            Request::VlanDelete(id) => {
+                Self::reply(crate::netcfg::vlan_delete(&host.config, *id).map(Response::Vlans))
+            }
+            Request::RuleAdd(spec) => {
+                Self::reply(crate::netcfg::rule_add(&host.config, spec).map(Response::Rule))
+            }
+            Request::RuleList => {
+                Answer::Reply(Response::Rules(crate::netcfg::rule_list(&host.config)))
+            }
+            Request::RuleDelete(id) => {
+                Self::reply(crate::netcfg::rule_delete(&host.config, *id).map(Response::Rules))
+            }
+            // Placeholder until the switch runs: whoever wires the switch replaces this arm with
+            // its counters (`crate::netcfg::{port_stats, vlan_stats, net_stats}` convert them).
+            Request::NetStats => Answer::Reply(Response::Error(ErrorReply::new(
+                ErrorCode::Unsupported,
+                "the virtual switch is not running",
+            ))),
             // The session answers these itself.
             Request::Ping | Request::Cancel(_) | Request::WhoAmI => {
                 Answer::Reply(Response::Accepted)

@@ -24,10 +24,10 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use kaos_protocol::{
-    ConsoleChunk, ErrorCode, EventKind, ModuleKind, RestartPolicy, VM_VCPUS_MAX, VmAction, VmExit,
-    VmExitKind, VmInfo, VmSpec, VmState, VmSummary, truncated, valid_object_name,
+    ConsoleChunk, ErrorCode, EventKind, ModuleKind, NicInfo, RestartPolicy, VM_VCPUS_MAX, VmAction,
+    VmExit, VmExitKind, VmInfo, VmSpec, VmState, VmSummary, truncated, valid_object_name,
 };
-use kaos_store::VmRecord;
+use kaos_store::{NicRecord, VmRecord};
 
 use crate::config::{Config, Refusal};
 use crate::host::boot_ms;
@@ -117,6 +117,8 @@ struct Vm {
     guest_up: bool,
     last_exit: Option<VmExit>,
     platform_sha256: Option<[u8; 32]>,
+    /// Its NICs as assigned at create (kept in the store with their leases).
+    nics: Vec<NicInfo>,
     console: ConsoleRing,
     /// Bumped at every start and stop: a runner whose generation is stale gives up.
     generation: u64,
@@ -125,10 +127,11 @@ struct Vm {
 }
 
 impl Vm {
-    fn new(spec: VmSpec, desired_running: bool) -> Self {
+    fn new(spec: VmSpec, desired_running: bool, nics: Vec<NicInfo>) -> Self {
         Self {
             spec,
             desired_running,
+            nics,
             state: VmState::Stopped,
             pid: None,
             restarts: 0,
@@ -158,6 +161,7 @@ impl Vm {
             guest_up: self.guest_up,
             last_exit: self.last_exit.clone(),
             platform_sha256: self.platform_sha256,
+            nics: self.nics.iter().cloned().collect(),
         }
     }
 
@@ -165,6 +169,15 @@ impl Vm {
         VmRecord {
             spec: self.spec.clone(),
             running: self.desired_running,
+            nics: self
+                .nics
+                .iter()
+                .map(|n| NicRecord {
+                    vlan: n.vlan,
+                    mac: n.mac,
+                    ipv4: n.ipv4,
+                })
+                .collect(),
         }
     }
 }
@@ -212,6 +225,7 @@ impl Vms {
     /// Reads the VMs from the store and starts those meant to run (autostart after a boot).
     pub fn load(self: &Arc<Self>, config: &Arc<Config>) {
         let records = config.vms();
+        let vlans = config.vlans();
         let mut to_start = Vec::new();
         {
             let mut vms = lock(&self.vms);
@@ -220,8 +234,9 @@ impl Vms {
                 if record.running {
                     to_start.push(name.clone());
                 }
+                let nics = crate::ipam::nic_infos(&record.nics, &vlans);
                 vms.entry(name)
-                    .or_insert_with(|| Vm::new(record.spec, record.running));
+                    .or_insert_with(|| Vm::new(record.spec, record.running, nics));
             }
         }
         for name in to_start {
@@ -253,9 +268,10 @@ impl Vms {
                     format!("this host holds at most {} VMs", kaos_protocol::MAX_VMS),
                 ));
             }
-            let vm = Vm::new(spec.clone(), start);
-            config.put_vm(&vm.record())?;
-            vms.insert(name.clone(), vm);
+            // The NICs' MACs and addresses are chosen and stored with the record.
+            let record = config.create_vm(spec, start)?;
+            let nics = crate::ipam::nic_infos(&record.nics, &config.vlans());
+            vms.insert(name.clone(), Vm::new(spec.clone(), start, nics));
         }
         config.record(
             EventKind::VmChanged,
@@ -289,6 +305,7 @@ impl Vms {
                 memory_mib: vm.spec.memory_mib,
                 restarts: vm.restarts,
                 guest_up: vm.guest_up,
+                ipv4: vm.nics.first().map(|n| n.ipv4),
             })
             .collect()
     }
@@ -978,6 +995,7 @@ mod tests {
             cmdline: truncated(cmdline),
             platform: truncated("vkaos"),
             restart: RestartPolicy::Never,
+            nics: heapless::Vec::new(),
         }
     }
 
