@@ -15,10 +15,14 @@
 //!   two tags that arrives anyway (a driver that cannot turn them off) is dropped and counted.
 //! - **Transmit**: a second socket, bound without a protocol so that it receives nothing, with
 //!   `PACKET_VNET_HDR` (so a guest's checksum and TSO offload survive: the kernel completes the
-//!   checksum or segments, in the NIC or in software) and `PACKET_QDISC_BYPASS`. Frames are
-//!   queued by [`Uplink::send`] and leave in `sendmmsg` calls of up to 64 by [`Uplink::flush`].
-//!   The socket never blocks: when the NIC's queue or the socket buffer is full the rest of the
-//!   batch is dropped and counted, as a NIC drops on a full ring; TCP recovers.
+//!   checksum or segments, in the NIC or in software). Frames are queued by [`Uplink::send`] and
+//!   leave in `sendmmsg` calls of up to 64 by [`Uplink::flush`]. The socket never blocks: when
+//!   the NIC's queue or the socket buffer is full the rest of the batch is dropped and counted,
+//!   as a NIC drops on a full ring; TCP recovers.
+//! - **Through the qdisc by default**: `PACKET_QDISC_BYPASS` is an option, off, because the
+//!   kernel's direct transmit path drops (`ENOBUFS`) any frame that needs software segmentation
+//!   (`__dev_direct_xmit` refuses a segmented skb): with it, a guest's TSO frame reaches the wire
+//!   only if the NIC segments that kind of frame itself. The veth test showed exactly that.
 //! - **Promiscuous** through `PACKET_MR_PROMISC` membership, which the kernel withdraws when the
 //!   socket closes, so a crashed switch leaves the NIC as it found it (except up, GRO/LRO off).
 //!
@@ -65,8 +69,10 @@ pub struct UplinkConfig {
     pub rx_budget: usize,
     /// Frames [`Uplink::send`] queues before it flushes on its own, at least 1.
     pub tx_batch: usize,
-    /// Whether sent frames skip the NIC's queueing discipline (faster; a full NIC queue drops
-    /// instead of queueing in the qdisc).
+    /// Whether sent frames skip the NIC's queueing discipline (`PACKET_QDISC_BYPASS`): faster,
+    /// but a full NIC queue drops instead of queueing, and a GSO frame the NIC cannot segment
+    /// in hardware is dropped (counted in `tx_dropped`) instead of segmented in software. Only
+    /// for NICs with TSO for every kind of frame guests send (tagged, IPv6, ECN).
     pub qdisc_bypass: bool,
     /// Send buffer of the transmit socket in bytes: how much may be in flight to the NIC.
     pub send_buffer: usize,
@@ -80,7 +86,7 @@ impl Default for UplinkConfig {
             retire_ms: 1,
             rx_budget: 256,
             tx_batch: 64,
-            qdisc_bypass: true,
+            qdisc_bypass: false,
             send_buffer: 4 << 20,
         }
     }
