@@ -128,6 +128,9 @@ pub enum Command {
     /// Virtual machines: define, start, stop, watch their consoles.
     #[command(subcommand)]
     Vm(VmCmd),
+    /// Virtual networking: VLANs and their address pools, firewall rules, switch counters.
+    #[command(subcommand)]
+    Net(crate::net_args::NetCmd),
     /// Our client keys (local: never connects).
     #[command(subcommand)]
     Key(KeyCmd),
@@ -369,6 +372,14 @@ pub enum VmCmd {
         /// Start it right away (it then also starts after every host boot).
         #[arg(long)]
         start: bool,
+        /// A NIC (repeatable, up to 4; the first is eth0): its VLAN, optionally a fixed
+        /// address (else the lowest free one of the VLAN's pool) and published ports.
+        #[arg(
+            long = "nic",
+            value_name = "vlan=ID[,ip=A.B.C.D][,publish=tcp:PORT]",
+            value_parser = crate::net_args::nic
+        )]
+        nics: Vec<kaos_protocol::NicSpec>,
     },
     /// Every VM: state, size, restarts.
     List,

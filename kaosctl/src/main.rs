@@ -3,6 +3,8 @@
 
 mod args;
 mod local;
+mod net_args;
+mod net_cmds;
 mod remote;
 mod vm_cmds;
 

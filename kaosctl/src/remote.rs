@@ -82,6 +82,7 @@ pub fn run(
         Command::Access(cmd) => access(c, cmd, output),
         Command::Module(cmd) => crate::vm_cmds::module(c, cmd, output),
         Command::Vm(cmd) => crate::vm_cmds::vm(c, cmd, output),
+        Command::Net(cmd) => crate::net_cmds::net(c, cmd, output),
         Command::Key(_) | Command::Context(_) | Command::Completions { .. } => {
             unreachable!("local commands are dispatched before connecting")
         }

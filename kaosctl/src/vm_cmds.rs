@@ -38,7 +38,7 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn refused(e: &kaos_protocol::ErrorReply) -> Error {
+pub(crate) fn refused(e: &kaos_protocol::ErrorReply) -> Error {
     ClientError::Refused {
         code: e.code,
         message: e.message.to_string(),
@@ -46,7 +46,10 @@ fn refused(e: &kaos_protocol::ErrorReply) -> Error {
     .into()
 }
 
-fn object_name(kind: &str, name: &str) -> Result<kaos_protocol::ObjectName, ConfigError> {
+pub(crate) fn object_name(
+    kind: &str,
+    name: &str,
+) -> Result<kaos_protocol::ObjectName, ConfigError> {
     if !valid_object_name(name) {
         return Err(ConfigError::Usage(format!(
             "bad {kind} name {name:?}: 1-32 of a-z 0-9 -, not starting with -"
@@ -169,6 +172,10 @@ fn progress_bar(size: u64, output: Output) -> indicatif::ProgressBar {
 /// `vm …`.
 pub fn vm(c: &mut Client, cmd: &VmCmd, output: Output) -> Result<(), Error> {
     needs_1_1(c)?;
+    if matches!(cmd, VmCmd::Create { .. }) {
+        // 1.2 appended NICs to VmSpec: a 1.1 host cannot decode the grown definition.
+        crate::net_cmds::needs_1_2(c, "vm create")?;
+    }
     let request = match cmd {
         VmCmd::Create {
             name,
@@ -178,6 +185,7 @@ pub fn vm(c: &mut Client, cmd: &VmCmd, output: Output) -> Result<(), Error> {
             platform,
             restart,
             start,
+            nics,
         } => Request::VmCreate(VmCreate {
             spec: VmSpec {
                 name: object_name("VM", name)?,
@@ -186,7 +194,13 @@ pub fn vm(c: &mut Client, cmd: &VmCmd, output: Output) -> Result<(), Error> {
                 cmdline: bounded(cmdline)?,
                 platform: object_name("module", platform)?,
                 restart: (*restart).into(),
-                nics: heapless::Vec::new(),
+                nics: heapless::Vec::from_slice(nics).map_err(|_| {
+                    ConfigError::Usage(format!(
+                        "{} --nic flags: a VM has at most {}",
+                        nics.len(),
+                        kaos_protocol::MAX_NICS
+                    ))
+                })?,
             },
             start: *start,
         }),
@@ -212,23 +226,25 @@ pub fn vm(c: &mut Client, cmd: &VmCmd, output: Output) -> Result<(), Error> {
                         "memory_mib": v.memory_mib,
                         "restarts": v.restarts,
                         "guest_up": v.guest_up,
+                        "ipv4": v.ipv4.map(|ip| ip.to_string()),
                     })
                 })
                 .collect();
             show(output, &views, |_| {
                 let mut out = format!(
-                    "{:<24} {:<12} {:>5} {:>8} {:>8}  {}\n",
-                    "NAME", "STATE", "VCPUS", "MEMORY", "RESTARTS", "GUEST"
+                    "{:<24} {:<12} {:>5} {:>8} {:>8}  {:<5}  {}\n",
+                    "NAME", "STATE", "VCPUS", "MEMORY", "RESTARTS", "GUEST", "ADDRESS"
                 );
                 for v in &list.entries {
                     out.push_str(&format!(
-                        "{:<24} {:<12} {:>5} {:>7}M {:>8}  {}\n",
+                        "{:<24} {:<12} {:>5} {:>7}M {:>8}  {:<5}  {}\n",
                         v.name,
                         v.state.as_str(),
                         v.vcpus,
                         v.memory_mib,
                         v.restarts,
-                        if v.guest_up { "up" } else { "-" }
+                        if v.guest_up { "up" } else { "-" },
+                        v.ipv4.map_or_else(|| "-".to_owned(), |ip| ip.to_string())
                     ));
                 }
                 out
@@ -270,6 +286,7 @@ fn vm_view(v: &VmInfo) -> serde_json::Value {
             "at_ms": e.at_ms,
         })),
         "platform_sha256": v.platform_sha256.map(|s| hex(&s)),
+        "nics": crate::net_cmds::nics_view(&v.nics, &v.spec.nics),
     })
 }
 
@@ -318,6 +335,15 @@ fn vm_table(v: &VmInfo) -> String {
             },
         ),
     );
+    for (i, line) in crate::net_cmds::nic_lines(&v.nics, &v.spec.nics)
+        .into_iter()
+        .enumerate()
+    {
+        out.push_str(&format!(
+            "{:<12} {line}\n",
+            if i == 0 { "nics" } else { "" }
+        ));
+    }
     out
 }
 
