@@ -40,7 +40,7 @@ use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use rustix::io::Errno;
 use rustix::net::{AddressFamily, SocketFlags, SocketType, netdevice, socket_with};
 
-pub use tx::SendError;
+pub use tx::{SendError, shift_vnet_hdr};
 
 /// `tp_frame_size` for the ring: with `TPACKET_V3` only a bookkeeping unit (frames are packed
 /// by their real size), but it must divide the block size.
@@ -458,20 +458,4 @@ impl AsFd for Uplink {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.fd()
     }
-}
-
-/// `vnet_hdr` for the same frame after `delta` bytes were inserted (+4: a tag added) or removed
-/// (-4: a tag stripped) in front of the network header: `csum_start` and `hdr_len` move with
-/// it. `None` if they would leave the 16-bit range or start inside the Ethernet header.
-pub fn shift_vnet_hdr(vnet_hdr: &[u8; 12], delta: i32) -> Option<[u8; 12]> {
-    let mut out = *vnet_hdr;
-    for at in [2, 6] {
-        let v = i32::from(u16::from_le_bytes([vnet_hdr[at], vnet_hdr[at + 1]]));
-        if v == 0 {
-            continue; // Not set: stays unset.
-        }
-        let moved = u16::try_from(v + delta).ok().filter(|&m| m >= 14)?;
-        out[at..at + 2].copy_from_slice(&moved.to_le_bytes());
-    }
-    Some(out)
 }

@@ -56,3 +56,26 @@ pub fn walk(block: &mut [u8], max_len: usize, mut f: impl FnMut(&[u8])) -> (usiz
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_bench_block_walks_back_to_its_frames() {
+        let mut block = super::bench_block(1 << 18, 64, 1514, true);
+        let mut tagged = 0;
+        let (n, stats) = super::walk(&mut block, 1522, |f| {
+            if f[12..14] == [0x81, 0x00] {
+                assert_eq!(f.len(), 1518);
+                assert_eq!(f[14..16], [0, 10]);
+                tagged += 1;
+            } else {
+                assert_eq!(f.len(), 1514);
+            }
+        });
+        assert_eq!((n, tagged), (64, 32));
+        assert_eq!(stats.rx_frames, 64);
+        // A block too small for the request holds what fits.
+        let mut small = super::bench_block(4096, 64, 1514, false);
+        assert_eq!(super::walk(&mut small, 1522, |_| {}).0, 2);
+    }
+}

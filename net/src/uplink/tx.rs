@@ -121,6 +121,22 @@ pub(super) fn check(
     Ok(hdr)
 }
 
+/// `vnet_hdr` for the same frame after `delta` bytes were inserted (+4: a tag added) or removed
+/// (-4: a tag stripped) in front of the network header: `csum_start` and `hdr_len` move with
+/// it. `None` if they would leave the 16-bit range or start inside the Ethernet header.
+pub fn shift_vnet_hdr(vnet_hdr: &[u8; 12], delta: i32) -> Option<[u8; 12]> {
+    let mut out = *vnet_hdr;
+    for at in [2, 6] {
+        let v = i32::from(u16::from_le_bytes([vnet_hdr[at], vnet_hdr[at + 1]]));
+        if v == 0 {
+            continue; // Not set: stays unset.
+        }
+        let moved = u16::try_from(v + delta).ok().filter(|&m| m >= 14)?;
+        out[at..at + 2].copy_from_slice(&moved.to_le_bytes());
+    }
+    Some(out)
+}
+
 /// Frames waiting for `flush`, each with its kernel header, back to back in one buffer.
 #[derive(Debug, Default)]
 pub(super) struct TxQueue {
@@ -237,6 +253,29 @@ mod tests {
             ),
             Err(SendError::Oversize { .. })
         ));
+    }
+
+    #[test]
+    fn a_tag_moves_the_offsets_of_a_header() {
+        let h = vnet(F_NEEDS_CSUM, GSO_TCPV4, 1448, (34, 16));
+        let mut h = h;
+        h[2..4].copy_from_slice(&54u16.to_le_bytes());
+        let tagged = shift_vnet_hdr(&h, 4).expect("fits");
+        assert_eq!(tagged[2..4], 58u16.to_le_bytes());
+        assert_eq!(tagged[6..8], 38u16.to_le_bytes());
+        assert_eq!(
+            tagged[8..10],
+            h[8..10],
+            "csum_offset is relative to csum_start"
+        );
+        assert_eq!(shift_vnet_hdr(&tagged, -4), Some(h));
+        // Unset fields stay unset; offsets cannot leave the range or enter the Ethernet header.
+        let plain = vnet(0, GSO_NONE, 0, (0, 0));
+        assert_eq!(shift_vnet_hdr(&plain, 4), Some(plain));
+        assert_eq!(shift_vnet_hdr(&h, -30), None);
+        let mut far = h;
+        far[6..8].copy_from_slice(&65534u16.to_le_bytes());
+        assert_eq!(shift_vnet_hdr(&far, 4), None);
     }
 
     #[test]
