@@ -3,7 +3,7 @@
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use kaos_net::switch::{ConfigError, Instant, PortId, PortKind, Switch, SwitchConfig};
+use kaos_net::switch::{ConfigError, Instant, PortId, PortKind, Switch, SwitchConfig, Vlan};
 
 use crate::port::{GuestNic, UplinkPort};
 
@@ -23,12 +23,30 @@ pub struct Core {
     pub switch: Switch,
     /// Datapath halves, indexed by port number.
     ports: Vec<Option<Attached>>,
+    /// Bytes forwarded per VLAN, whole (the core counts the bytes it decided on, which for a
+    /// long frame is its head).
+    vlan_bytes: Vec<u64>,
 }
 
 impl Core {
     /// The datapath half of `id`, if attached.
     pub fn attached(&self, id: PortId) -> Option<&Attached> {
         self.ports.get(usize::from(id.get()))?.as_ref()
+    }
+
+    /// Counts a forwarded frame's whole length on its VLAN.
+    pub fn count_vlan(&mut self, vlan: Vlan, len: usize) {
+        if let Some(b) = self.vlan_bytes.get_mut(usize::from(vlan.get())) {
+            *b = b.wrapping_add(len as u64);
+        }
+    }
+
+    /// Bytes forwarded on `vlan`.
+    pub fn vlan_bytes(&self, vlan: Vlan) -> u64 {
+        self.vlan_bytes
+            .get(usize::from(vlan.get()))
+            .copied()
+            .unwrap_or(0)
     }
 }
 
@@ -46,6 +64,7 @@ impl Fabric {
             core: Mutex::new(Core {
                 switch: Switch::new(config, seed),
                 ports: Vec::new(),
+                vlan_bytes: vec![0; usize::from(Vlan::MAX) + 1],
             }),
             epoch: std::time::Instant::now(),
         })

@@ -16,6 +16,7 @@
 
 pub mod backend;
 pub mod chain;
+pub mod control;
 #[doc(hidden)]
 pub mod driver;
 pub mod fabric;
@@ -23,4 +24,5 @@ pub mod head;
 pub mod port;
 pub mod rx;
 pub mod tx;
+pub mod uplink;
 pub mod vnet;

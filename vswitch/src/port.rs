@@ -196,6 +196,9 @@ pub trait UplinkIo: Send {
     fn send(&mut self, vnet_hdr: Option<&[u8; 12]>, frame: &[u8]) -> io::Result<()>;
     /// Sends what was queued.
     fn flush(&mut self);
+    /// Calls `f` with received frames (whole, tags as on the wire), a bounded number per
+    /// call; returns how many. Never blocks.
+    fn recv(&mut self, f: &mut dyn FnMut(&[u8])) -> usize;
 }
 
 /// An uplink's datapath half.

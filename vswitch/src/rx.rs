@@ -168,10 +168,19 @@ impl<'a> GuestRx<'a> {
     }
 
     /// Ends the batch: interrupts the guest if anything was delivered and it wants to know.
-    pub fn close(mut self) {
-        if !self.delivered {
-            return;
+    pub fn close(self) {
+        if self.delivered {
+            self.signal();
         }
+    }
+
+    /// Ends the batch without interrupting the guest; returns whether anything was delivered
+    /// (then [`notify`] it later, once for many batches).
+    pub fn finish(self) -> bool {
+        self.delivered
+    }
+
+    fn signal(mut self) {
         let mem: &GuestMemoryMmap = &self.mem;
         let wants = self
             .state
@@ -186,6 +195,13 @@ impl<'a> GuestRx<'a> {
     /// The receiving NIC.
     pub fn nic(&self) -> &GuestNic {
         self.nic
+    }
+}
+
+/// Interrupts `nic`'s guest for frames delivered earlier, if it wants to know.
+pub fn notify(nic: &GuestNic) {
+    if let Some(rx) = GuestRx::open(nic) {
+        rx.signal();
     }
 }
 

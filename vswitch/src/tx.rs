@@ -186,6 +186,7 @@ fn decide(fabric: &Fabric, from: PortId, s: &mut TxScratch) {
         let patch = head::clamp(head, f.len);
         if let Decision::Forward(fwd) = core.switch.ingress(from, head, now) {
             f.tagged = fwd.ingress_tagged;
+            let vlan = fwd.vlan;
             for e in fwd.to {
                 s.copies.push(Copy {
                     port: e.port,
@@ -193,6 +194,7 @@ fn decide(fabric: &Fabric, from: PortId, s: &mut TxScratch) {
                     tag: e.tag,
                 });
             }
+            core.count_vlan(vlan, f.len);
         }
         head::restore(head, patch);
     }
