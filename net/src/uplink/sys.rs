@@ -181,37 +181,21 @@ impl RxRing {
         let blocks = usize::try_from(blocks).map_err(|_| Errno::INVAL)?;
         let len = block_size.checked_mul(blocks).ok_or(Errno::INVAL)?;
         // SAFETY: a fresh shared mapping chosen by the kernel (no address hint), so it overlaps
-        // nothing of ours; the ring the kernel just set up backs exactly `len` bytes.
+        // nothing of ours; the ring the kernel just set up backs exactly `len` bytes. (Its pages
+        // are the kernel's own and never swapped: no MAP_LOCKED needed.)
         let ptr = unsafe {
             libc::mmap(
                 std::ptr::null_mut(),
                 len,
                 libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED | libc::MAP_LOCKED,
+                libc::MAP_SHARED,
                 fd.as_raw_fd(),
                 0,
             )
         };
-        let ptr = if ptr == libc::MAP_FAILED {
-            // MAP_LOCKED needs RLIMIT_MEMLOCK room; the ring works without it.
-            // SAFETY: as above.
-            let ptr = unsafe {
-                libc::mmap(
-                    std::ptr::null_mut(),
-                    len,
-                    libc::PROT_READ | libc::PROT_WRITE,
-                    libc::MAP_SHARED,
-                    fd.as_raw_fd(),
-                    0,
-                )
-            };
-            if ptr == libc::MAP_FAILED {
-                return Err(last_errno());
-            }
-            ptr
-        } else {
-            ptr
-        };
+        if ptr == libc::MAP_FAILED {
+            return Err(last_errno());
+        }
         let base = NonNull::new(ptr.cast::<u8>()).ok_or(Errno::NOMEM)?;
         Ok(Self {
             base,
