@@ -64,12 +64,12 @@ impl Vm {
         }])
         .expect("SET_MEM_TABLE");
         let kicks = [
-            EventFd::new(EFD_NONBLOCK).unwrap(),
-            EventFd::new(EFD_NONBLOCK).unwrap(),
+            EventFd::new(EFD_NONBLOCK).expect("eventfd"),
+            EventFd::new(EFD_NONBLOCK).expect("eventfd"),
         ];
         let calls = [
-            EventFd::new(EFD_NONBLOCK).unwrap(),
-            EventFd::new(EFD_NONBLOCK).unwrap(),
+            EventFd::new(EFD_NONBLOCK).expect("eventfd"),
+            EventFd::new(EFD_NONBLOCK).expect("eventfd"),
         ];
         for (i, q) in [&guest.rx, &guest.tx].into_iter().enumerate() {
             fe.set_vring_num(i, QUEUE).expect("SET_VRING_NUM");
@@ -144,7 +144,7 @@ fn guests_connected_through_vhost_user_talk_within_their_vlan() {
         B.ip,
     );
     a.send(&ask);
-    assert_eq!(b.receive(Duration::from_secs(5)), [ask.clone()]);
+    assert_eq!(b.receive(Duration::from_secs(5)), std::slice::from_ref(&ask));
     let udp = fixture::udp_frame(B, A, (53, 4000), b"answer");
     b.send(&udp);
     assert_eq!(a.receive(Duration::from_secs(5)), [udp]);
