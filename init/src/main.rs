@@ -25,6 +25,7 @@ mod modules;
 mod netcfg;
 mod procs;
 mod supervisor;
+mod switch_role;
 mod sys;
 mod vmm_role;
 mod vms;
@@ -49,6 +50,9 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().is_some_and(|a| a == "vmm") {
         vmm_role::main(&args[1..])
+    }
+    if args.first().is_some_and(|a| a == "switch") {
+        switch_role::main(&args[1..])
     }
     if args.iter().any(|a| a == "--version") {
         println!("kattach {}", env!("CARGO_PKG_VERSION"));

@@ -23,6 +23,7 @@ pub mod fabric;
 pub mod head;
 pub mod port;
 pub mod rx;
+pub mod seccomp;
 pub mod tx;
 pub mod uplink;
 pub mod vnet;

@@ -228,4 +228,9 @@ impl UplinkPort {
     pub fn counters(&self) -> &Counters {
         &self.counters
     }
+
+    /// The port in the decision core.
+    pub fn id(&self) -> PortId {
+        self.id
+    }
 }

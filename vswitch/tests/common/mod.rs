@@ -3,6 +3,8 @@
 
 #![allow(dead_code)] // each test file uses its own part of the lab
 
+pub mod vm;
+
 use std::sync::Arc;
 
 use kaos_net::switch::fixture::{self, Host};

@@ -1,0 +1,97 @@
+//! The switch under its own seccomp filter: this test binary re-runs itself as the switch
+//! (the filter installed, the control channel on descriptor 3), and the test drives it as the
+//! host and the VMMs would: ports added, vhost-user set up, frames forwarded, statistics
+//! read, a port removed, the channel closed. A call outside the allowlist would kill the child
+//! with SIGSYS, which the test reports.
+
+mod common;
+
+use std::os::fd::AsRawFd;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::process::Command;
+use std::time::Duration;
+
+use common::vm::Vm;
+use kaos_net::switch::SwitchConfig;
+use kaos_net::switch::fixture::{self, A, B, BROADCAST};
+use kaos_vswitch::control::server::Server;
+use kaos_vswitch::control::{self, CHILD_FD, Controller};
+use kaos_vswitch::fabric::Fabric;
+use smoltcp::wire::ArpOperation;
+
+const CHILD: &str = "KAOS_VSWITCH_SECCOMP_CHILD";
+
+/// The switch side, when this binary runs as the child (a no-op test otherwise).
+#[test]
+fn child_switch() {
+    if std::env::var_os(CHILD).is_none() {
+        return;
+    }
+    rustix::thread::set_no_new_privs(true).expect("no_new_privs");
+    kaos_vswitch::seccomp::install().expect("the filter installs");
+    // SAFETY: the parent put the channel at CHILD_FD for us; nothing else owns it.
+    let sock = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(CHILD_FD) };
+    let code = match Server::new(sock, Fabric::new(SwitchConfig::default(), 1)).serve() {
+        Ok(()) => 0,
+        Err(_) => 1,
+    };
+    std::process::exit(code);
+}
+
+#[test]
+fn the_switch_serves_under_its_seccomp_filter() {
+    let (host_end, switch_end) = control::socketpair().expect("socketpair");
+    let fd = switch_end.as_raw_fd();
+    let mut cmd = Command::new(std::env::current_exe().expect("the test binary"));
+    cmd.args([
+        "--exact",
+        "child_switch",
+        "--nocapture",
+        "--test-threads",
+        "1",
+    ])
+    .env(CHILD, "1");
+    // SAFETY: only dup2, async-signal-safe, between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::dup2(fd, CHILD_FD) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().expect("spawn the child switch");
+    drop(switch_end);
+    let mut ctl = Controller::from_fd(host_end).expect("hello");
+    let mut a = Vm::connect(&mut ctl, 1, A);
+    let mut b = Vm::connect(&mut ctl, 2, B);
+    let ask = fixture::arp(
+        (A.mac, BROADCAST),
+        ArpOperation::Request,
+        (A.mac, A.ip),
+        B.ip,
+    );
+    for _ in 0..3 {
+        a.send(&ask);
+    }
+    let mut got = Vec::new();
+    for _ in 0..20 {
+        got.extend(b.receive(Duration::from_millis(500)));
+        if got.len() == 3 {
+            break;
+        }
+    }
+    assert_eq!(got.len(), 3);
+    let stats = ctl.stats().expect("stats");
+    assert_eq!(stats.ports.len(), 2);
+    ctl.remove_port(2).expect("remove");
+    drop(ctl);
+    let status = child.wait().expect("the child ends");
+    assert_eq!(
+        status.signal(),
+        None,
+        "the switch was killed (SIGSYS = {}: a call outside the allowlist)",
+        libc::SIGSYS
+    );
+    assert_eq!(status.code(), Some(0));
+}
