@@ -48,10 +48,9 @@ pub struct QemuConfig {
     pub disk_bus: DiskBus,
     /// QEMU device model of the management NIC (`virtio-net-pci`, `e1000e`, `e1000`, ...).
     pub nic_model: String,
-    /// A TAP device (in this process's network namespace, made by the caller) for a second
-    /// NIC, the host's `eth1`: the virtual switch's uplink in tests that give it
-    /// `kaos.uplink=eth1`.
-    pub uplink_tap: Option<String>,
+    /// A `-netdev` backend (with `id=uplink`) for a second NIC, the host's `eth1`: the virtual
+    /// switch's uplink in tests that give it `kaos.uplink=eth1` (see [`crate::vlan_peer`]).
+    pub uplink_netdev: Option<String>,
     /// A client key to authorise on the command line (`kaos.authorize=`): by default the
     /// harness's admin key; `None` for tests of keys built into the image.
     pub authorize: Option<String>,
@@ -82,7 +81,7 @@ impl QemuConfig {
             disks: Vec::new(),
             disk_bus: DiskBus::Virtio,
             nic_model: "virtio-net-pci".into(),
-            uplink_tap: None,
+            uplink_netdev: None,
             authorize: Some(crate::keys::authorize_arg(
                 &crate::keys::admin().public(),
                 kaos_protocol::Role::Admin,
@@ -134,10 +133,10 @@ impl QemuConfig {
             "-device",
             &format!("{},netdev=mgmt", self.nic_model),
         ])
-        .args(self.uplink_tap.iter().flat_map(|tap| {
+        .args(self.uplink_netdev.iter().flat_map(|netdev| {
             [
                 "-netdev".to_owned(),
-                format!("tap,id=uplink,ifname={tap},script=no,downscript=no"),
+                netdev.clone(),
                 "-device".to_owned(),
                 "virtio-net-pci,netdev=uplink,mac=52:54:00:4b:00:01".to_owned(),
             ]

@@ -8,22 +8,17 @@
 use std::time::{Duration, Instant};
 
 use kaos_protocol::{
-    ErrorCode, ModuleKind, Request, Response, RestartPolicy, VmActRequest, VmAction, VmCreate,
-    VmExitKind, VmInfo, VmSpec, VmState, truncated,
+    ErrorCode, Request, Response, RestartPolicy, VmAction, VmCreate, VmExitKind, VmSpec, VmState,
+    truncated,
 };
 use kaos_qemu_tests::disk::DiskImage;
 use kaos_qemu_tests::qemu::{self, QemuConfig, QemuHost};
 use kaos_qemu_tests::skip;
-use kaosctl::{Client, ClientError};
+use kaos_qemu_tests::vkaos::{
+    act, ask, create, inspect, logs, push_platform, ready_line, refusal, spec, unavailable, wait_vm,
+};
 
 const BOOT: Duration = Duration::from_secs(120);
-/// A vKaOS guest under nested KVM in TCG boots in about 5 s alone; four at once share two
-/// emulated CPUs.
-const GUEST_UP: Duration = Duration::from_secs(180);
-
-fn unavailable() -> Option<String> {
-    qemu::unavailable().or_else(|| qemu::platform_module_from_env().err())
-}
 
 fn boot(hostname: &str, disks: &[&DiskImage]) -> QemuHost {
     let image = qemu::image_from_env().expect("checked by unavailable()");
@@ -33,116 +28,6 @@ fn boot(hostname: &str, disks: &[&DiskImage]) -> QemuHost {
     // Room for four guests of 96 MiB beside the host.
     config.memory_mib = 1536;
     QemuHost::launch(&config).expect("launch QEMU")
-}
-
-fn ask(c: &mut Client, request: Request) -> Response {
-    c.request(request)
-        .unwrap_or_else(|e| panic!("request failed: {e}"))
-}
-
-/// The refusal a request must meet.
-fn refusal(c: &mut Client, request: Request) -> (ErrorCode, String) {
-    match c.request(request) {
-        Err(ClientError::Refused { code, message }) => (code, message),
-        other => panic!("accepted, but should have been refused: {other:?}"),
-    }
-}
-
-fn push_platform(c: &mut Client, host: &QemuHost) {
-    let path = qemu::platform_module_from_env().expect("checked by unavailable()");
-    let bytes = std::fs::read(&path).expect("read the platform module");
-    let started = Instant::now();
-    let mut last_report = Instant::now();
-    let module = kaosctl::upload::push(c, &bytes, |received| {
-        if last_report.elapsed() > Duration::from_secs(2) {
-            eprintln!("push: {received} bytes after {:?}", started.elapsed());
-            last_report = Instant::now();
-        }
-    })
-    .unwrap_or_else(|e| panic!("push the platform module: {e}\n{}", host.console()));
-    eprintln!(
-        "pushed {} ({} bytes) in {:?}",
-        path.display(),
-        bytes.len(),
-        started.elapsed()
-    );
-    assert_eq!(module.name.as_str(), "vkaos");
-    assert_eq!(module.kind, ModuleKind::Platform);
-    assert_eq!(module.size, bytes.len() as u64);
-    // A second push of the same file is recognised without sending it again.
-    let again = kaosctl::upload::push(c, &bytes, |_| {}).expect("push again");
-    assert_eq!(again, module);
-}
-
-fn spec(name: &str, memory_mib: u32, cmdline: &str, restart: RestartPolicy) -> VmSpec {
-    VmSpec {
-        name: truncated(name),
-        vcpus: 1,
-        memory_mib,
-        cmdline: truncated(cmdline),
-        platform: truncated("vkaos"),
-        restart,
-        nics: Default::default(),
-    }
-}
-
-fn create(c: &mut Client, spec: VmSpec, start: bool) -> VmInfo {
-    match ask(c, Request::VmCreate(VmCreate { spec, start })) {
-        Response::Vm(info) => info,
-        other => panic!("vm create: {other:?}"),
-    }
-}
-
-fn act(c: &mut Client, name: &str, action: VmAction) -> Response {
-    ask(
-        c,
-        Request::VmAct(VmActRequest {
-            name: truncated(name),
-            action,
-        }),
-    )
-}
-
-fn inspect(c: &mut Client, name: &str) -> VmInfo {
-    match ask(c, Request::VmInspect(truncated(name))) {
-        Response::Vm(info) => info,
-        other => panic!("vm inspect {name}: {other:?}"),
-    }
-}
-
-/// The console the host holds for `name`, as `kaosctl vm logs` prints it.
-fn logs(c: &mut Client, name: &str) -> String {
-    let bytes = c.console(name).expect("vm logs");
-    String::from_utf8_lossy(&bytes).into_owned()
-}
-
-/// Polls `vm inspect` until `pred` holds.
-fn wait_vm(
-    c: &mut Client,
-    host: &QemuHost,
-    name: &str,
-    what: &str,
-    pred: impl Fn(&VmInfo) -> bool,
-) -> VmInfo {
-    let deadline = Instant::now() + GUEST_UP;
-    loop {
-        let info = inspect(c, name);
-        if pred(&info) {
-            return info;
-        }
-        if Instant::now() > deadline {
-            let console = logs(c, name);
-            panic!(
-                "VM {name}: not {what} after {GUEST_UP:?}: {info:?}\nguest console:\n{console}\nhost:\n{}",
-                host.tail()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    }
-}
-
-fn ready_line(name: &str) -> String {
-    format!("kattach guest: {name} up")
 }
 
 #[test]

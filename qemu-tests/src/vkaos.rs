@@ -1,0 +1,156 @@
+//! An operator's steps with vKaOS guests on a QEMU host, shared by the tier-3 tests: push the
+//! platform module, define VMs, read their consoles, wait for what they print.
+
+use std::time::{Duration, Instant};
+
+use kaos_protocol::{
+    ErrorCode, ModuleKind, Request, Response, RestartPolicy, VmActRequest, VmAction, VmCreate,
+    VmInfo, VmSpec, truncated,
+};
+use kaosctl::{Client, ClientError};
+
+use crate::qemu::{self, QemuHost};
+
+/// How long a guest may take to come up: a vKaOS guest under nested KVM in TCG boots in about
+/// 5 s alone; four at once share two emulated CPUs.
+pub const GUEST_UP: Duration = Duration::from_secs(180);
+
+/// Why the tier-3 guest tests cannot run here, if they cannot.
+pub fn unavailable() -> Option<String> {
+    qemu::unavailable().or_else(|| qemu::platform_module_from_env().err())
+}
+
+/// Sends `request`; a refusal fails the test.
+pub fn ask(c: &mut Client, request: Request) -> Response {
+    c.request(request)
+        .unwrap_or_else(|e| panic!("request failed: {e}"))
+}
+
+/// The refusal a request must meet.
+pub fn refusal(c: &mut Client, request: Request) -> (ErrorCode, String) {
+    match c.request(request) {
+        Err(ClientError::Refused { code, message }) => (code, message),
+        other => panic!("accepted, but should have been refused: {other:?}"),
+    }
+}
+
+/// `kaosctl module push` of the platform module the suite built; checks what the host says of it
+/// and that a second push is recognised without sending the bytes again.
+pub fn push_platform(c: &mut Client, host: &QemuHost) {
+    let path = qemu::platform_module_from_env().expect("checked by unavailable()");
+    let bytes = std::fs::read(&path).expect("read the platform module");
+    let started = Instant::now();
+    let mut last_report = Instant::now();
+    let module = kaosctl::upload::push(c, &bytes, |received| {
+        if last_report.elapsed() > Duration::from_secs(2) {
+            eprintln!("push: {received} bytes after {:?}", started.elapsed());
+            last_report = Instant::now();
+        }
+    })
+    .unwrap_or_else(|e| panic!("push the platform module: {e}\n{}", host.console()));
+    eprintln!(
+        "pushed {} ({} bytes) in {:?}",
+        path.display(),
+        bytes.len(),
+        started.elapsed()
+    );
+    assert_eq!(module.name.as_str(), "vkaos");
+    assert_eq!(module.kind, ModuleKind::Platform);
+    assert_eq!(module.size, bytes.len() as u64);
+    let again = kaosctl::upload::push(c, &bytes, |_| {}).expect("push again");
+    assert_eq!(again, module);
+}
+
+/// A one-vCPU vKaOS VM without NICs.
+pub fn spec(name: &str, memory_mib: u32, cmdline: &str, restart: RestartPolicy) -> VmSpec {
+    VmSpec {
+        name: truncated(name),
+        vcpus: 1,
+        memory_mib,
+        cmdline: truncated(cmdline),
+        platform: truncated("vkaos"),
+        restart,
+        nics: heapless::Vec::new(),
+    }
+}
+
+/// `kaosctl vm create`.
+pub fn create(c: &mut Client, spec: VmSpec, start: bool) -> VmInfo {
+    match ask(c, Request::VmCreate(VmCreate { spec, start })) {
+        Response::Vm(info) => info,
+        other => panic!("vm create: {other:?}"),
+    }
+}
+
+/// `kaosctl vm start|stop|restart|destroy`.
+pub fn act(c: &mut Client, name: &str, action: VmAction) -> Response {
+    ask(
+        c,
+        Request::VmAct(VmActRequest {
+            name: truncated(name),
+            action,
+        }),
+    )
+}
+
+/// `kaosctl vm inspect`.
+pub fn inspect(c: &mut Client, name: &str) -> VmInfo {
+    match ask(c, Request::VmInspect(truncated(name))) {
+        Response::Vm(info) => info,
+        other => panic!("vm inspect {name}: {other:?}"),
+    }
+}
+
+/// The console the host holds for `name`, as `kaosctl vm logs` prints it.
+pub fn logs(c: &mut Client, name: &str) -> String {
+    let bytes = c.console(name).expect("vm logs");
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+/// Polls `vm inspect` until `pred` holds, for at most [`GUEST_UP`].
+pub fn wait_vm(
+    c: &mut Client,
+    host: &QemuHost,
+    name: &str,
+    what: &str,
+    pred: impl Fn(&VmInfo) -> bool,
+) -> VmInfo {
+    let deadline = Instant::now() + GUEST_UP;
+    loop {
+        let info = inspect(c, name);
+        if pred(&info) {
+            return info;
+        }
+        if Instant::now() > deadline {
+            let console = logs(c, name);
+            panic!(
+                "VM {name}: not {what} after {GUEST_UP:?}: {info:?}\nguest console:\n{console}\nhost:\n{}",
+                host.tail()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// Waits until `name`'s console holds a line containing `needle`; returns that line.
+pub fn wait_log_line(c: &mut Client, host: &QemuHost, name: &str, needle: &str) -> String {
+    let deadline = Instant::now() + GUEST_UP;
+    loop {
+        let console = logs(c, name);
+        if let Some(line) = console.lines().find(|l| l.contains(needle)) {
+            return line.trim().to_owned();
+        }
+        if Instant::now() > deadline {
+            panic!(
+                "VM {name}: no line with {needle:?} after {GUEST_UP:?}\nguest console:\n{console}\nhost:\n{}",
+                host.tail()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+/// The readiness line of the guest `kattach`.
+pub fn ready_line(name: &str) -> String {
+    format!("kattach guest: {name} up")
+}
