@@ -205,7 +205,7 @@ fn open_tap(name: &str) -> Result<OwnedFd> {
         bail!("TAP name {name:?} must be 1-15 bytes");
     }
     ifr[..bytes.len()].copy_from_slice(bytes);
-    let flags = (libc::IFF_TAP | libc::IFF_NO_PI) as u16;
+    let flags = u16::try_from(libc::IFF_TAP | libc::IFF_NO_PI).context("TAP flags")?;
     ifr[16..18].copy_from_slice(&flags.to_ne_bytes());
     // SAFETY: TUNSETIFF reads and writes a struct ifreq (40 bytes on x86_64), which `ifr` is.
     let rc = unsafe { libc::ioctl(file.as_raw_fd(), TUNSETIFF, ifr.as_mut_ptr()) };
