@@ -459,7 +459,7 @@ impl Handler for Service {
             }
             // Placeholder until the switch runs: whoever wires the switch replaces this arm with
             // its counters (`crate::netcfg::{port_stats, vlan_stats, net_stats}` convert them).
-            Request::NetStats => Answer::Reply(Response::Error(ErrorReply::new(
+            Request::NetStats(_) => Answer::Reply(Response::Error(ErrorReply::new(
                 ErrorCode::Unsupported,
                 "the virtual switch is not running",
             ))),

@@ -3,9 +3,8 @@
 
 use kaos_net::switch::{DropReason, Drops, PortCounters, VlanCounters};
 use kaos_protocol::{
-    DropCount, ErrorCode, MAX_MESSAGE, MAX_RULES, MAX_VLANS, NetStats, PortStats, Response,
-    RuleInfo, RuleList, RuleScope, RuleSpec, ServerFrame, VlanInfo, VlanList, VlanSpec,
-    encode_message, truncated,
+    DropCount, ErrorCode, MAX_RULES, MAX_VLANS, NetStats, NetStatsQuery, PortStats, RuleInfo,
+    RuleList, RuleScope, RuleSpec, VlanInfo, VlanList, VlanSpec, truncated,
 };
 
 use crate::config::{Config, Refusal};
@@ -170,45 +169,32 @@ pub fn vlan_stats(vlan: u16, c: &VlanCounters) -> kaos_protocol::VlanStats {
     }
 }
 
-/// A `NetStats` answer holding as many of `ports` and `vlans` as one frame carries; the rest
-/// are counted in `omitted`.
+/// The page of `ports` and `vlans` that `query` asks for (a page always fits one frame).
 // Called by the switch wiring (issue 6), which lands separately.
 #[allow(dead_code)]
 pub fn net_stats(
-    ports: impl IntoIterator<Item = PortStats>,
-    vlans: impl IntoIterator<Item = kaos_protocol::VlanStats>,
+    query: &NetStatsQuery,
+    ports: &[PortStats],
+    vlans: &[kaos_protocol::VlanStats],
 ) -> NetStats {
-    let mut stats = NetStats {
-        ports: heapless::Vec::new(),
-        vlans: heapless::Vec::new(),
-        omitted: 0,
+    let page = |from: u32, len: usize| {
+        let from = usize::try_from(from).unwrap_or(usize::MAX).min(len);
+        from..len
     };
-    let mut buf = vec![0u8; MAX_MESSAGE];
-    let mut fits = |s: &NetStats| {
-        let frame = ServerFrame {
-            id: u32::MAX,
-            last: true,
-            response: Response::NetStats(s.clone()),
-        };
-        encode_message(&frame, &mut buf).is_ok()
-    };
-    for v in vlans {
-        let kept = match stats.vlans.push(v) {
-            Err(_) => false,
-            Ok(()) if fits(&stats) => true,
-            Ok(()) => stats.vlans.pop().is_none(),
-        };
-        stats.omitted += u32::from(!kept);
+    NetStats {
+        ports: ports[page(query.ports_from, ports.len())]
+            .iter()
+            .take(kaos_protocol::MAX_STAT_PORTS)
+            .cloned()
+            .collect(),
+        vlans: vlans[page(query.vlans_from, vlans.len())]
+            .iter()
+            .take(kaos_protocol::MAX_STAT_VLANS)
+            .cloned()
+            .collect(),
+        ports_total: u32::try_from(ports.len()).unwrap_or(u32::MAX),
+        vlans_total: u32::try_from(vlans.len()).unwrap_or(u32::MAX),
     }
-    for p in ports {
-        let kept = match stats.ports.push(p) {
-            Err(_) => false,
-            Ok(()) if fits(&stats) => true,
-            Ok(()) => stats.ports.pop().is_none(),
-        };
-        stats.omitted += u32::from(!kept);
-    }
-    stats
 }
 
 #[cfg(test)]
@@ -216,39 +202,26 @@ mod tests {
     use super::*;
 
     #[test]
-    fn stats_fill_one_frame_and_count_the_rest() {
-        let counters = PortCounters {
-            rx_frames: u64::MAX,
-            rx_bytes: u64::MAX,
-            tx_frames: u64::MAX,
-            tx_bytes: u64::MAX,
-            tx_denied: u64::MAX,
-            ..PortCounters::default()
+    fn stats_come_in_pages() {
+        let ports: Vec<PortStats> = (0..40)
+            .map(|i| port_stats(&format!("vm-{i}/0"), &[10], &PortCounters::default()))
+            .collect();
+        let vlans = [vlan_stats(10, &VlanCounters::default())];
+        let first = net_stats(&NetStatsQuery::default(), &ports, &vlans);
+        assert_eq!((first.ports.len(), first.vlans.len()), (16, 1));
+        assert_eq!((first.ports_total, first.vlans_total), (40, 1));
+        let query = NetStatsQuery {
+            ports_from: 32,
+            vlans_from: 1,
         };
-        let vlans: Vec<u16> = (4079..=4094).collect();
-        let mut worst = port_stats(&"v".repeat(40), &vlans, &counters);
-        while worst
-            .drops
-            .push(DropCount {
-                reason: u8::MAX,
-                count: u64::MAX,
-            })
-            .is_ok()
-        {}
-        let stats = net_stats(std::iter::repeat_n(worst, 64), std::iter::empty());
-        assert!(!stats.ports.is_empty());
-        assert!(
-            stats.omitted > 0,
-            "64 worst-case ports do not fit one frame"
-        );
-        assert_eq!(stats.ports.len() + stats.omitted as usize, 64);
-        let small = port_stats("web-1/0", &[10], &PortCounters::default());
-        let stats = net_stats(std::iter::repeat_n(small, 100), std::iter::empty());
-        assert_eq!(
-            (stats.ports.len(), stats.omitted),
-            (64, 36),
-            "the list's own bound"
-        );
+        let last = net_stats(&query, &ports, &vlans);
+        assert_eq!((last.ports.len(), last.vlans.len()), (8, 0));
+        assert_eq!(last.ports[0].name.as_str(), "vm-32/0");
+        let past = NetStatsQuery {
+            ports_from: u32::MAX,
+            vlans_from: u32::MAX,
+        };
+        assert!(net_stats(&past, &ports, &vlans).ports.is_empty());
     }
 
     #[test]

@@ -1,8 +1,8 @@
 //! `kaosctl net …`: VLANs, firewall rules and the switch's counters; and how VM NICs are shown.
 
 use kaos_protocol::{
-    DropCount, Ipv4Cidr, NetStats, NicInfo, NicSpec, Request, Response, RuleInfo, RuleScope,
-    RuleSpec, VlanInfo, VlanSpec, drop_reason_name,
+    DropCount, Ipv4Cidr, NetStatsQuery, NicInfo, NicSpec, PortStats, Request, Response, RuleInfo,
+    RuleScope, RuleSpec, VlanInfo, VlanSpec, VlanStats, drop_reason_name,
 };
 use kaosctl::config::ConfigError;
 use kaosctl::connect::Error;
@@ -47,7 +47,7 @@ pub fn net(c: &mut Client, cmd: &NetCmd, output: Output) -> Result<(), Error> {
         NetCmd::Rule(RuleCmd::Add(add)) => Request::RuleAdd(rule_spec(add)?),
         NetCmd::Rule(RuleCmd::List) => Request::RuleList,
         NetCmd::Rule(RuleCmd::Delete { id }) => Request::RuleDelete(*id),
-        NetCmd::Stats => Request::NetStats,
+        NetCmd::Stats => return stats(c, output),
     };
     match c.request(request)? {
         Response::Vlan(v) => show(output, &vlan_view(&v), |_| {
@@ -64,10 +64,36 @@ pub fn net(c: &mut Client, cmd: &NetCmd, output: Output) -> Result<(), Error> {
             let views: Vec<Value> = list.entries.iter().map(rule_view).collect();
             show(output, &views, |_| rules_table(&list.entries))
         }
-        Response::NetStats(stats) => show(output, &stats_view(&stats), |_| stats_table(&stats)),
         Response::Error(e) => Err(refused(&e)),
         other => Err(c.unexpected(&other).into()),
     }
+}
+
+/// `net stats`: every page, shown as one.
+fn stats(c: &mut Client, output: Output) -> Result<(), Error> {
+    let mut ports = Vec::new();
+    let mut vlans = Vec::new();
+    loop {
+        let query = NetStatsQuery {
+            ports_from: u32::try_from(ports.len()).unwrap_or(u32::MAX),
+            vlans_from: u32::try_from(vlans.len()).unwrap_or(u32::MAX),
+        };
+        let page = match c.request(Request::NetStats(query))? {
+            Response::NetStats(page) => page,
+            Response::Error(e) => return Err(refused(&e)),
+            other => return Err(c.unexpected(&other).into()),
+        };
+        let progress = !page.ports.is_empty() || !page.vlans.is_empty();
+        ports.extend(page.ports.iter().cloned());
+        vlans.extend(page.vlans.iter().cloned());
+        let done = ports.len() as u64 >= u64::from(page.ports_total)
+            && vlans.len() as u64 >= u64::from(page.vlans_total);
+        if done || !progress {
+            break;
+        }
+    }
+    let view = stats_view(&ports, &vlans);
+    show(output, &view, |_| stats_table(&ports, &vlans))
 }
 
 fn vlan_spec(
@@ -232,9 +258,9 @@ fn drops_text(drops: &[DropCount]) -> String {
     parts.join(",")
 }
 
-fn stats_view(s: &NetStats) -> Value {
+fn stats_view(ports: &[PortStats], vlans: &[VlanStats]) -> Value {
     json!({
-        "ports": s.ports.iter().map(|p| json!({
+        "ports": ports.iter().map(|p| json!({
             "name": p.name.as_str(),
             "vlans": p.vlans.as_slice(),
             "rx_frames": p.rx_frames,
@@ -244,23 +270,22 @@ fn stats_view(s: &NetStats) -> Value {
             "tx_denied": p.tx_denied,
             "drops": drops_view(&p.drops),
         })).collect::<Vec<_>>(),
-        "vlans": s.vlans.iter().map(|v| json!({
+        "vlans": vlans.iter().map(|v| json!({
             "vlan": v.vlan,
             "frames": v.frames,
             "bytes": v.bytes,
             "floods": v.floods,
             "drops": drops_view(&v.drops),
         })).collect::<Vec<_>>(),
-        "omitted": s.omitted,
     })
 }
 
-fn stats_table(s: &NetStats) -> String {
+fn stats_table(ports: &[PortStats], vlans: &[VlanStats]) -> String {
     let mut out = format!(
         "{:<24} {:<10} {:>10} {:>12} {:>10} {:>12} {:>8}  {}\n",
         "PORT", "VLANS", "RX-FRAMES", "RX-BYTES", "TX-FRAMES", "TX-BYTES", "DENIED", "DROPS"
     );
-    for p in &s.ports {
+    for p in ports {
         let vlans: Vec<String> = p.vlans.iter().map(ToString::to_string).collect();
         out.push_str(&format!(
             "{:<24} {:<10} {:>10} {:>12} {:>10} {:>12} {:>8}  {}\n",
@@ -278,7 +303,7 @@ fn stats_table(s: &NetStats) -> String {
         "\n{:<6} {:>10} {:>12} {:>10}  {}\n",
         "VLAN", "FRAMES", "BYTES", "FLOODS", "DROPS"
     ));
-    for v in &s.vlans {
+    for v in vlans {
         out.push_str(&format!(
             "{:<6} {:>10} {:>12} {:>10}  {}\n",
             v.vlan,
@@ -286,12 +311,6 @@ fn stats_table(s: &NetStats) -> String {
             v.bytes,
             v.floods,
             drops_text(&v.drops)
-        ));
-    }
-    if s.omitted > 0 {
-        out.push_str(&format!(
-            "({} ports or VLANs left out: one reply holds no more)\n",
-            s.omitted
         ));
     }
     out

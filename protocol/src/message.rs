@@ -4,7 +4,9 @@ use heapless::String;
 use serde::{Deserialize, Serialize};
 
 use crate::keys::PublicKey;
-use crate::net::{NetStats, RuleInfo, RuleList, RuleSpec, VlanInfo, VlanList, VlanSpec};
+use crate::net::{
+    NetStats, NetStatsQuery, RuleInfo, RuleList, RuleSpec, VlanInfo, VlanList, VlanSpec,
+};
 use crate::vm::{
     ConsoleChunk, ModuleList, ModuleUpload, ObjectName, UploadState, VmActRequest, VmAction,
     VmCreate, VmInfo, VmList, VmLogsQuery,
@@ -113,8 +115,8 @@ pub enum Request {
     RuleList,
     /// (1.2) Delete a firewall rule: [`Response::Rules`].
     RuleDelete(u32),
-    /// (1.2) The virtual switch's counters: [`Response::NetStats`].
-    NetStats,
+    /// (1.2) A page of the virtual switch's counters: [`Response::NetStats`].
+    NetStats(NetStatsQuery),
 }
 
 impl Request {
@@ -134,7 +136,7 @@ impl Request {
             | Self::VmLogs(_)
             | Self::VlanList
             | Self::RuleList
-            | Self::NetStats => Role::Reader,
+            | Self::NetStats(_) => Role::Reader,
             Self::Reboot
             | Self::Shutdown
             | Self::HostSet(_)
@@ -188,7 +190,7 @@ impl Request {
             Self::RuleAdd(_) => "net rule add",
             Self::RuleList => "net rule list",
             Self::RuleDelete(_) => "net rule delete",
-            Self::NetStats => "net stats",
+            Self::NetStats(_) => "net stats",
         }
     }
 }

@@ -23,8 +23,9 @@ pub const VLAN_PREFIX_MIN: u8 = 8;
 pub const VLAN_PREFIX_MAX: u8 = 30;
 /// Most VLANs a host holds (and lists in one frame).
 pub const MAX_VLANS: usize = 128;
-/// Most firewall rules a host holds, in all (one list fits a frame).
-pub const MAX_RULES: usize = 256;
+/// Most firewall rules a host holds, in all (one list fits a frame, and a response stays
+/// small enough for a thread's stack: there is no allocator to box it with).
+pub const MAX_RULES: usize = 128;
 /// Most NICs per VM.
 pub const MAX_NICS: usize = 4;
 /// Most published ports per NIC.
@@ -258,21 +259,33 @@ pub struct VlanStats {
     pub drops: Vec<DropCount, MAX_DROP_REASONS>,
 }
 
-/// Most ports in one [`NetStats`].
-pub const MAX_STAT_PORTS: usize = 64;
-/// Most VLANs in one [`NetStats`].
-pub const MAX_STAT_VLANS: usize = 64;
+/// Most ports in one [`NetStats`] page (a page always fits a frame; it is a page, not the
+/// whole switch, so that the response stays small without an allocator).
+pub const MAX_STAT_PORTS: usize = 16;
+/// Most VLANs in one [`NetStats`] page.
+pub const MAX_STAT_VLANS: usize = 16;
 
-/// The virtual switch's counters. A host fills what fits one frame and counts the rest in
-/// `omitted`.
+/// Arguments of [`Request::NetStats`](crate::Request::NetStats): where the page starts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetStatsQuery {
+    /// Index of the first port (in switch order) to report.
+    pub ports_from: u32,
+    /// Index of the first VLAN (by id) to report.
+    pub vlans_from: u32,
+}
+
+/// A page of the virtual switch's counters. A client asks again from `ports_from + ports.len()`
+/// and `vlans_from + vlans.len()` until it has `ports_total` ports and `vlans_total` VLANs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NetStats {
-    /// Ports, in switch order.
+    /// Ports from `ports_from` on, in switch order.
     pub ports: Vec<PortStats, MAX_STAT_PORTS>,
-    /// VLANs, by id.
+    /// VLANs from `vlans_from` on, by id.
     pub vlans: Vec<VlanStats, MAX_STAT_VLANS>,
-    /// Ports and VLANs left out because one frame could not hold them.
-    pub omitted: u32,
+    /// Ports the switch has.
+    pub ports_total: u32,
+    /// VLANs the switch has.
+    pub vlans_total: u32,
 }
 
 /// Why a [`VlanSpec`] or [`RuleSpec`] is refused (the message names the problem).

@@ -80,7 +80,13 @@ fn golden_rule_requests() {
     );
     assert_eq!(frame(Request::RuleList), [1, 26]);
     assert_eq!(frame(Request::RuleDelete(300)), [1, 27, 0xac, 0x02]);
-    assert_eq!(frame(Request::NetStats), [1, 28]);
+    assert_eq!(
+        frame(Request::NetStats(NetStatsQuery {
+            ports_from: 16,
+            vlans_from: 0
+        })),
+        [1, 28, 16, 0]
+    );
 }
 
 #[test]
@@ -163,11 +169,12 @@ fn golden_net_responses() {
     let stats = Response::NetStats(NetStats {
         ports: heapless::Vec::new(),
         vlans,
-        omitted: 0,
+        ports_total: 0,
+        vlans_total: 1,
     });
     assert_eq!(
         reply(stats),
-        [1, 1, 18, 0, 1, 10, 5, 0xac, 0x02, 1, 1, 11, 3, 0]
+        [1, 1, 18, 0, 1, 10, 5, 0xac, 0x02, 1, 1, 11, 3, 0, 1]
     );
     assert_eq!(bytes(&EventKind::NetChanged), [10]);
     assert_eq!(drop_reason_name(11), Some("firewall"));
@@ -178,7 +185,10 @@ fn golden_net_responses() {
 fn net_requests_need_the_right_role() {
     assert_eq!(Request::VlanList.required_role(), Role::Reader);
     assert_eq!(Request::RuleList.required_role(), Role::Reader);
-    assert_eq!(Request::NetStats.required_role(), Role::Reader);
+    assert_eq!(
+        Request::NetStats(NetStatsQuery::default()).required_role(),
+        Role::Reader
+    );
     assert_eq!(
         Request::VlanCreate(vlan10()).required_role(),
         Role::Operator
@@ -282,6 +292,54 @@ fn full_net_messages_fit_a_frame() {
         }),
     };
     assert!(encode_message(&vm, &mut buf).is_ok(), "a VM with 4 NICs");
+    let mut drops = heapless::Vec::new();
+    while drops
+        .push(DropCount {
+            reason: u8::MAX,
+            count: u64::MAX,
+        })
+        .is_ok()
+    {}
+    let port = PortStats {
+        name: truncated(&"p".repeat(40)),
+        vlans: (4079..=4094).collect(),
+        rx_frames: u64::MAX,
+        rx_bytes: u64::MAX,
+        tx_frames: u64::MAX,
+        tx_bytes: u64::MAX,
+        tx_denied: u64::MAX,
+        drops: drops.clone(),
+    };
+    let vlan = VlanStats {
+        vlan: u16::MAX,
+        frames: u64::MAX,
+        bytes: u64::MAX,
+        floods: u64::MAX,
+        drops,
+    };
+    let page = ServerFrame {
+        id: u32::MAX,
+        last: true,
+        response: Response::NetStats(NetStats {
+            ports: core::iter::repeat_n(port, MAX_STAT_PORTS).collect(),
+            vlans: core::iter::repeat_n(vlan, MAX_STAT_VLANS).collect(),
+            ports_total: u32::MAX,
+            vlans_total: u32::MAX,
+        }),
+    };
+    assert!(encode_message(&page, &mut buf).is_ok(), "a full stats page");
+}
+
+/// Without an allocator a response lives on the stack whole: 1.2 must not make it much larger
+/// than the largest request (a module upload piece), or a thread's stack overflows.
+#[test]
+fn responses_stay_stack_sized() {
+    assert!(
+        core::mem::size_of::<Response>() <= core::mem::size_of::<Request>() + 1024,
+        "Response is {} bytes, Request {}",
+        core::mem::size_of::<Response>(),
+        core::mem::size_of::<Request>()
+    );
 }
 
 #[test]
