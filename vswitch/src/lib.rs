@@ -15,6 +15,8 @@
 //!   socketpair, versioned, bounded, and never a reason to panic.
 
 pub mod backend;
+#[doc(hidden)]
+pub mod bench;
 pub mod chain;
 pub mod control;
 #[doc(hidden)]

@@ -11,6 +11,7 @@
 //! | management protocol: round trips, bytes, handshakes | see [`crate::bench_mgmt`] |
 //! | VMM start → exit, sandboxed and not; VM starts per second | see [`crate::bench_vmm`] |
 //! | VM start through the protocol, hosted and under QEMU | see [`crate::bench_vms`] |
+//! | switch datapath guest to guest (`cargo xtask bench switch`) | see [`crate::bench_switch`] |
 //!
 //! Every timing is the median of several runs; min and max are printed beside it.
 
@@ -33,6 +34,12 @@ pub fn run(boots: usize, hosted_runs: usize) -> Result<()> {
     if let Some(kattach) = std::env::var_os(crate::bench_mgmt::CHILD_ENV) {
         // A debug xtask asked this release build for the management figures only.
         return crate::bench_mgmt::child(Path::new(&kattach));
+    }
+    if std::env::var("KAOS_BENCH_ONLY").is_ok_and(|only| only == "switch") {
+        let mut rows = Vec::new();
+        crate::bench_switch::rows(&mut rows)?;
+        print_table(&rows);
+        return Ok(());
     }
     if std::env::var("KAOS_BENCH_ONLY").is_ok_and(|only| only == "vmm") {
         let mut rows = Vec::new();

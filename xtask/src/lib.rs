@@ -6,6 +6,7 @@
 pub mod bench;
 pub mod bench_mgmt;
 pub mod bench_store;
+pub mod bench_switch;
 pub mod bench_vmm;
 pub mod bench_vms;
 pub mod cmd;

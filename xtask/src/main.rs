@@ -55,6 +55,9 @@ enum Cmd {
     Test,
     /// Sizes and start-up times, each beside its anchor (medians).
     Bench {
+        /// Only one group of figures: `switch` (the switch datapath), `vmm`, `vms` (as
+        /// KAOS_BENCH_ONLY=… does).
+        only: Option<String>,
         /// QEMU boots to time.
         #[arg(long, default_value_t = 5)]
         boots: usize,
@@ -108,7 +111,17 @@ fn main() -> anyhow::Result<()> {
             disk,
         } => xtask::run::run(&profile, accel, &append, &disk)?,
         Cmd::Test => xtask::suite::run()?,
-        Cmd::Bench { boots, hosted_runs } => xtask::bench::run(boots, hosted_runs)?,
+        Cmd::Bench {
+            only,
+            boots,
+            hosted_runs,
+        } => {
+            if let Some(only) = only {
+                // SAFETY: single-threaded at this point; the bench reads the variable later.
+                unsafe { std::env::set_var("KAOS_BENCH_ONLY", only) };
+            }
+            xtask::bench::run(boots, hosted_runs)?
+        }
         Cmd::Fuzz {
             target,
             smoke,

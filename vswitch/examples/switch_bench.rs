@@ -1,0 +1,43 @@
+//! `cargo xtask bench switch` runs this in a release build: the datapath between two guests'
+//! queues in one process (see `kaos_vswitch::bench`), one tab-separated line per figure:
+//! `name<TAB>switch<TAB>anchor`.
+
+use kaos_vswitch::bench::{self, CASES};
+
+fn main() {
+    let runs: usize = std::env::var("KAOS_BENCH_RUNS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(5);
+    for case in CASES {
+        let results = match bench::measure(case, runs) {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("switch bench {}: {e}", case.name);
+                std::process::exit(1);
+            }
+        };
+        let mut sw: Vec<f64> = results.iter().map(|r| r.switch_fps).collect();
+        let mut mc: Vec<f64> = results.iter().map(|r| r.memcpy_fps).collect();
+        let (sw, mc) = (bench::median(&mut sw), bench::median(&mut mc));
+        if case.len <= 64 {
+            println!(
+                "switch, {}, guest to guest\t{:.2} Mpps\tmemcpy of the same frames {:.2} Mpps ({:.2}x)",
+                case.name,
+                sw / 1e6,
+                mc / 1e6,
+                sw / mc
+            );
+        } else {
+            let gbit = |fps: f64| fps * case.len as f64 * 8.0 / 1e9;
+            println!(
+                "switch, {}, guest to guest\t{:.1} Gbit/s ({:.2} Mpps)\tmemcpy of the same frames {:.1} Gbit/s ({:.2}x)",
+                case.name,
+                gbit(sw),
+                sw / 1e6,
+                gbit(mc),
+                sw / mc
+            );
+        }
+    }
+}

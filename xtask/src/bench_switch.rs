@@ -1,0 +1,56 @@
+//! `cargo xtask bench switch` (or `KAOS_BENCH_ONLY=switch cargo xtask bench`): the switch's
+//! datapath between two guests' virtqueues in shared memory, in one process, built in release
+//! (`kaos-vswitch`'s `switch_bench` example, see `kaos_vswitch::bench`).
+//!
+//! | figure | anchor |
+//! |---|---|
+//! | 64 B frames guest to guest, Mpps | memcpy of the same frames (header + bytes), same run |
+//! | 1514 B frames, Gbit/s | the same |
+//! | 64 KiB TSO frames (GSO header passed through), Gbit/s | the same |
+//!
+//! Medians of `KAOS_BENCH_RUNS` runs (default 5). Issue 6's goals: 15 Mpps per core at 64 B,
+//! at least 0.7× memcpy at 1514 B and 64 KiB.
+
+use std::process::Command;
+
+use anyhow::{Context as _, Result, bail};
+
+use crate::paths;
+
+/// Builds and runs the bench; one row per figure.
+pub fn rows(rows: &mut Vec<[String; 3]>) -> Result<()> {
+    println!("building the switch bench (release)...");
+    let status = Command::new(paths::cargo())
+        .current_dir(paths::workspace_root())
+        .args([
+            "build",
+            "--release",
+            "-p",
+            "kaos-vswitch",
+            "--example",
+            "switch_bench",
+        ])
+        .status()
+        .context("cargo build")?;
+    if !status.success() {
+        bail!("building the switch bench failed");
+    }
+    let exe = paths::target_dir().join("release/examples/switch_bench");
+    println!("running {} ...", exe.display());
+    let out = Command::new(&exe)
+        .output()
+        .with_context(|| format!("running {}", exe.display()))?;
+    if !out.status.success() {
+        bail!(
+            "the switch bench failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let mut f = line.splitn(3, '\t');
+        if let (Some(a), Some(b), Some(c)) = (f.next(), f.next(), f.next()) {
+            rows.push([a.to_owned(), b.to_owned(), c.to_owned()]);
+        }
+    }
+    Ok(())
+}
