@@ -69,14 +69,6 @@ impl Uplink {
             access,
         })
     }
-
-    /// The switch's `--uplink` argument.
-    pub fn switch_arg(&self) -> String {
-        match self.access {
-            None => format!("{}:trunk", self.ifname),
-            Some(v) => format!("{}:access={v}", self.ifname),
-        }
-    }
 }
 
 impl Default for Settings {
@@ -228,10 +220,8 @@ mod tests {
         assert!(problems.is_empty());
         let trunk = s.uplink.expect("an uplink");
         assert_eq!((trunk.ifname.as_str(), trunk.access), ("eth1", None));
-        assert_eq!(trunk.switch_arg(), "eth1:trunk");
         let access = Uplink::parse("enp3s0:access=10").expect("valid");
         assert_eq!(access.access, Some(10));
-        assert_eq!(access.switch_arg(), "enp3s0:access=10");
         for bad in [
             "",
             "eth1:access=0",

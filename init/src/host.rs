@@ -43,6 +43,8 @@ pub struct Host {
     pub access: Access,
     /// The VMs and their VMM processes.
     pub vms: Arc<Vms>,
+    /// The virtual switch and the ports of the VMs' NICs.
+    pub net: Arc<crate::network::Network>,
     /// Module uploads in progress.
     pub uploads: Uploads,
 }
@@ -62,6 +64,17 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// How the host runs guests.
+#[derive(Debug, Clone)]
+pub struct Guests {
+    /// Where platform kernels are unpacked (`/run/kaos/platform`).
+    pub runtime_dir: std::path::PathBuf,
+    /// Whether VMMs and the switch confine themselves (off for unprivileged hosted tests).
+    pub sandbox: bool,
+    /// The virtual switch's uplink (`kaos.uplink=`).
+    pub uplink: Option<crate::cmdline::Uplink>,
+}
+
 impl Host {
     /// State for a process that started `init_exec_ms` after boot.
     pub fn new(
@@ -70,9 +83,14 @@ impl Host {
         init_exec_ms: u32,
         disks: crate::config::DiskSource,
         keys: Vec<AccessEntry>,
-        runtime_dir: std::path::PathBuf,
-        sandbox: bool,
+        guests: Guests,
     ) -> Arc<Self> {
+        let Guests {
+            runtime_dir,
+            sandbox,
+            uplink,
+        } = guests;
+        let net = Arc::new(crate::network::Network::new(uplink, sandbox));
         let mut boot_id = [0u8; 16];
         // INSECURE: an identifier, not a secret, and early boot must not wait for entropy.
         let _ = rustix::rand::getrandom(&mut boot_id, rustix::rand::GetRandomFlags::INSECURE);
@@ -94,7 +112,8 @@ impl Host {
             }),
             power: Mutex::new(None),
             access: Access::new(keys),
-            vms: Arc::new(Vms::new(runtime_dir, sandbox)),
+            vms: Arc::new(Vms::new(runtime_dir, sandbox, net.clone())),
+            net,
             uploads: Uploads::default(),
         })
     }
@@ -440,29 +459,32 @@ impl Handler for Service {
                 })),
             },
             Request::VlanCreate(spec) => {
-                Self::reply(crate::netcfg::vlan_create(&host.config, spec).map(Response::Vlan))
+                let created = crate::netcfg::vlan_create(&host.config, spec);
+                host.net.config_changed(&host.config);
+                Self::reply(created.map(Response::Vlan))
             }
             Request::VlanList => {
                 Answer::Reply(Response::Vlans(crate::netcfg::vlan_list(&host.config)))
             }
             Request::VlanDelete(id) => {
-                Self::reply(crate::netcfg::vlan_delete(&host.config, *id).map(Response::Vlans))
+                let deleted = crate::netcfg::vlan_delete(&host.config, *id);
+                host.net.config_changed(&host.config);
+                Self::reply(deleted.map(Response::Vlans))
             }
             Request::RuleAdd(spec) => {
-                Self::reply(crate::netcfg::rule_add(&host.config, spec).map(Response::Rule))
+                let added = crate::netcfg::rule_add(&host.config, spec);
+                host.net.config_changed(&host.config);
+                Self::reply(added.map(Response::Rule))
             }
             Request::RuleList => {
                 Answer::Reply(Response::Rules(crate::netcfg::rule_list(&host.config)))
             }
             Request::RuleDelete(id) => {
-                Self::reply(crate::netcfg::rule_delete(&host.config, *id).map(Response::Rules))
+                let deleted = crate::netcfg::rule_delete(&host.config, *id);
+                host.net.config_changed(&host.config);
+                Self::reply(deleted.map(Response::Rules))
             }
-            // Placeholder until the switch runs: whoever wires the switch replaces this arm with
-            // its counters (`crate::netcfg::{port_stats, vlan_stats, net_stats}` convert them).
-            Request::NetStats(_) => Answer::Reply(Response::Error(ErrorReply::new(
-                ErrorCode::Unsupported,
-                "the virtual switch is not running",
-            ))),
+            Request::NetStats(query) => Self::reply(host.net.stats(query).map(Response::NetStats)),
             // The session answers these itself.
             Request::Ping | Request::Cancel(_) | Request::WhoAmI => {
                 Answer::Reply(Response::Accepted)

@@ -23,6 +23,7 @@ mod logger;
 mod mgmt;
 mod modules;
 mod netcfg;
+mod network;
 mod procs;
 mod supervisor;
 mod switch_role;
@@ -38,8 +39,9 @@ usage: kattach                       (as PID 1: the KaOS host init)
        kattach --hosted --tap IFACE [--ip CIDR[,GATEWAY]|dhcp] [--hostname NAME] [--log LEVEL]
                 [--disk PATH]... [--store auto|memory|DISK] [--state-file PATH]
                 [--authorized-keys FILE] [--authorize BASE64[:ROLE]]
-                [--runtime-dir DIR] [--no-vm-sandbox]
+                [--runtime-dir DIR] [--no-vm-sandbox] [--uplink IFACE[:access=VLAN]]
        kattach vmm run --kernel FILE [--initrd FILE] --vcpus N --memory SIZE [--cmdline TEXT]
+       kattach switch --control-fd N [--uplink SPEC]...   (started by the host)
        kattach --version";
 
 fn main() {
@@ -111,8 +113,11 @@ fn pid1_main(init_exec_ms: u32) -> ! {
         init_exec_ms,
         config::DiskSource::Sysfs,
         keys,
-        std::path::PathBuf::from("/run/kaos/platform"),
-        true,
+        host::Guests {
+            runtime_dir: std::path::PathBuf::from("/run/kaos/platform"),
+            sandbox: true,
+            uplink: settings.uplink.clone(),
+        },
     );
     host.mark(|t| &mut t.mounts_ms);
     spawn_store(&host, settings.store.clone());
@@ -196,10 +201,13 @@ fn hosted_main(init_exec_ms: u32, settings: Settings, hosted: Hosted) -> ! {
         init_exec_ms,
         config::DiskSource::Paths(hosted.disks),
         keys,
-        hosted.runtime_dir.unwrap_or_else(|| {
-            std::env::temp_dir().join(format!("kaos-hosted-{}", std::process::id()))
-        }),
-        hosted.vm_sandbox,
+        host::Guests {
+            runtime_dir: hosted.runtime_dir.unwrap_or_else(|| {
+                std::env::temp_dir().join(format!("kaos-hosted-{}", std::process::id()))
+            }),
+            sandbox: hosted.vm_sandbox,
+            uplink: settings.uplink.clone(),
+        },
     );
     let choice = match hosted.state_file {
         Some(path) => config::StoreChoice::File(path),
@@ -247,6 +255,7 @@ fn parse_hosted(args: &[String]) -> Result<(Settings, Hosted), String> {
             "--ip" => settings.set("ip", value()?)?,
             "--hostname" => settings.set("hostname", value()?)?,
             "--log" => settings.set("log", value()?)?,
+            "--uplink" => settings.set("uplink", value()?)?,
             "--store" => settings.set("store", value()?)?,
             "--disk" => disks.push(value()?.into()),
             "--state-file" => state_file = Some(value()?.into()),

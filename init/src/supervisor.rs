@@ -58,10 +58,41 @@ fn on_signal(host: &Arc<Host>, sig: Signal) {
 fn reap(host: &Host) {
     while let Ok(Some((pid, status))) = waitpid(None, WaitOptions::NOHANG) {
         let raw = pid.as_raw_nonzero().get();
-        let vmm = u32::try_from(raw).is_ok_and(|p| host.vms.child_exited(p, status.as_raw()));
-        if !vmm {
-            log::debug!("reaped {raw}: {status:?}");
+        let Ok(pid) = u32::try_from(raw) else {
+            continue;
+        };
+        if host.vms.child_exited(pid, status.as_raw()) {
+            continue;
         }
+        let mut orphaned = Vec::new();
+        if host.net.child_exited(pid, status.as_raw(), &mut orphaned) {
+            restart_vms(host, orphaned);
+            continue;
+        }
+        log::debug!("reaped {raw}: {status:?}");
+    }
+}
+
+/// Restarts VMs whose NICs lost their switch (on a thread: a restart waits for the old VMM).
+fn restart_vms(host: &Host, names: Vec<String>) {
+    if names.is_empty() {
+        return;
+    }
+    let (vms, config) = (host.vms.clone(), host.config.clone());
+    let spawned = std::thread::Builder::new()
+        .name("net-restart".into())
+        .spawn(move || {
+            for name in names {
+                if let Err(e) = vms.act(&config, &name, kaos_protocol::VmAction::Restart) {
+                    log::error!(
+                        "VM {name}: restart after the switch exited: {}",
+                        e.reply().message
+                    );
+                }
+            }
+        });
+    if let Err(e) = spawned {
+        log::error!("cannot start the restart thread: {e}");
     }
 }
 

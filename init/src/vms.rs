@@ -24,8 +24,8 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use kaos_protocol::{
-    ConsoleChunk, ErrorCode, EventKind, ModuleKind, NicInfo, RestartPolicy, VM_VCPUS_MAX, VmAction,
-    VmExit, VmExitKind, VmInfo, VmSpec, VmState, VmSummary, truncated, valid_object_name,
+    ConsoleChunk, ErrorCode, EventKind, ModuleKind, NicInfo, RestartPolicy, VM_VCPUS_MAX, VlanSpec,
+    VmAction, VmExit, VmExitKind, VmInfo, VmSpec, VmState, VmSummary, truncated, valid_object_name,
 };
 use kaos_store::{NicRecord, VmRecord};
 
@@ -196,6 +196,8 @@ pub struct Vms {
     sandbox: bool,
     /// The host is going down: nothing starts or restarts any more.
     shutting_down: std::sync::atomic::AtomicBool,
+    /// The virtual switch, which gets a port for each NIC of a starting VM.
+    net: Arc<crate::network::Network>,
 }
 
 /// A reply or a refusal.
@@ -211,7 +213,7 @@ fn not_found(name: &str) -> Refusal {
 
 impl Vms {
     /// No VMs yet; [`Vms::load`] reads them from the store.
-    pub fn new(runtime_dir: PathBuf, sandbox: bool) -> Self {
+    pub fn new(runtime_dir: PathBuf, sandbox: bool, net: Arc<crate::network::Network>) -> Self {
         Self {
             vms: Mutex::new(BTreeMap::new()),
             changed: Condvar::new(),
@@ -219,6 +221,7 @@ impl Vms {
             exe: PathBuf::from("/proc/self/exe"),
             sandbox,
             shutting_down: std::sync::atomic::AtomicBool::new(false),
+            net,
         }
     }
 
@@ -575,7 +578,7 @@ impl Vms {
 
     /// Runs the guest once. `None` if the run was superseded before it started.
     fn run_once(&self, config: &Config, name: &str, generation: u64) -> Option<VmExit> {
-        let spec = {
+        let record = {
             let mut vms = lock(&self.vms);
             let vm = vms.get_mut(name)?;
             if vm.generation != generation {
@@ -588,8 +591,9 @@ impl Vms {
             }
             // A restart after a back-off starts here too.
             vm.set_state(VmState::Starting);
-            vm.spec.clone()
+            vm.record()
         };
+        let spec = &record.spec;
         let (kernel, sha) = match self.platform_kernel(config, &spec.platform) {
             Ok(k) => k,
             Err(message) => {
@@ -600,14 +604,26 @@ impl Vms {
                 });
             }
         };
-        let mut child = match self.spawn_vmm(&spec, &kernel) {
+        let start_failed = |message: String| {
+            Some(VmExit {
+                kind: VmExitKind::StartFailed,
+                message: truncated(&message),
+                at_ms: boot_ms(),
+            })
+        };
+        let nics = match self.net.attach(config, &record) {
+            Ok(nics) => nics,
+            Err(e) => return start_failed(format!("network: {e}")),
+        };
+        let cmdline = guest_cmdline(spec, &record, &config.vlans());
+        let spawned = self.spawn_vmm(spec, &kernel, &cmdline, &nics);
+        // The VMM holds its own copies of the vhost-user sockets now.
+        drop(nics);
+        let mut child = match spawned {
             Ok(child) => child,
             Err(e) => {
-                return Some(VmExit {
-                    kind: VmExitKind::StartFailed,
-                    message: truncated(&format!("cannot start the VMM: {e}")),
-                    at_ms: boot_ms(),
-                });
+                self.net.detach(name);
+                return start_failed(format!("cannot start the VMM: {e}"));
             }
         };
         let pid = child.id();
@@ -632,6 +648,7 @@ impl Vms {
         log::info!("VM {name}: VMM process {pid} started");
         let last_words = self.pump_console(config, name, &mut child);
         let status = self.wait_reaped(name, pid);
+        self.net.detach(name);
         let mut exit = classify(status);
         if !last_words.is_empty() {
             exit.message = truncated(&last_words);
@@ -692,7 +709,15 @@ impl Vms {
         Ok((path, info.sha256))
     }
 
-    fn spawn_vmm(&self, spec: &VmSpec, kernel: &Path) -> std::io::Result<Child> {
+    /// `kattach vmm run` for `spec`; each of `nics` (a vhost-user socket and the NIC's MAC)
+    /// is inherited as descriptor 3, 4, … and named by a `--nic`.
+    fn spawn_vmm(
+        &self,
+        spec: &VmSpec,
+        kernel: &Path,
+        cmdline: &str,
+        nics: &[(std::os::unix::net::UnixStream, [u8; 6])],
+    ) -> std::io::Result<Child> {
         let mut cmd = Command::new(&self.exe);
         cmd.arg("vmm")
             .arg("run")
@@ -701,7 +726,15 @@ impl Vms {
             .arg("--guest-init")
             .args(["--vcpus", &spec.vcpus.to_string()])
             .args(["--memory", &format!("{}M", spec.memory_mib)])
-            .args(["--cmdline", &guest_cmdline(spec)]);
+            .args(["--cmdline", cmdline]);
+        let mut inherit = Vec::with_capacity(nics.len());
+        for (i, (socket, mac)) in (0i32..).zip(nics) {
+            let target = NIC_FD_BASE + i;
+            let mac: Vec<String> = mac.iter().map(|b| format!("{b:02x}")).collect();
+            cmd.arg("--nic")
+                .arg(format!("fd={target},mac={}", mac.join(":")));
+            inherit.push((std::os::fd::AsRawFd::as_raw_fd(socket), target));
+        }
         if !self.sandbox {
             cmd.arg("--no-sandbox");
         }
@@ -712,7 +745,21 @@ impl Vms {
         // async-signal-safe prctl call.
         unsafe {
             use std::os::unix::process::CommandExt as _;
-            cmd.pre_exec(|| {
+            cmd.pre_exec(move || {
+                // The NICs' sockets at the descriptors their --nic names, without close-on-exec.
+                // First out of the way (a source may sit on another's target), then into place.
+                let mut high = [-1i32; MAX_NICS];
+                for (slot, &(from, _)) in high.iter_mut().zip(&inherit) {
+                    *slot = libc::fcntl(from, libc::F_DUPFD_CLOEXEC, NIC_FD_SPARE);
+                    if *slot < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
+                for (&from, &(_, to)) in high.iter().zip(&inherit) {
+                    if libc::dup2(from, to) < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
                 // If the thread that started it dies (PID 1 never does; a hosted kattach may),
                 // the VMM goes too instead of running orphaned.
                 if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
@@ -883,19 +930,36 @@ fn classify(status: i32) -> VmExit {
 }
 
 /// The kernel command line of a vKaOS guest: what the host needs, then the VM's own.
-pub fn guest_cmdline(spec: &VmSpec) -> String {
+pub fn guest_cmdline(spec: &VmSpec, record: &VmRecord, vlans: &[VlanSpec]) -> String {
     // reboot=k: the i8042 reset, which the VMM turns into a "reset" exit; panic=-1: a guest
     // kernel panic resets at once instead of hanging, so the restart policy sees it.
     let mut line = format!(
         "console=ttyS0 reboot=k panic=-1 kaos.role=guest kaos.name={}",
         spec.name
     );
+    // The first NIC's address through the kernel's own autoconfiguration (IP_PNP): the guest
+    // has its address before init runs. Further NICs are named on `kaos.nic=` for the guest.
+    let infos = crate::ipam::nic_infos(&record.nics, vlans);
+    if let Some((nic, vlan)) = infos
+        .first()
+        .and_then(|n| vlans.iter().find(|v| v.id == n.vlan).map(|v| (n, v)))
+    {
+        line.push(' ');
+        line.push_str(&crate::ipam::guest_cmdline(&spec.name, nic, vlan));
+    }
     if !spec.cmdline.is_empty() {
         line.push(' ');
         line.push_str(&spec.cmdline);
     }
     line
 }
+
+/// The descriptor the first NIC's vhost-user socket gets in the VMM (then 4, 5, 6).
+const NIC_FD_BASE: i32 = 3;
+/// Where the sockets wait between fork and exec before they are put in place.
+const NIC_FD_SPARE: i32 = 64;
+/// Most NICs a VM has.
+const MAX_NICS: usize = kaos_protocol::MAX_NICS;
 
 /// Checks a definition before anything is stored or started.
 fn check_spec(spec: &VmSpec, modules: &[kaos_protocol::ModuleInfo]) -> Reply<()> {
@@ -1035,10 +1099,40 @@ mod tests {
 
     #[test]
     fn guest_cmdline_puts_the_host_part_first() {
-        let line = guest_cmdline(&spec("web-1", 1, 64, "quiet ip=10.0.0.2"));
+        let s = spec("web-1", 1, 64, "quiet");
+        let bare = VmRecord {
+            spec: s.clone(),
+            running: true,
+            nics: Vec::new(),
+        };
+        let line = guest_cmdline(&s, &bare, &[]);
         assert!(
             line.starts_with("console=ttyS0 reboot=k panic=-1 kaos.role=guest kaos.name=web-1")
         );
-        assert!(line.ends_with(" quiet ip=10.0.0.2"));
+        assert!(line.ends_with(" quiet"));
+        assert!(!line.contains("ip="), "no NIC, no address");
+        let vlan = VlanSpec {
+            id: 10,
+            subnet: kaos_protocol::Ipv4Cidr {
+                addr: [10, 0, 10, 0],
+                prefix: 24,
+            },
+            gateway: Some(std::net::Ipv4Addr::new(10, 0, 10, 1)),
+            pool: None,
+            dns: heapless::Vec::new(),
+        };
+        let with_nic = VmRecord {
+            nics: vec![NicRecord {
+                vlan: 10,
+                mac: [2, 0, 0, 0, 0, 1],
+                ipv4: std::net::Ipv4Addr::new(10, 0, 10, 7),
+            }],
+            ..bare
+        };
+        let line = guest_cmdline(&s, &with_nic, &[vlan]);
+        assert!(
+            line.contains(" ip=10.0.10.7::10.0.10.1:255.255.255.0:web-1:eth0:off quiet"),
+            "{line}"
+        );
     }
 }

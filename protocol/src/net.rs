@@ -184,9 +184,11 @@ pub struct NicInfo {
     pub gateway: Option<Ipv4Addr>,
 }
 
-/// Names of the switch's drop reasons, indexed by [`DropCount::reason`]: the order of
-/// `kaos_net::switch::DropReason::ALL`. Append only.
-pub const DROP_REASONS: [&str; 13] = [
+/// Names of the switch's drop reasons, indexed by [`DropCount::reason`]: the decision core's
+/// (`kaos_net::switch::DropReason::ALL`, in order), then the datapath's
+/// (`kaos_vswitch::port::DatapathDrop::ALL`: descriptor chains and buffers the core never sees).
+/// Append only.
+pub const DROP_REASONS: [&str; 22] = [
     "unknown-port",
     "oversize",
     "malformed",
@@ -200,6 +202,15 @@ pub const DROP_REASONS: [&str; 13] = [
     "no-destination",
     "firewall",
     "conntrack-full",
+    "bad-chain",
+    "truncated",
+    "bad-virtio-header",
+    "oversize-chain",
+    "no-rx-buffers",
+    "rx-buffer-too-small",
+    "gso-unsupported",
+    "bad-rx-chain",
+    "uplink-error",
 ];
 
 /// The name of drop reason `code`, or `None` for a code newer than this build.
