@@ -22,6 +22,8 @@ pub mod control;
 #[doc(hidden)]
 pub mod driver;
 pub mod fabric;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod head;
 pub mod port;
 pub mod rx;
