@@ -76,7 +76,7 @@ pub fn collect(
 }
 
 /// Appends `len` bytes at `addr` as segments that each lie inside one region.
-fn split(
+pub(crate) fn split(
     mem: &GuestMemoryMmap,
     mut addr: GuestAddress,
     len: u32,

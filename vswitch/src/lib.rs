@@ -26,6 +26,7 @@ pub mod fabric;
 pub mod fuzzing;
 pub mod head;
 pub mod port;
+pub mod ring;
 pub mod rx;
 pub mod seccomp;
 pub mod tx;

@@ -7,11 +7,11 @@ use std::sync::RwLockWriteGuard;
 
 use kaos_net::switch::{Tag, write_egress};
 use vhost_user_backend::{VringState, VringT};
-use virtio_queue::{QueueOwnedT, QueueT};
-use vm_memory::{GuestAddressSpace, GuestMemoryLoadGuard, GuestMemoryMmap};
+use vm_memory::GuestMemoryMmap;
 
 use crate::chain::{self, Cursor, MAX_SEGS, Seg};
 use crate::port::{Counters, DatapathDrop, GuestNic, Mem, RX, UplinkPort};
+use crate::ring::Ring;
 use crate::vnet::{self, Delivery, HDR_LEN, NetHdr, Offloads};
 
 /// Most RX chains one frame may fill (a 64 KiB frame in 4 KiB buffers takes 17).
@@ -55,7 +55,8 @@ pub struct RxScratch {
 pub struct GuestRx<'a> {
     nic: &'a GuestNic,
     state: RwLockWriteGuard<'a, VringState<Mem>>,
-    mem: GuestMemoryLoadGuard<GuestMemoryMmap>,
+    ring: Ring<'a>,
+    mem: &'a GuestMemoryMmap,
     offloads: Offloads,
     delivered: bool,
 }
@@ -69,17 +70,20 @@ impl std::fmt::Debug for GuestRx<'_> {
 }
 
 impl<'a> GuestRx<'a> {
-    /// Locks `nic`'s RX vring; `None` if it has none or it is not running (the caller drops
-    /// the frames as `NoRxBuffers`).
-    pub fn open(nic: &'a GuestNic) -> Option<Self> {
+    /// Locks `nic`'s RX vring; `mem` is its memory, loaded by the caller for the batch. `None`
+    /// if it has no vring or it is not running (the caller drops the frames as
+    /// `NoRxBuffers`).
+    pub fn open(nic: &'a GuestNic, mem: &'a GuestMemoryMmap) -> Option<Self> {
         let state = nic.vring(RX)?.get_mut();
-        if !state.is_enabled() || !state.get_queue().ready() {
+        if !state.is_enabled() {
             return None;
         }
+        let ring = Ring::new(mem, state.get_queue())?;
         Some(Self {
             nic,
             state,
-            mem: nic.mem.memory(),
+            ring,
+            mem,
             offloads: nic.offloads(),
             delivered: false,
         })
@@ -124,12 +128,11 @@ impl<'a> GuestRx<'a> {
         s: &mut RxScratch,
     ) -> Result<(), DatapathDrop> {
         let total = HDR_LEN + frame_len;
-        let mem: &GuestMemoryMmap = &self.mem;
-        let queue = self.state.get_queue_mut();
-        let start = queue.next_avail();
+        let mem = self.mem;
+        let start = self.ring.next_avail;
         s.segs.clear();
         s.chains.clear();
-        let taken = take_chains(queue, mem, total, self.offloads.mrg_rxbuf, s);
+        let taken = take_chains(&mut self.ring, total, self.offloads.mrg_rxbuf, s);
         let copied = taken.and_then(|()| {
             let body = Cursor::new(&s.segs, HDR_LEN);
             chain::copy_in(mem, body, head).ok_or(DatapathDrop::BadRxChain)?;
@@ -146,18 +149,16 @@ impl<'a> GuestRx<'a> {
             vnet::write_frame(mem, &s.segs, 0, &hdr.emit(n)).ok_or(DatapathDrop::BadRxChain)
         });
         if let Err(e) = copied {
-            // Nothing was published: the chains stay the guest's, for the next frame.
-            queue.set_next_avail(start);
+            // Nothing was used: the chains stay the guest's, for the next frame.
+            self.ring.next_avail = start;
             return Err(e);
         }
         let mut left = total;
         for &(desc, cap) in &s.chains {
             let used = left.min(cap as usize);
             // `used` <= `cap`, a u32.
-            let used32 = u32::try_from(used).unwrap_or(cap);
-            if queue.add_used(mem, desc, used32).is_err() {
-                return Err(DatapathDrop::BadRxChain);
-            }
+            self.ring
+                .push_used(desc, u32::try_from(used).unwrap_or(cap));
             left -= used;
         }
         self.delivered = true;
@@ -167,29 +168,20 @@ impl<'a> GuestRx<'a> {
         Ok(())
     }
 
-    /// Ends the batch: interrupts the guest if anything was delivered and it wants to know.
+    /// Ends the batch: publishes what was delivered and interrupts the guest if it wants.
     pub fn close(self) {
-        if self.delivered {
-            self.signal();
+        let nic = self.nic;
+        if self.finish() {
+            signal(nic);
         }
     }
 
-    /// Ends the batch without interrupting the guest; returns whether anything was delivered
-    /// (then [`notify`] it later, once for many batches).
-    pub fn finish(self) -> bool {
-        self.delivered
-    }
-
-    fn signal(mut self) {
-        let mem: &GuestMemoryMmap = &self.mem;
-        let wants = self
-            .state
-            .get_queue_mut()
-            .needs_notification(mem)
-            .unwrap_or(true);
-        if wants {
-            let _ = self.state.signal_used_queue();
-        }
+    /// Ends the batch: publishes what was delivered; returns whether the guest wants an
+    /// interrupt for it (then [`signal`] it, once for many batches).
+    pub fn finish(mut self) -> bool {
+        let wants = self.delivered && self.ring.publish();
+        self.ring.save(self.state.get_queue_mut());
+        wants
     }
 
     /// The receiving NIC.
@@ -198,31 +190,34 @@ impl<'a> GuestRx<'a> {
     }
 }
 
-/// Interrupts `nic`'s guest for frames delivered earlier, if it wants to know.
-pub fn notify(nic: &GuestNic) {
-    if let Some(rx) = GuestRx::open(nic) {
-        rx.signal();
+/// Interrupts `nic`'s guest (its RX call eventfd).
+pub fn signal(nic: &GuestNic) {
+    if let Some(v) = nic.vring(RX) {
+        let _ = v.get_ref().signal_used_queue();
     }
 }
 
-/// Takes RX chains from `queue` until they hold `total` bytes (one chain without `mrg`).
+/// Takes RX chains until they hold `total` bytes (one chain without `mrg`).
 fn take_chains(
-    queue: &mut virtio_queue::Queue,
-    mem: &GuestMemoryMmap,
+    ring: &mut Ring<'_>,
     total: usize,
     mrg: bool,
     s: &mut RxScratch,
 ) -> Result<(), DatapathDrop> {
-    let mut iter = queue.iter(mem).map_err(|_| DatapathDrop::NoRxBuffers)?;
+    let mut left = ring.pending().ok_or(DatapathDrop::BadRxChain)?;
     let mut cap = 0usize;
     while cap < total {
         if s.chains.len() == MAX_CHAINS || s.segs.len() > MAX_SEGS * MAX_CHAINS {
             return Err(DatapathDrop::RxBufferTooSmall);
         }
-        let chain = iter.next().ok_or(DatapathDrop::NoRxBuffers)?;
-        let desc = chain.head_index();
-        let n =
-            chain::collect(mem, chain, true, &mut s.segs).map_err(|_| DatapathDrop::BadRxChain)?;
+        if left == 0 {
+            return Err(DatapathDrop::NoRxBuffers);
+        }
+        left -= 1;
+        let desc = ring.pop().ok_or(DatapathDrop::BadRxChain)?;
+        let n = ring
+            .chain(desc, true, &mut s.segs)
+            .map_err(|_| DatapathDrop::BadRxChain)?;
         s.chains.push((desc, n));
         cap += n as usize;
         if !mrg && cap < total {

@@ -13,13 +13,14 @@
 
 use kaos_net::switch::{Decision, MAX_FRAME_LEN, PortId, Tag};
 use vhost_user_backend::VringT;
-use virtio_queue::{QueueOwnedT, QueueT};
+use virtio_queue::QueueT;
 use vm_memory::{GuestAddressSpace, GuestMemoryMmap};
 
 use crate::chain::{self, Cursor, Seg};
 use crate::fabric::{Attached, Fabric};
 use crate::head::{self, HEAD_LEN, WHOLE_MAX};
 use crate::port::{Counters, DatapathDrop, GuestNic, TX};
+use crate::ring::Ring;
 use crate::rx::{self, Frame, GuestRx, RxScratch};
 use crate::vnet::{HDR_LEN, NetHdr};
 
@@ -78,15 +79,19 @@ pub fn tx_batch(fabric: &Fabric, nic: &GuestNic) -> Progress {
     let mut guard = nic.scratch.lock().unwrap_or_else(|p| p.into_inner());
     let s = &mut *guard;
     let queue = state.get_queue_mut();
-    take(queue, mem, nic, s);
+    let Some(mut ring) = Ring::new(mem, queue) else {
+        return Progress::default();
+    };
+    take(&mut ring, mem, nic, s);
     let frames = s.descs.len();
     decide(fabric, nic.id, s);
     forward(mem, s);
     for &desc in &s.descs {
-        // A chain the queue gave us: add_used fails only on a used ring outside memory.
-        let _ = queue.add_used(mem, desc, 0);
+        ring.push_used(desc, 0);
     }
-    if frames > 0 && queue.needs_notification(mem).unwrap_or(true) {
+    let wants = ring.publish();
+    ring.save(queue);
+    if wants {
         let _ = state.signal_used_queue();
     }
     Progress {
@@ -96,22 +101,22 @@ pub fn tx_batch(fabric: &Fabric, nic: &GuestNic) -> Progress {
 }
 
 /// Step 1: pops and checks up to `BATCH` chains.
-fn take(queue: &mut virtio_queue::Queue, mem: &GuestMemoryMmap, nic: &GuestNic, s: &mut TxScratch) {
+fn take(ring: &mut Ring<'_>, mem: &GuestMemoryMmap, nic: &GuestNic, s: &mut TxScratch) {
     s.segs.clear();
     s.frames.clear();
     s.descs.clear();
     s.heads.resize(BATCH * WHOLE_MAX, 0);
-    let Ok(mut iter) = queue.iter(mem) else {
-        return;
-    };
-    while s.descs.len() < BATCH {
-        let Some(chain) = iter.next() else {
+    // An index claiming more than the ring holds: the queue is not served.
+    let n = ring.pending().unwrap_or(0);
+    for _ in 0..usize::from(n).min(BATCH) {
+        let Some(desc) = ring.pop() else {
             break;
         };
         let i = s.descs.len();
-        s.descs.push(chain.head_index());
+        s.descs.push(desc);
         let start = s.segs.len();
-        let frame = chain::collect(mem, chain, false, &mut s.segs)
+        let frame = ring
+            .chain(desc, false, &mut s.segs)
             .map_err(|_| DatapathDrop::BadChain)
             .and_then(|total| {
                 check(
@@ -126,7 +131,7 @@ fn take(queue: &mut virtio_queue::Queue, mem: &GuestMemoryMmap, nic: &GuestNic, 
         match frame {
             Ok(mut f) => {
                 Counters::add(&c.rx_bytes, f.len as u64);
-                f.desc = s.descs[i];
+                f.desc = desc;
                 f.segs = (start, s.segs.len());
                 s.frames.push(Some(f));
             }
@@ -242,7 +247,8 @@ fn forward(mem: &GuestMemoryMmap, s: &mut TxScratch) {
         };
         match target {
             Attached::Guest(nic) => {
-                let Some(mut to) = GuestRx::open(nic) else {
+                let to_mem = nic.mem.memory();
+                let Some(mut to) = GuestRx::open(nic, &to_mem) else {
                     for _ in group {
                         nic.counters.drop(DatapathDrop::NoRxBuffers);
                     }

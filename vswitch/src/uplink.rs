@@ -15,6 +15,7 @@ use crate::fabric::{Attached, Fabric};
 use crate::port::{Counters, DatapathDrop, GuestNic, UplinkIo, UplinkPort};
 use crate::rx::{self, Frame, GuestRx, RxScratch};
 use crate::vnet::NetHdr;
+use vm_memory::GuestAddressSpace;
 
 impl UplinkIo for Uplink {
     fn send(&mut self, vnet_hdr: Option<&[u8; 12]>, frame: &[u8]) -> io::Result<()> {
@@ -66,7 +67,7 @@ pub fn rx_batch(fabric: &Fabric, port: &UplinkPort, s: &mut UplinkRx) -> usize {
     let n = io.recv(&mut |frame| forward(fabric, port, frame, s));
     drop(io);
     for nic in s.notify.drain(..) {
-        rx::notify(&nic);
+        rx::signal(&nic);
     }
     n
 }
@@ -102,7 +103,8 @@ fn forward(fabric: &Fabric, port: &UplinkPort, frame: &[u8], s: &mut UplinkRx) {
             tail: None,
             tagged,
         };
-        let Some(mut to) = GuestRx::open(nic) else {
+        let mem = nic.mem.memory();
+        let Some(mut to) = GuestRx::open(nic, &mem) else {
             nic.counters.drop(DatapathDrop::NoRxBuffers);
             continue;
         };

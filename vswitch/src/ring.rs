@@ -1,0 +1,167 @@
+//! A split virtqueue's rings as the datapath touches them: each ring resolved once per batch
+//! into a volatile slice of guest memory, then read and written at checked offsets.
+//!
+//! `virtio-queue`'s `Queue` keeps the state (sizes, addresses, `next_avail`, `next_used`, the
+//! event-index switch, set by the vhost-user requests) and is used for notification control;
+//! the per-frame accesses go through [`Ring`] instead, because `vm-memory` 0.17's `Bytes`
+//! accessors on a whole `GuestMemory` walk a slice iterator for every two-byte read, which cost
+//! more than everything else the switch does per frame. Used entries are written as frames are
+//! delivered and published with one index store per batch ([`Ring::publish`]).
+
+use std::sync::atomic::Ordering;
+
+use virtio_queue::{Queue, QueueT};
+use vm_memory::{Bytes, GuestAddress, GuestMemory, GuestMemoryMmap, VolatileSlice};
+
+use crate::chain::{BadChain, MAX_SEGS, Seg, split};
+
+const F_NEXT: u16 = 1;
+const F_WRITE: u16 = 2;
+const F_INDIRECT: u16 = 4;
+const AVAIL_F_NO_INTERRUPT: u16 = 1;
+
+/// The rings of one queue, for one batch.
+#[derive(Debug)]
+pub struct Ring<'m> {
+    mem: &'m GuestMemoryMmap,
+    desc: VolatileSlice<'m, ()>,
+    avail: VolatileSlice<'m, ()>,
+    used: VolatileSlice<'m, ()>,
+    size: u16,
+    event_idx: bool,
+    /// The next available entry to take.
+    pub next_avail: u16,
+    /// The next used entry to write.
+    pub next_used: u16,
+    /// The used index the guest last saw published (for `EVENT_IDX`).
+    published: u16,
+}
+
+impl<'m> Ring<'m> {
+    /// `queue`'s rings in `mem`; `None` if the queue is not ready or a ring is not inside one
+    /// region of guest memory.
+    pub fn new(mem: &'m GuestMemoryMmap, queue: &Queue) -> Option<Self> {
+        if !queue.ready() {
+            return None;
+        }
+        let size = queue.size();
+        let n = usize::from(size);
+        let slice = |addr: u64, len: usize| mem.get_slice(GuestAddress(addr), len).ok();
+        Some(Self {
+            mem,
+            desc: slice(queue.desc_table(), 16 * n)?,
+            avail: slice(queue.avail_ring(), 6 + 2 * n)?,
+            used: slice(queue.used_ring(), 6 + 8 * n)?,
+            size,
+            event_idx: queue.event_idx_enabled(),
+            next_avail: queue.next_avail(),
+            next_used: queue.next_used(),
+            published: queue.next_used(),
+        })
+    }
+
+    /// Stores the positions back into `queue` (after [`publish`](Self::publish)).
+    pub fn save(&self, queue: &mut Queue) {
+        queue.set_next_avail(self.next_avail);
+        queue.set_next_used(self.next_used);
+    }
+
+    /// How many chains the driver has made available beyond `next_avail`; `None` if its index
+    /// claims more than the ring holds (a broken or hostile driver: the queue is not served).
+    pub fn pending(&self) -> Option<u16> {
+        let idx: u16 = self.avail.load(2, Ordering::Acquire).ok()?;
+        let n = idx.wrapping_sub(self.next_avail);
+        (n <= self.size).then_some(n)
+    }
+
+    /// Takes the next available chain's head.
+    pub fn pop(&mut self) -> Option<u16> {
+        let slot = 4 + 2 * usize::from(self.next_avail % self.size);
+        let head: u16 = self.avail.read_obj(slot).ok()?;
+        self.next_avail = self.next_avail.wrapping_add(1);
+        Some(head)
+    }
+
+    /// Reads chain `head` into `segs` (appended), every descriptor device-writable if
+    /// `writable`, device-readable otherwise; returns its length.
+    ///
+    /// # Errors
+    /// See [`BadChain`]: at most [`MAX_SEGS`] descriptors, one level of indirection, indices
+    /// within their table, addresses within guest memory.
+    pub fn chain(&self, head: u16, writable: bool, segs: &mut Vec<Seg>) -> Result<u32, BadChain> {
+        let mut table = self.desc;
+        let mut len = self.size;
+        let mut i = head;
+        let mut indirect = false;
+        let mut total = 0u32;
+        for _ in 0..=MAX_SEGS {
+            if i >= len {
+                return Err(BadChain::Broken);
+            }
+            let d: [u8; 16] = table
+                .read_obj(16 * usize::from(i))
+                .map_err(|_| BadChain::Broken)?;
+            let addr = u64::from_le_bytes([d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7]]);
+            let dlen = u32::from_le_bytes([d[8], d[9], d[10], d[11]]);
+            let flags = u16::from_le_bytes([d[12], d[13]]);
+            let next = u16::from_le_bytes([d[14], d[15]]);
+            if flags & F_INDIRECT != 0 {
+                if indirect || !dlen.is_multiple_of(16) || dlen == 0 || dlen / 16 > 0xffff {
+                    return Err(BadChain::Broken);
+                }
+                table = self
+                    .mem
+                    .get_slice(GuestAddress(addr), dlen as usize)
+                    .map_err(|_| BadChain::OutOfMemory)?;
+                len = u16::try_from(dlen / 16).map_err(|_| BadChain::Broken)?;
+                (i, indirect) = (0, true);
+                continue;
+            }
+            if (flags & F_WRITE != 0) != writable {
+                return Err(BadChain::Direction);
+            }
+            total = total.checked_add(dlen).ok_or(BadChain::Broken)?;
+            split(self.mem, GuestAddress(addr), dlen, segs)?;
+            if flags & F_NEXT == 0 {
+                return if total == 0 {
+                    Err(BadChain::Empty)
+                } else {
+                    Ok(total)
+                };
+            }
+            i = next;
+        }
+        Err(BadChain::Broken)
+    }
+
+    /// Writes a used entry (not yet visible to the driver: see [`publish`](Self::publish)).
+    pub fn push_used(&mut self, head: u16, len: u32) {
+        let slot = 4 + 8 * usize::from(self.next_used % self.size);
+        let mut e = [0u8; 8];
+        e[..4].copy_from_slice(&u32::from(head).to_le_bytes());
+        e[4..].copy_from_slice(&len.to_le_bytes());
+        let _ = self.used.write_obj(e, slot);
+        self.next_used = self.next_used.wrapping_add(1);
+    }
+
+    /// Makes the used entries written so far visible; returns whether the driver wants an
+    /// interrupt for them (`EVENT_IDX`'s `used_event`, or the `NO_INTERRUPT` flag).
+    pub fn publish(&mut self) -> bool {
+        let (old, new) = (self.published, self.next_used);
+        if old == new {
+            return false;
+        }
+        let _ = self.used.store(new, 2, Ordering::Release);
+        self.published = new;
+        std::sync::atomic::fence(Ordering::SeqCst);
+        if self.event_idx {
+            let at = 4 + 2 * usize::from(self.size);
+            let event: u16 = self.avail.load(at, Ordering::Acquire).unwrap_or(new);
+            // virtio 1.1, 2.7.10: vring_need_event(used_event, new, old).
+            new.wrapping_sub(event).wrapping_sub(1) < new.wrapping_sub(old)
+        } else {
+            let flags: u16 = self.avail.load(0, Ordering::Acquire).unwrap_or(0);
+            flags & AVAIL_F_NO_INTERRUPT == 0
+        }
+    }
+}
