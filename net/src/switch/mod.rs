@@ -117,6 +117,9 @@ pub enum ConfigError {
     /// Another guest on the VLAN has this address: anti-spoofing needs them distinct.
     #[error("{ip} is already a guest's on VLAN {vlan}")]
     DuplicateIpv4 { vlan: Vlan, ip: Ipv4Addr },
+    /// The port is not a trunk uplink.
+    #[error("{0} is not a trunk uplink")]
+    NotATrunk(PortId),
     /// A trunk must carry at least one VLAN.
     #[error("a trunk must carry at least one VLAN")]
     EmptyTrunk,
@@ -274,6 +277,44 @@ impl Switch {
         };
         self.conntrack.forget(id, vlan, ip);
         Ok(port.kind)
+    }
+
+    /// Replaces the VLANs a trunk uplink carries (a VLAN defined while the switch runs joins
+    /// the trunk so). The port leaves the domains of VLANs it no longer carries, with what it
+    /// taught them; flows it opened on them expire by themselves.
+    ///
+    /// # Errors
+    /// [`ConfigError::UnknownPort`], [`ConfigError::NotATrunk`] or [`ConfigError::EmptyTrunk`];
+    /// nothing changes then.
+    pub fn set_trunk_vlans(&mut self, id: PortId, allowed: VlanSet) -> Result<(), ConfigError> {
+        if allowed.is_empty() {
+            return Err(ConfigError::EmptyTrunk);
+        }
+        let old = match self.ports.get(id.index()).and_then(Option::as_ref) {
+            None => return Err(ConfigError::UnknownPort(id)),
+            Some(Port {
+                kind: PortKind::Uplink(UplinkMode::Trunk { allowed }),
+                ..
+            }) => allowed.clone(),
+            Some(_) => return Err(ConfigError::NotATrunk(id)),
+        };
+        for vlan in old.iter().filter(|v| !allowed.contains(*v)) {
+            if let Some(domain) = self.vlans[vlan.index()].as_mut() {
+                domain.members.retain(|p| *p != id);
+                domain.uplinks.retain(|p| *p != id);
+                domain.fdb.forget_port(id);
+            }
+            self.drop_domain_if_unused(vlan);
+        }
+        for vlan in allowed.iter().filter(|v| !old.contains(*v)) {
+            let domain = self.domain_mut(vlan);
+            domain.members.push(id);
+            domain.uplinks.push(id);
+        }
+        if let Some(port) = self.ports.get_mut(id.index()).and_then(Option::as_mut) {
+            port.kind = PortKind::Uplink(UplinkMode::Trunk { allowed });
+        }
+        Ok(())
     }
 
     /// Replaces a guest's own rules. Flows already tracked keep passing.

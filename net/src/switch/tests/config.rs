@@ -140,3 +140,59 @@ fn a_switch_has_a_bounded_number_of_ports() {
     switch.remove_port(first).expect("exists");
     assert_eq!(switch.add_port(access()), Ok(first), "a freed id is reused");
 }
+
+#[test]
+fn a_trunk_takes_new_vlans_while_running() {
+    use super::super::fixture::{BROADCAST, arp};
+    use super::{at, send};
+    use smoltcp::wire::ArpOperation;
+
+    let mut lab = default_lab();
+    let who_has = |from: Host| {
+        arp(
+            (from.mac, BROADCAST),
+            ArpOperation::Request,
+            (from.mac, from.ip),
+            Ipv4Addr::new(10, 0, 20, 1),
+        )
+    };
+    // The lab's trunk carries 10 and 20; take 20 off, then put it back with 30.
+    let only_10: VlanSet = [v(10)].into_iter().collect();
+    lab.switch
+        .set_trunk_vlans(lab.trunk, only_10)
+        .expect("a trunk");
+    let c_arp = send(&mut lab.switch, lab.c, &who_has(C), at(1));
+    assert_eq!(
+        c_arp.dropped(),
+        super::super::DropReason::NoDestination,
+        "C is alone on VLAN 20 without the trunk"
+    );
+    let more: VlanSet = [v(10), v(20), v(30)].into_iter().collect();
+    lab.switch
+        .set_trunk_vlans(lab.trunk, more)
+        .expect("a trunk");
+    let c_arp = send(&mut lab.switch, lab.c, &who_has(C), at(2));
+    assert_eq!(
+        c_arp.tag_to(lab.trunk),
+        super::super::Tag::Tagged(v(20)),
+        "VLAN 20 is back on the trunk"
+    );
+    assert!(lab.switch.vlans().any(|x| x == v(30)), "a new VLAN domain");
+    assert_eq!(
+        lab.switch.set_trunk_vlans(lab.trunk, VlanSet::new()),
+        Err(ConfigError::EmptyTrunk)
+    );
+    assert_eq!(
+        lab.switch
+            .set_trunk_vlans(lab.a, [v(10)].into_iter().collect()),
+        Err(ConfigError::NotATrunk(lab.a))
+    );
+    let back: VlanSet = [v(10), v(20)].into_iter().collect();
+    lab.switch
+        .set_trunk_vlans(lab.trunk, back)
+        .expect("a trunk");
+    assert!(
+        !lab.switch.vlans().any(|x| x == v(30)),
+        "an unused VLAN's domain goes"
+    );
+}
