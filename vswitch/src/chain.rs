@@ -4,7 +4,6 @@
 //! its buffers while the switch reads them, so what the switch decides on is a copy (see
 //! `tx`), and everything else is moved with volatile copies.
 
-use virtio_queue::desc::split::Descriptor;
 use vm_memory::{Address, GuestAddress, GuestMemory, GuestMemoryMmap, GuestMemoryRegion};
 
 /// Most segments one chain may have (after splitting at region boundaries). Linux sends at
@@ -37,42 +36,6 @@ pub enum BadChain {
     /// No bytes at all.
     #[error("an empty chain")]
     Empty,
-}
-
-/// Reads `chain` into `segs` (appended), all descriptors device-writable if `writable`,
-/// device-readable otherwise. Returns the total length.
-///
-/// # Errors
-/// See [`BadChain`]. `segs` may hold some of the chain's segments then; the caller truncates.
-pub fn collect(
-    mem: &GuestMemoryMmap,
-    chain: impl IntoIterator<Item = Descriptor>,
-    writable: bool,
-    segs: &mut Vec<Seg>,
-) -> Result<u32, BadChain> {
-    let start = segs.len();
-    let mut total = 0u32;
-    let mut last_had_next = false;
-    for desc in chain {
-        last_had_next = desc.has_next();
-        if desc.is_write_only() != writable {
-            return Err(BadChain::Direction);
-        }
-        total = total.checked_add(desc.len()).ok_or(BadChain::Broken)?;
-        split(mem, desc.addr(), desc.len(), segs)?;
-        if segs.len() - start > MAX_SEGS {
-            return Err(BadChain::Broken);
-        }
-    }
-    // `DescriptorChain` stops quietly at a loop (its time-to-live), at an index beyond the
-    // table and at an unreadable descriptor: the last one it gave then still says "next".
-    if last_had_next {
-        return Err(BadChain::Broken);
-    }
-    if total == 0 {
-        return Err(BadChain::Empty);
-    }
-    Ok(total)
 }
 
 /// Appends `len` bytes at `addr` as segments that each lie inside one region.
