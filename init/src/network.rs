@@ -3,8 +3,8 @@
 //!
 //! **Lifecycle.** The switch starts when the first VM with a NIC starts (a host without VM NICs
 //! runs no switch and opens no uplink), with the uplink of `kaos.uplink=` carrying every VLAN
-//! the store defines at that moment; VLANs defined later are added to the trunk when they are
-//! created. Each NIC of a starting VM becomes a switch port (`VM/INDEX`, e.g. `web-1/0`) with
+//! the store defines at that moment; VLANs defined or deleted later join or leave the trunk
+//! then (a trunk keeps at least one). Each NIC of a starting VM becomes a switch port (`VM/INDEX`, e.g. `web-1/0`) with
 //! the MAC, address and published ports IPAM assigned; the VMM gets the other end of the port's
 //! vhost-user connection as an inherited descriptor. A VM's ports go when its VMM exits.
 //!
@@ -174,6 +174,17 @@ impl Network {
         let rules = config.rules();
         if let Err(e) = program_vlans(switch, config, &rules) {
             log::warn!("switch: {e}");
+        }
+        let vlans: BTreeSet<u16> = config.vlans().iter().map(|v| v.id).collect();
+        if let Some(up) = self.uplink.as_ref().filter(|u| u.access.is_none())
+            && vlans != switch.trunk
+            && !vlans.is_empty()
+        {
+            let list: Vec<u16> = vlans.iter().copied().collect();
+            match switch.controller.set_trunk_vlans(&up.ifname, &list) {
+                Ok(()) => switch.trunk = vlans,
+                Err(e) => log::warn!("switch: VLANs of the trunk on {}: {e}", up.ifname),
+            }
         }
         for (vm, vm_ports) in ports.iter() {
             let own = ipam::vm_rules(&rules, vm);

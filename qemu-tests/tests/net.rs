@@ -247,7 +247,7 @@ fn guests_on_vlans_reach_their_peers_and_nothing_else() {
         "peer reached b:7, which b does not publish"
     );
     let s = stats(&mut c);
-    assert!(drops(&s, "uplink", "firewall") > 0, "{s:?}");
+    assert!(drops(&s, "uplink:eth1", "firewall") > 0, "{s:?}");
     let to_peer = peer
         .counters
         .to_peer

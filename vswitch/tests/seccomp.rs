@@ -71,17 +71,17 @@ fn the_switch_serves_under_its_seccomp_filter() {
         (A.mac, A.ip),
         B.ip,
     );
-    for _ in 0..3 {
-        a.send(&ask);
-    }
+    // The switch sets B's queues up on its own threads; a frame sent before B's receive queue
+    // is ready is dropped (as for a real guest whose driver is still starting), so keep asking.
     let mut got = Vec::new();
     for _ in 0..20 {
-        got.extend(b.receive(Duration::from_millis(500)));
-        if got.len() == 3 {
+        if got.len() >= 3 {
             break;
         }
+        a.send(&ask);
+        got.extend(b.receive(Duration::from_millis(500)));
     }
-    assert_eq!(got.len(), 3);
+    assert!(got.len() >= 3, "B received {} of A's requests", got.len());
     let stats = ctl.stats().expect("stats");
     assert_eq!(stats.ports.len(), 2);
     ctl.remove_port(2).expect("remove");

@@ -103,6 +103,10 @@ fn bad_requests_are_refused_and_the_switch_goes_on() {
     };
     assert!(ctl.add_guest(&bad_mac).is_err());
     assert!(ctl.set_port_rules(9, &[]).is_err());
+    let e = ctl
+        .set_trunk_vlans("eth9", &[10])
+        .expect_err("no such uplink");
+    assert!(e.to_string().contains("no uplink eth9"), "{e}");
     ctl.set_vlan_rules(10, &[]).expect("empty rules");
     assert!(ctl.stats().expect("stats").ports.is_empty());
     drop(ctl);

@@ -317,6 +317,18 @@ impl Controller {
         self.done(&Request::FlushFlows, None)
     }
 
+    /// Replaces the VLANs the trunk uplink on interface `uplink` carries.
+    ///
+    /// # Errors
+    /// The channel failed, or the switch refused (no such trunk, a VLAN out of range, none).
+    pub fn set_trunk_vlans(&mut self, uplink: &str, vlans: &[u16]) -> io::Result<()> {
+        let req = Request::SetTrunkVlans {
+            uplink: uplink.to_owned(),
+            vlans: vlans.to_vec(),
+        };
+        self.done(&req, None)
+    }
+
     /// The counters of every port and VLAN.
     ///
     /// # Errors

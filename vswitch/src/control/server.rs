@@ -9,7 +9,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixListener;
 use std::sync::Arc;
 
-use kaos_net::switch::{GuestPort, PortId, PortKind, Vlan};
+use kaos_net::switch::{GuestPort, PortId, PortKind, Vlan, VlanSet};
 
 use super::wire::{self, MAX_MESSAGE, MAX_NAME, Reply, Request, VERSION, WireGuest};
 use super::{PortStats, Stats, VlanStats, recv, send};
@@ -135,6 +135,24 @@ impl Server {
             Request::Stats => Ok(Reply::Stats(self.stats())),
             Request::FlushFlows => {
                 self.fabric.lock().switch.flush_flows();
+                Ok(Reply::Done)
+            }
+            Request::SetTrunkVlans { uplink, vlans } => {
+                let name = format!("uplink:{uplink}");
+                let id = self
+                    .uplinks
+                    .iter()
+                    .find(|u| u.name == name)
+                    .map(|u| u.id)
+                    .ok_or(format!("no uplink {uplink}"))?;
+                let mut allowed = VlanSet::new();
+                for v in vlans {
+                    allowed.insert(Vlan::new(v).ok_or(format!("VLAN {v} is not in 1..=4094"))?);
+                }
+                let mut core = self.fabric.lock();
+                core.switch
+                    .set_trunk_vlans(id, allowed)
+                    .map_err(|e| e.to_string())?;
                 Ok(Reply::Done)
             }
         }

@@ -37,6 +37,8 @@ pub enum Request {
     Stats,
     /// Forgets tracked flows (after rule changes that must apply to open connections).
     FlushFlows,
+    /// Replaces the VLANs the trunk uplink on interface `uplink` carries.
+    SetTrunkVlans { uplink: String, vlans: Vec<u16> },
 }
 
 /// Switch → host: one per request, in order.
@@ -198,6 +200,14 @@ mod tests {
         assert_eq!(
             postcard::to_allocvec(&set).expect("encodes"),
             [3, 10, 1, 0, 1, 80, 80, 10, 0, 0, 0, 8, 0]
+        );
+        let trunk = Request::SetTrunkVlans {
+            uplink: "eth1".into(),
+            vlans: vec![10, 300],
+        };
+        assert_eq!(
+            postcard::to_allocvec(&trunk).expect("encodes"),
+            [8, 4, b'e', b't', b'h', b'1', 2, 10, 0xac, 0x02]
         );
     }
 
