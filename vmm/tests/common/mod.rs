@@ -4,6 +4,8 @@
 // Each test crate uses part of this module.
 #![allow(dead_code)]
 
+pub mod code;
+
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use kaos_vmm::virtio::{ActivateError, Activation, F_VERSION_1, Interrupt, QueueT, VirtioDevice};
