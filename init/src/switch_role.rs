@@ -108,6 +108,12 @@ fn confine() -> Result<(), String> {
         .map_err(|e| format!("cannot reserve descriptors: {e}"))?;
     sandbox::confine().map_err(|e| e.to_string())?;
     drop(placeholder);
+    // glibc installs its own signal handlers (thread cancellation, set*id) at a process's first
+    // pthread_create, with rt_sigaction, which the filter does not allow: start that first
+    // thread before it.
+    std::thread::spawn(|| {})
+        .join()
+        .map_err(|_| "the first thread failed".to_owned())?;
     kaos_vswitch::seccomp::install().map_err(|e| e.to_string())
 }
 

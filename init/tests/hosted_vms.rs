@@ -268,3 +268,139 @@ fn modules_upload_and_vms_run_stop_restart_and_are_destroyed() {
         .collect();
     assert!(mine.is_empty(), "VMMs left: {mine:?}");
 }
+
+/// The processes whose parent is `parent` and whose command line contains `needle`.
+fn children_running(parent: u32, needle: &str) -> Vec<u32> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        // pid (comm) state ppid …: the fields after the last ')'.
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|p| p.parse::<u32>().ok());
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        if ppid == Some(parent) && cmdline.contains(needle) {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+fn nic_on(vlan: u16) -> kaos_protocol::NicSpec {
+    kaos_protocol::NicSpec {
+        vlan,
+        ipv4: None,
+        publish: Default::default(),
+    }
+}
+
+fn net_stats(c: &mut Client) -> kaos_protocol::NetStats {
+    match c.request(Request::NetStats(kaos_protocol::NetStatsQuery::default())) {
+        Ok(Response::NetStats(s)) => s,
+        other => panic!("net stats: {other:?}"),
+    }
+}
+
+#[test]
+fn a_vm_with_a_nic_gets_a_switch_port_and_survives_the_switch() {
+    const TEST: &str = "a_vm_with_a_nic_gets_a_switch_port_and_survives_the_switch";
+    let Some(host) = launch(TEST) else {
+        return;
+    };
+    let mut c = host.client().expect("client");
+    let idle = module(
+        "tiny-idle",
+        &tiny::idle_code(b"kattach guest: n1 up (tiny)\n"),
+        0,
+    );
+    kaosctl::upload::push(&mut c, &idle, |_| {}).expect("push");
+    assert!(
+        children_running(host.pid(), "switch --control-fd").is_empty(),
+        "no NIC, no switch"
+    );
+    assert!(net_stats(&mut c).ports.is_empty());
+    let vlan = kaos_protocol::VlanSpec {
+        id: 10,
+        subnet: kaos_protocol::Ipv4Cidr {
+            addr: [10, 0, 10, 0],
+            prefix: 24,
+        },
+        gateway: None,
+        pool: None,
+        dns: Default::default(),
+    };
+    assert!(matches!(
+        c.request(Request::VlanCreate(vlan)),
+        Ok(Response::Vlan(_))
+    ));
+    let mut with_nic = spec("n1", "tiny-idle", RestartPolicy::OnFailure);
+    with_nic.nics.push(nic_on(10)).expect("room");
+    let created = create(&mut c, with_nic);
+    let address = created.nics[0].ipv4;
+    let up = wait_vm(&mut c, &host, "n1", |i| i.guest_up);
+
+    // The VMM was given the NIC's socket and the guest its address.
+    let vmm = up.pid.expect("a VMM");
+    let cmdline = std::fs::read(format!("/proc/{vmm}/cmdline")).expect("the VMM's command line");
+    let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+    let mac: Vec<String> = created.nics[0]
+        .mac
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    assert!(
+        cmdline.contains(&format!("--nic fd=3,mac={}", mac.join(":"))),
+        "{cmdline}"
+    );
+    assert!(cmdline.contains(&format!("ip={address}::")), "{cmdline}");
+
+    // One switch, sandboxed like the VMMs, with the VM's port.
+    let switches = children_running(host.pid(), "switch --control-fd");
+    assert_eq!(switches.len(), 1, "one switch: {switches:?}");
+    let stats = net_stats(&mut c);
+    let port = stats.ports.iter().find(|p| p.name.as_str() == "n1/0");
+    assert!(
+        port.is_some_and(|p| p.vlans.as_slice() == [10]),
+        "{stats:?}"
+    );
+
+    // The switch dies: the VM, which lost its NIC, is started again with a new switch.
+    let _ = std::process::Command::new("kill")
+        .args(["-KILL", &switches[0].to_string()])
+        .status();
+    let again = wait_vm(&mut c, &host, "n1", |i| {
+        i.guest_up && i.pid.is_some_and(|p| p != vmm)
+    });
+    let new_switches = children_running(host.pid(), "switch --control-fd");
+    assert_eq!(new_switches.len(), 1, "{new_switches:?}\n{}", host.log());
+    assert_ne!(new_switches, switches, "a new switch");
+    assert!(
+        net_stats(&mut c)
+            .ports
+            .iter()
+            .any(|p| p.name.as_str() == "n1/0"),
+        "the port is back"
+    );
+    assert_eq!(again.nics[0].ipv4, address, "the same address");
+
+    // Destroyed, the VM's port goes.
+    assert!(matches!(
+        act(&mut c, "n1", VmAction::Destroy),
+        Ok(Response::Accepted)
+    ));
+    assert!(
+        net_stats(&mut c)
+            .ports
+            .iter()
+            .all(|p| p.name.as_str() != "n1/0")
+    );
+}
