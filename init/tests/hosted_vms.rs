@@ -313,9 +313,21 @@ fn net_stats(c: &mut Client) -> kaos_protocol::NetStats {
 #[test]
 fn a_vm_with_a_nic_gets_a_switch_port_and_survives_the_switch() {
     const TEST: &str = "a_vm_with_a_nic_gets_a_switch_port_and_survives_the_switch";
-    let Some(host) = launch(TEST) else {
+    if let Some(reason) = netns::unavailable() {
+        return skip(TEST, &reason);
+    }
+    if !tiny::kvm_usable(TEST) {
         return;
-    };
+    }
+    // The switch's uplink: one end of a veth pair in the host's namespace (the switch opens it
+    // when the first VM with a NIC starts, sandboxed with the uplink thread under its filter).
+    let host = HostedHost::launch_with(Path::new(KATTACH), "kaos-nic", &["--uplink", "up0"])
+        .expect("launch");
+    host.ns()
+        .ip(&["link", "add", "up0", "type", "veth", "peer", "name", "up1"])
+        .expect("veth");
+    host.ns().ip(&["link", "set", "up1", "up"]).expect("up1 up");
+    drop(host.wait_ready(READY).expect("ready"));
     let mut c = host.client().expect("client");
     let idle = module(
         "tiny-idle",
@@ -366,6 +378,24 @@ fn a_vm_with_a_nic_gets_a_switch_port_and_survives_the_switch() {
     // One switch, sandboxed like the VMMs, with the VM's port.
     let switches = children_running(host.pid(), "switch --control-fd");
     assert_eq!(switches.len(), 1, "one switch: {switches:?}");
+    // Frames from outside reach the uplink thread: the switch keeps running.
+    let _ = host
+        .ns()
+        .command("ping")
+        .args(["-c", "2", "-W", "1", "-I", "up1", "10.0.10.1"])
+        .output();
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(
+        children_running(host.pid(), "switch --control-fd"),
+        switches,
+        "the switch survives uplink traffic\n{}",
+        host.log()
+    );
+    let uplink = net_stats(&mut c);
+    assert!(
+        uplink.ports.iter().any(|p| p.name.as_str() == "uplink:up0"),
+        "{uplink:?}"
+    );
     let stats = net_stats(&mut c);
     let port = stats.ports.iter().find(|p| p.name.as_str() == "n1/0");
     assert!(

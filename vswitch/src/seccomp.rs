@@ -212,6 +212,9 @@ pub enum SeccompError {
     /// The allowlist does not compile.
     #[error("cannot compile the seccomp filter: {0}")]
     Compile(#[source] seccompiler::BackendError),
+    /// The handler that reports a refused call could not be installed.
+    #[error("cannot install the SIGSYS handler: {0}")]
+    Handler(#[source] std::io::Error),
     /// The kernel refused a filter.
     #[error("cannot install the seccomp filter: {0}")]
     Install(#[source] seccompiler::Error),
@@ -254,7 +257,7 @@ pub fn compile() -> Result<[BpfProgram; 2], SeccompError> {
     }
     let second = SeccompFilter::new(
         map,
-        SeccompAction::KillProcess,
+        SeccompAction::Trap,
         SeccompAction::Allow,
         TargetArch::x86_64,
     )
@@ -265,13 +268,54 @@ pub fn compile() -> Result<[BpfProgram; 2], SeccompError> {
     ])
 }
 
+/// Exit status of a switch that made a call outside the allowlist: 128 + `SIGSYS`, as if the
+/// signal had killed it.
+pub const EXIT_REFUSED: i32 = 128 + libc::SIGSYS;
+
+/// `SIGSYS` from the filter (`SECCOMP_RET_TRAP`): says which call was refused on stderr, then
+/// ends the whole process, as `SECCOMP_RET_KILL_PROCESS` would, but with the call named.
+extern "C" fn refused(
+    _signal: libc::c_int,
+    info: *mut libc::siginfo_t,
+    _context: *mut libc::c_void,
+) {
+    // On x86-64 `siginfo_t._sifields._sigsys` is { void *call_addr; int syscall; unsigned arch }
+    // at offset 16: the call number is at offset 24.
+    // SAFETY: the kernel passes a whole siginfo_t for a seccomp SIGSYS.
+    let nr = unsafe { info.cast::<u8>().add(24).cast::<i32>().read_unaligned() };
+    let mut line = *b"kattach switch: seccomp refused system call 000\n";
+    let digits = line.len() - 4;
+    let mut n = nr.clamp(0, 999).unsigned_abs();
+    for i in (0..3).rev() {
+        line[digits + i] = b'0' + u8::try_from(n % 10).unwrap_or(0);
+        n /= 10;
+    }
+    // SAFETY: write and exit_group with valid arguments; both are on the allowlist.
+    unsafe {
+        libc::write(libc::STDERR_FILENO, line.as_ptr().cast(), line.len());
+        libc::syscall(libc::SYS_exit_group, EXIT_REFUSED);
+    }
+}
+
 /// Installs both filters on the calling thread; threads it starts later inherit them. Call it
 /// before the first thread exists. Needs `PR_SET_NO_NEW_PRIVS` or `CAP_SYS_ADMIN`.
 ///
 /// # Errors
 /// [`SeccompError`].
 pub fn install() -> Result<(), SeccompError> {
-    for program in compile()? {
+    let programs = compile()?;
+    // SAFETY: `refused` only makes async-signal-safe system calls (write, exit_group), both on
+    // the allowlist; the sigaction struct is fully initialised.
+    unsafe {
+        let mut action: libc::sigaction = std::mem::zeroed();
+        let handler: extern "C" fn(libc::c_int, *mut libc::siginfo_t, *mut libc::c_void) = refused;
+        action.sa_sigaction = handler as *const () as libc::sighandler_t;
+        action.sa_flags = libc::SA_SIGINFO;
+        if libc::sigaction(libc::SIGSYS, &raw const action, std::ptr::null_mut()) != 0 {
+            return Err(SeccompError::Handler(std::io::Error::last_os_error()));
+        }
+    }
+    for program in programs {
         seccompiler::apply_filter(&program).map_err(SeccompError::Install)?;
     }
     Ok(())

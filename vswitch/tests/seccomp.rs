@@ -95,3 +95,46 @@ fn the_switch_serves_under_its_seccomp_filter() {
     );
     assert_eq!(status.code(), Some(0));
 }
+
+const REFUSED_CHILD: &str = "KAOS_VSWITCH_SECCOMP_REFUSED";
+
+/// The child of the next test: a call outside the allowlist (`getppid`) under the filter.
+#[test]
+fn child_refused_call() {
+    if std::env::var_os(REFUSED_CHILD).is_none() {
+        return;
+    }
+    rustix::thread::set_no_new_privs(true).expect("no_new_privs");
+    kaos_vswitch::seccomp::install().expect("the filter installs");
+    // SAFETY: a raw system call without arguments; the filter ends the process.
+    unsafe { libc::syscall(libc::SYS_getppid) };
+    std::process::exit(0);
+}
+
+#[test]
+fn a_refused_call_ends_the_process_and_is_named() {
+    let out = Command::new(std::env::current_exe().expect("the test binary"))
+        .args([
+            "--exact",
+            "child_refused_call",
+            "--nocapture",
+            "--test-threads",
+            "1",
+        ])
+        .env(REFUSED_CHILD, "1")
+        .output()
+        .expect("run the child");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(kaos_vswitch::seccomp::EXIT_REFUSED),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!(
+            "seccomp refused system call {}",
+            libc::SYS_getppid
+        )),
+        "{stderr}"
+    );
+}
