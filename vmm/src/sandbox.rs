@@ -203,6 +203,13 @@ fn reap(child: libc::pid_t, options: libc::c_int) -> Option<ChildEnd> {
 /// # Errors
 /// [`SandboxError::Step`] naming the step that failed.
 pub fn confine() -> Result<(), SandboxError> {
+    // glibc's malloc reads /sys/devices/system/cpu/online (an openat no filter allows, in a
+    // root where the file is not) the first time a thread needs an arena of its own, to bound
+    // their number; with the bound set now it never looks. glibc would allow 8 per CPU; the
+    // few threads of a VMM or the switch do with 2 per CPU.
+    let arenas = std::thread::available_parallelism().map_or(8, |n| n.get().saturating_mul(2));
+    // SAFETY: mallopt takes two integers; it changes a malloc parameter, nothing else.
+    unsafe { libc::mallopt(libc::M_ARENA_MAX, i32::try_from(arenas.min(64)).unwrap_or(8)) };
     let open_fds = highest_open_fd()? + 1;
     empty_root()?;
     let limit = |n| Rlimit {
