@@ -211,7 +211,8 @@ pub fn main() -> ! {
     console.announce(&ready_line(&settings.name));
     let fib = std::fs::read_to_string("/proc/net/fib_trie").unwrap_or_default();
     for address in local_addresses(&fib) {
-        console.info(&format!("{} address {address}", settings.name));
+        // Beside the readiness line, whatever the log level: the operator's first question.
+        console.announce(&format!("{} address {address}", settings.name));
     }
     if !settings.diag.is_empty() {
         settings.diag.start(|line| {

@@ -178,7 +178,11 @@ fn golden_net_responses() {
     );
     assert_eq!(bytes(&EventKind::NetChanged), [10]);
     assert_eq!(drop_reason_name(11), Some("firewall"));
-    assert_eq!(drop_reason_name(13), Some("bad-chain"), "the datapath's follow");
+    assert_eq!(
+        drop_reason_name(13),
+        Some("bad-chain"),
+        "the datapath's follow"
+    );
     assert_eq!(drop_reason_name(22), None);
 }
 
