@@ -8,10 +8,13 @@
 //! | `kaos.guest.echo=` | TCP ports to serve an echo service on, comma-separated |
 //! | `kaos.guest.probe=` | comma-separated `ping:A.B.C.D` or `tcp:A.B.C.D:PORT` |
 //! | `kaos.guest.forge=` | comma-separated `mac`, `ip:A.B.C.D` or `arp:A.B.C.D` |
+//! | `kaos.guest.sink=` | TCP ports to accept and discard data on (throughput tests) |
+//! | `kaos.guest.stream=` | comma-separated `A.B.C.D:PORT:SECONDS`: send to a sink for that long |
 //!
 //! Every result is one line on the console, whatever the kernel's log level:
 //! `probe ping 10.0.10.3 ok in 3 ms`, `probe tcp 10.0.10.3:7 failed: timed out`,
-//! `forged 5 frames (ip 10.0.10.3)`, `echo on tcp port 7`. A probe retries for
+//! `forged 5 frames (ip 10.0.10.3)`, `echo on tcp port 7`,
+//! `stream 10.0.10.3:9 812000000 bytes in 3001 ms (2164 Mbit/s)`. A probe retries for
 //! [`PROBE_DEADLINE`] (the peer may still be booting), then reports failure.
 //!
 //! The guest is not trusted by the host, so nothing here is a capability the guest would not
@@ -57,17 +60,24 @@ pub struct Plan {
     pub probes: Vec<Probe>,
     /// Forgeries, sent before the probes.
     pub forge: Vec<Forge>,
+    /// Discard service ports.
+    pub sink: Vec<u16>,
+    /// Throughput streams, after the probes: where, and for how many seconds.
+    pub streams: Vec<(SocketAddrV4, u32)>,
 }
 
 impl Plan {
     /// Takes `key=value` if it is one of this module's; a problem is returned as text.
     pub fn take(&mut self, key: &str, value: &str) -> Option<Result<(), String>> {
+        let port = |v: &str| v.parse::<u16>().ok().filter(|&p| p != 0);
         let parsed = match key {
-            "kaos.guest.echo" => each(value, |v| {
-                v.parse::<u16>()
-                    .ok()
-                    .filter(|&p| p != 0)
-                    .map(|p| self.echo.push(p))
+            "kaos.guest.echo" => each(value, |v| port(v).map(|p| self.echo.push(p))),
+            "kaos.guest.sink" => each(value, |v| port(v).map(|p| self.sink.push(p))),
+            "kaos.guest.stream" => each(value, |v| {
+                let (addr, secs) = v.rsplit_once(':')?;
+                let secs = secs.parse::<u32>().ok().filter(|s| (1..=600).contains(s))?;
+                self.streams.push((addr.parse().ok()?, secs));
+                Some(())
             }),
             "kaos.guest.probe" => each(value, |v| {
                 let probe = match v.split_once(':')? {
@@ -95,7 +105,11 @@ impl Plan {
 
     /// Whether there is anything to do.
     pub fn is_empty(&self) -> bool {
-        self.echo.is_empty() && self.probes.is_empty() && self.forge.is_empty()
+        self.echo.is_empty()
+            && self.probes.is_empty()
+            && self.forge.is_empty()
+            && self.sink.is_empty()
+            && self.streams.is_empty()
     }
 
     /// Starts the echo services and a thread for the forgeries and probes; results go to the
@@ -110,7 +124,16 @@ impl Plan {
                 Err(e) => say(&format!("echo on tcp port {port} failed: {e}")),
             }
         }
-        if self.forge.is_empty() && self.probes.is_empty() {
+        for port in self.sink {
+            match TcpListener::bind((Ipv4Addr::UNSPECIFIED, port)) {
+                Ok(listener) => {
+                    say(&format!("sink on tcp port {port}"));
+                    spawn("sink", move || serve_sink(&listener));
+                }
+                Err(e) => say(&format!("sink on tcp port {port} failed: {e}")),
+            }
+        }
+        if self.forge.is_empty() && self.probes.is_empty() && self.streams.is_empty() {
             return;
         }
         spawn("probes", move || {
@@ -132,6 +155,18 @@ impl Plan {
                         start.elapsed().as_millis()
                     )),
                     Err(e) => say(&format!("probe {what} failed: {e}")),
+                }
+            }
+            for (to, secs) in self.streams {
+                match stream(to, Duration::from_secs(u64::from(secs))) {
+                    Ok((bytes, took)) => {
+                        let ms = took.as_millis().max(1);
+                        let mbits = u128::from(bytes) * 8 / 1000 / ms;
+                        say(&format!(
+                            "stream {to} {bytes} bytes in {ms} ms ({mbits} Mbit/s)"
+                        ));
+                    }
+                    Err(e) => say(&format!("stream {to} failed: {e}")),
                 }
             }
         });
@@ -173,6 +208,38 @@ fn serve_echo(listener: &TcpListener) {
             }
         });
     }
+}
+
+fn serve_sink(listener: &TcpListener) {
+    for conn in listener.incoming() {
+        let Ok(mut conn) = conn else { continue };
+        spawn("sink-conn", move || {
+            let _ = conn.set_read_timeout(Some(Duration::from_secs(30)));
+            let mut buf = vec![0u8; 64 << 10];
+            while let Ok(1..) = conn.read(&mut buf) {}
+        });
+    }
+}
+
+/// Sends zeros to a sink for `how_long` (connecting for up to [`PROBE_DEADLINE`]); the bytes
+/// written and the time taken.
+fn stream(to: SocketAddrV4, how_long: Duration) -> std::io::Result<(u64, Duration)> {
+    let deadline = Instant::now() + PROBE_DEADLINE;
+    let mut conn = loop {
+        match TcpStream::connect_timeout(&to.into(), Duration::from_secs(2)) {
+            Ok(c) => break c,
+            Err(e) if Instant::now() >= deadline => return Err(e),
+            Err(_) => std::thread::sleep(Duration::from_millis(300)),
+        }
+    };
+    let buf = vec![0u8; 64 << 10];
+    let start = Instant::now();
+    let mut sent = 0u64;
+    while start.elapsed() < how_long {
+        conn.write_all(&buf)?;
+        sent += buf.len() as u64;
+    }
+    Ok((sent, start.elapsed()))
 }
 
 /// Tries `probe` until it succeeds or [`PROBE_DEADLINE`] passes.
@@ -383,6 +450,27 @@ mod tests {
                 .is_some_and(|r| r.is_err())
         );
         assert!(p.take("kaos.guest.forge", "ip").is_some_and(|r| r.is_err()));
+        assert_eq!(p.take("kaos.guest.sink", "9"), Some(Ok(())));
+        assert_eq!(
+            p.take("kaos.guest.stream", "10.0.10.3:9:3,127.0.0.1:9:1"),
+            Some(Ok(()))
+        );
+        assert_eq!(p.sink, [9]);
+        assert_eq!(
+            p.streams,
+            [
+                (SocketAddrV4::new(Ipv4Addr::new(10, 0, 10, 3), 9), 3),
+                (SocketAddrV4::new(Ipv4Addr::LOCALHOST, 9), 1)
+            ]
+        );
+        assert!(
+            p.take("kaos.guest.stream", "10.0.10.3:9")
+                .is_some_and(|r| r.is_err())
+        );
+        assert!(
+            p.take("kaos.guest.stream", "10.0.10.3:9:0")
+                .is_some_and(|r| r.is_err())
+        );
         assert_eq!(p.take("kaos.name", "x"), None, "not ours");
     }
 

@@ -201,7 +201,80 @@ fn qemu(rows: &mut Vec<[String; 3]>, image: &Path, platform: &Path) -> Result<()
         stats(&mut up, "ms"),
         anchor,
     ]);
+    rows.push(guest_to_guest(&mut c)?);
     Ok(())
+}
+
+/// Seconds each throughput stream runs.
+const STREAM_SECS: u32 = 3;
+
+/// Two vKaOS guests on one VLAN: TCP from one to the other through the switch, beside the
+/// sender's own loopback (the same TCP stack and emulated CPU, no NIC or switch).
+fn guest_to_guest(c: &mut Client) -> Result<[String; 3]> {
+    eprintln!("[bench] net: guest → guest TCP through the switch (nested KVM in QEMU)...");
+    c.request(Request::VlanCreate(kaos_protocol::VlanSpec {
+        id: 10,
+        subnet: kaos_protocol::Ipv4Cidr {
+            addr: [10, 0, 10, 0],
+            prefix: 24,
+        },
+        gateway: None,
+        pool: None,
+        dns: Default::default(),
+    }))?;
+    let on_vlan = |name: &str, cmdline: &str| {
+        let mut s = spec(name, "vkaos", 96, cmdline);
+        let nic = kaos_protocol::NicSpec {
+            vlan: 10,
+            ipv4: None,
+            publish: Default::default(),
+        };
+        s.nics
+            .push(nic)
+            .map(|()| s)
+            .map_err(|_| anyhow::anyhow!("NIC"))
+    };
+    let sink = match c.request(Request::VmCreate(VmCreate {
+        spec: on_vlan("sink", "quiet kaos.guest.sink=9")?,
+        start: true,
+    }))? {
+        Response::Vm(info) => info,
+        other => bail!("vm create: {other:?}"),
+    };
+    let to = sink.nics.first().context("the sink's NIC")?.ipv4;
+    let streams = format!(
+        "quiet kaos.guest.sink=9 kaos.guest.stream=127.0.0.1:9:{STREAM_SECS},{to}:9:{STREAM_SECS}"
+    );
+    c.request(Request::VmCreate(VmCreate {
+        spec: on_vlan("source", &streams)?,
+        start: true,
+    }))?;
+    let line = |c: &mut Client, needle: &str| -> Result<f64> {
+        let t = Instant::now();
+        loop {
+            let console = String::from_utf8_lossy(&c.console("source")?).into_owned();
+            if let Some(l) = console.lines().find(|l| l.contains(needle)) {
+                return mbits(l).with_context(|| format!("no rate in {l:?}"));
+            }
+            if t.elapsed() > Duration::from_secs(240) {
+                bail!("no {needle:?} from the source guest:\n{console}");
+            }
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    };
+    let loopback = line(c, "stream 127.0.0.1:9 ")?;
+    let through = line(c, &format!("stream {to}:9 "))?;
+    Ok([
+        "net: guest → guest TCP on a VLAN, through the switch (nested KVM in QEMU TCG)".into(),
+        format!("{through:.0} Mbit/s ({STREAM_SECS} s)"),
+        format!("informational; the sender's own loopback, same run: {loopback:.0} Mbit/s"),
+    ])
+}
+
+/// The rate in a guest's `stream … (N Mbit/s)` line.
+fn mbits(line: &str) -> Option<f64> {
+    let inner = line.rsplit_once('(')?.1;
+    inner.split_whitespace().next()?.parse().ok()
 }
 
 #[cfg(test)]
@@ -214,5 +287,15 @@ mod tests {
             "[    0.000000] Linux version 6.1\n[    1.264037] Run /init as init process\n";
         assert_eq!(guest_kernel_to_init(console), Some(1264.037));
         assert_eq!(guest_kernel_to_init("no such line"), None);
+    }
+
+    #[test]
+    fn the_stream_rate_is_read_from_the_guests_line() {
+        let line = "kattach guest: stream 10.0.10.3:9 812000000 bytes in 3001 ms (2164 Mbit/s)";
+        assert_eq!(mbits(line), Some(2164.0));
+        assert_eq!(
+            mbits("kattach guest: stream 10.0.10.3:9 failed: refused"),
+            None
+        );
     }
 }
