@@ -31,8 +31,10 @@ pub enum DropReason {
     UnknownVlan,
     /// A multicast, broadcast or all-zero source MAC.
     InvalidSourceMac,
-    /// From a guest: a source MAC other than the one assigned. From an uplink: the source MAC
-    /// of one of this switch's guests on that VLAN (a spoof, or a loop).
+    /// From a guest: a source MAC other than the one assigned, or, on a VLAN whose DHCP the
+    /// switch serves, a DHCP client message for another client hardware address (`chaddr`).
+    /// From an uplink: the source MAC of one of this switch's guests on that VLAN (a spoof, or
+    /// a loop).
     SpoofedMac,
     /// Neither IPv4 nor ARP: IPv6, LLDP, 802.3/LLC (STP), … The firewall and anti-spoofing
     /// understand IPv4 only, so nothing else is let through either way.
@@ -48,7 +50,8 @@ pub enum DropReason {
     /// Nowhere to send it: a unicast for the port it came from or for another host behind the
     /// same uplink, a unicast from an uplink that no guest owns, a flood with no other port.
     NoDestination,
-    /// Every destination's firewall (or the sender's) refused it.
+    /// Every destination's firewall (or the sender's) refused it; or, on a VLAN whose DHCP the
+    /// switch serves, a guest sent a DHCP server message (UDP 67 to 68).
     Firewall,
     /// The firewall allowed a new flow but the connection table (or the originating port's
     /// share of it) is full, so its replies could not be let back: dropped instead.
@@ -151,12 +154,19 @@ pub struct PortCounters {
     pub tx_denied: u64,
     /// Frames from this port that went nowhere, by reason.
     pub drops: Drops,
+    /// DHCP requests from this guest the switch answered itself (see
+    /// [`dhcp`](super::dhcp)); the requests count as received, not as drops.
+    pub dhcp_answers: u64,
 }
 
 impl PortCounters {
     pub(crate) fn received(&mut self, len: usize) {
         self.rx_frames = self.rx_frames.wrapping_add(1);
         self.rx_bytes = self.rx_bytes.wrapping_add(len as u64);
+    }
+
+    pub(crate) fn answered(&mut self) {
+        self.dhcp_answers = self.dhcp_answers.wrapping_add(1);
     }
 
     pub(crate) fn sent(&mut self, len: usize) {

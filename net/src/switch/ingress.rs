@@ -6,6 +6,7 @@ use smoltcp::time::Instant;
 
 use super::conntrack::{Conntrack, trackable};
 use super::counters::DropReason;
+use super::dhcp::Taken;
 use super::fdb::mac_key;
 use super::firewall::{self, End};
 use super::frame::{self, Arp, ETHERTYPE_ARP, ETHERTYPE_IPV4, Ipv4, L4};
@@ -17,7 +18,8 @@ use super::{Domain, MAX_FRAME_LEN, Port, Switch};
 /// Where a frame goes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Decision<'a> {
-    /// To one port or more.
+    /// To one port or more; to none when the switch took the frame itself (a DHCP request
+    /// it answers, see [`dhcp`](super::dhcp)).
     Forward(Forward<'a>),
     /// Nowhere; counted under this reason.
     Drop(DropReason),
@@ -31,7 +33,8 @@ pub struct Forward<'a> {
     /// Whether the frame arrived with one 802.1Q tag (a trunk's, or an access port's priority
     /// tag), which an untagged egress removes: see [`write_egress`](super::write_egress).
     pub ingress_tagged: bool,
-    /// The ports, each once, never the ingress port, all carrying `vlan`.
+    /// The ports, each once, never the ingress port, all carrying `vlan`. Empty for a frame
+    /// the switch took itself.
     pub to: &'a [Egress],
 }
 
@@ -49,6 +52,8 @@ struct Accepted {
     vlan: Vlan,
     tagged: bool,
     flooded: bool,
+    /// The switch answered it (DHCP): it goes to no port, and is no drop.
+    answered: bool,
 }
 
 type Refused = (Option<Vlan>, DropReason);
@@ -68,7 +73,9 @@ impl Switch {
     /// 3. its source MAC (`InvalidSourceMac`, `SpoofedMac`) and EtherType
     ///    (`UnsupportedEtherType`), then its ARP or IPv4 headers (`Malformed`);
     /// 4. from a guest: its IPv4 source and ARP sender (`SpoofedIpv4`, `SpoofedArp`); from an
-    ///    uplink: its source MAC is learned;
+    ///    uplink: its source MAC is learned; from a guest on a VLAN whose DHCP the switch
+    ///    serves, a DHCP request is taken and answered here (`Malformed`, `SpoofedMac`, and
+    ///    `Firewall` for a guest's server message; see [`dhcp`](super::dhcp));
     /// 5. destinations in the VLAN (`NoDestination`);
     /// 6. for IPv4, the firewall on each copy, after connection tracking (`Firewall`,
     ///    `ConntrackFull` when no copy is left).
@@ -91,6 +98,11 @@ impl Switch {
         }
         match decided {
             Ok(accepted) => {
+                if accepted.answered
+                    && let Some(Some(p)) = self.ports.get_mut(port.index())
+                {
+                    p.counters.answered();
+                }
                 for egress in &self.out {
                     if let Some(Some(p)) = self.ports.get_mut(egress.port.index()) {
                         p.counters.sent(frame.len());
@@ -126,6 +138,7 @@ impl Switch {
             out,
             denied,
             scratch,
+            dhcp,
             ..
         } = self;
         let ports = &*ports;
@@ -163,7 +176,20 @@ impl Switch {
         }
         .ok_or(refuse(DropReason::Malformed))?;
         match guest {
-            Some(g) => antispoof(g, &l3).map_err(refuse)?,
+            Some(g) => {
+                antispoof(g, &l3).map_err(refuse)?;
+                // The switch's own DHCP server, on VLANs it serves: taken, never forwarded.
+                if let L3::Ipv4(ip) = &l3
+                    && let Some(taken) = dhcp.take(port, g, ip)
+                {
+                    return Ok(Accepted {
+                        vlan,
+                        tagged,
+                        flooded: false,
+                        answered: taken.map_err(refuse)? == Taken::Answered,
+                    });
+                }
+            }
             None => {
                 uplink_antispoof(domain, &l3).map_err(refuse)?;
                 let limits = (config.mac_ageing, config.max_macs_per_vlan);
@@ -202,6 +228,7 @@ impl Switch {
             vlan,
             tagged,
             flooded,
+            answered: false,
         })
     }
 }

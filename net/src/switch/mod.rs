@@ -35,6 +35,7 @@
 
 mod conntrack;
 mod counters;
+pub mod dhcp;
 mod fdb;
 pub mod firewall;
 #[doc(hidden)]
@@ -54,6 +55,7 @@ pub use smoltcp::time::{Duration, Instant};
 
 pub use conntrack::ConntrackConfig;
 pub use counters::{DropReason, Drops, PortCounters, VlanCounters};
+pub use dhcp::DhcpConfig;
 pub use firewall::{Action, Cidr, Direction, PortRange, Protocol, Published, Rule, Transport};
 pub use ingress::{Decision, Egress, Forward};
 pub use port::{GuestPort, PortId, PortKind, UplinkMode};
@@ -135,6 +137,9 @@ pub enum ConfigError {
     /// Rule `n`'s range ends before it starts.
     #[error("rule {0}: the port range ends before it starts")]
     BadPortRange(usize),
+    /// DHCP settings the switch cannot serve (the reason is named).
+    #[error("DHCP settings: {0}")]
+    BadDhcp(&'static str),
 }
 
 /// One VLAN's L2 domain.
@@ -177,6 +182,8 @@ pub struct Switch {
     denied: Vec<PortId>,
     scratch: Vec<Stamp>,
     next_sweep: Stamp,
+    /// DHCP settings per VLAN and answers waiting for the datapath (see [`dhcp`]).
+    dhcp: dhcp::Responder,
 }
 
 impl Switch {
@@ -195,6 +202,7 @@ impl Switch {
             denied: Vec::new(),
             scratch: Vec::new(),
             next_sweep: Stamp::MIN,
+            dhcp: dhcp::Responder::default(),
         }
     }
 
@@ -276,6 +284,7 @@ impl Switch {
             PortKind::Uplink(_) => (None, None),
         };
         self.conntrack.forget(id, vlan, ip);
+        self.dhcp.forget(id);
         Ok(port.kind)
     }
 
@@ -344,6 +353,36 @@ impl Switch {
         self.domain_mut(vlan).rules = rules;
         self.drop_domain_if_unused(vlan);
         Ok(())
+    }
+
+    /// Sets (or with `None` clears) the DHCP settings of `vlan`: with them, the switch answers
+    /// its guests' DHCP itself and keeps their requests in (see [`dhcp`]). They outlive the
+    /// VLAN's ports, so they may be set before the first guest joins.
+    ///
+    /// # Errors
+    /// [`ConfigError::BadDhcp`]; nothing changes then.
+    pub fn set_vlan_dhcp(
+        &mut self,
+        vlan: Vlan,
+        config: Option<DhcpConfig>,
+    ) -> Result<(), ConfigError> {
+        if let Some(c) = &config {
+            c.validate()?;
+        }
+        self.dhcp.set(vlan, config);
+        Ok(())
+    }
+
+    /// The VLAN's DHCP settings, if the switch serves DHCP there.
+    pub fn vlan_dhcp(&self, vlan: Vlan) -> Option<&DhcpConfig> {
+        self.dhcp.get(vlan)
+    }
+
+    /// The DHCP answers made since the last call, oldest first, each with the guest port it
+    /// is for (the port that asked). The datapath delivers them into that guest's RX queue
+    /// like any frame; at most [`dhcp::MAX_ANSWERS`] wait.
+    pub fn take_answers(&mut self) -> impl Iterator<Item = (PortId, Vec<u8>)> + '_ {
+        self.dhcp.drain()
     }
 
     /// The VLAN's domain, made if it has none.

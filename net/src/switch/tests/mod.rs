@@ -3,6 +3,7 @@
 
 mod bad_input;
 mod config;
+mod dhcp;
 mod firewall;
 mod l2;
 mod spoof;
