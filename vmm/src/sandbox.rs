@@ -209,7 +209,12 @@ pub fn confine() -> Result<(), SandboxError> {
     // few threads of a VMM or the switch do with 2 per CPU.
     let arenas = std::thread::available_parallelism().map_or(8, |n| n.get().saturating_mul(2));
     // SAFETY: mallopt takes two integers; it changes a malloc parameter, nothing else.
-    unsafe { libc::mallopt(libc::M_ARENA_MAX, i32::try_from(arenas.min(64)).unwrap_or(8)) };
+    unsafe {
+        libc::mallopt(
+            libc::M_ARENA_MAX,
+            i32::try_from(arenas.min(64)).unwrap_or(8),
+        )
+    };
     let open_fds = highest_open_fd()? + 1;
     empty_root()?;
     let limit = |n| Rlimit {
