@@ -29,14 +29,14 @@ use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Command};
 
-use kaos_net::switch::{Published, Rule};
+use kaos_net::switch::{DhcpConfig, Published, Rule};
 use rustix::net::{
     AddressFamily, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags, SendAncillaryBuffer,
     SendAncillaryMessage, SendFlags, SocketFlags, SocketType,
 };
 use serde::{Deserialize, Serialize};
 
-use wire::{MAX_MESSAGE, Reply, Request, VERSION, WireGuest, WirePublished, WireRule};
+use wire::{MAX_MESSAGE, Reply, Request, VERSION, WireDhcp, WireGuest, WirePublished, WireRule};
 
 /// The descriptor number the switch process finds its end of the channel at when started by
 /// [`Controller::spawn`].
@@ -325,6 +325,19 @@ impl Controller {
         let req = Request::SetTrunkVlans {
             uplink: uplink.to_owned(),
             vlans: vlans.to_vec(),
+        };
+        self.done(&req, None)
+    }
+
+    /// Sets (or with `None` clears) VLAN `vlan`'s DHCP settings: with them the switch answers
+    /// its guests' DHCP itself (`kaos_net::switch::dhcp`).
+    ///
+    /// # Errors
+    /// The settings were refused (`InvalidInput`, with the reason), or the switch is gone.
+    pub fn set_vlan_dhcp(&mut self, vlan: u16, config: Option<&DhcpConfig>) -> io::Result<()> {
+        let req = Request::SetVlanDhcp {
+            vlan,
+            config: config.map(WireDhcp::from),
         };
         self.done(&req, None)
     }

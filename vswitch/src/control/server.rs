@@ -9,7 +9,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixListener;
 use std::sync::Arc;
 
-use kaos_net::switch::{GuestPort, PortId, PortKind, Vlan, VlanSet};
+use kaos_net::switch::{DhcpConfig, GuestPort, PortId, PortKind, Vlan, VlanSet};
 
 use super::wire::{self, MAX_MESSAGE, MAX_NAME, Reply, Request, VERSION, WireGuest};
 use super::{PortStats, Stats, VlanStats, recv, send};
@@ -152,6 +152,14 @@ impl Server {
                 let mut core = self.fabric.lock();
                 core.switch
                     .set_trunk_vlans(id, allowed)
+                    .map_err(|e| e.to_string())?;
+                Ok(Reply::Done)
+            }
+            Request::SetVlanDhcp { vlan, config } => {
+                let vlan = Vlan::new(vlan).ok_or(format!("VLAN {vlan} is not in 1..=4094"))?;
+                let mut core = self.fabric.lock();
+                core.switch
+                    .set_vlan_dhcp(vlan, config.map(DhcpConfig::from))
                     .map_err(|e| e.to_string())?;
                 Ok(Reply::Done)
             }

@@ -4,7 +4,9 @@
 
 use std::net::Ipv4Addr;
 
-use kaos_net::switch::{Action, Cidr, Direction, PortRange, Protocol, Published, Rule, Transport};
+use kaos_net::switch::{
+    Action, Cidr, DhcpConfig, Direction, PortRange, Protocol, Published, Rule, Transport,
+};
 use serde::{Deserialize, Serialize};
 
 /// Version of this protocol, exchanged in the hello.
@@ -39,6 +41,9 @@ pub enum Request {
     FlushFlows,
     /// Replaces the VLANs the trunk uplink on interface `uplink` carries.
     SetTrunkVlans { uplink: String, vlans: Vec<u16> },
+    /// Sets (or with `None` clears) a VLAN's DHCP settings: with them the switch answers its
+    /// guests' DHCP itself.
+    SetVlanDhcp { vlan: u16, config: Option<WireDhcp> },
 }
 
 /// Switch → host: one per request, in order.
@@ -64,6 +69,37 @@ pub struct WireGuest {
     pub ipv4: [u8; 4],
     pub published: Vec<WirePublished>,
     pub rules: Vec<WireRule>,
+}
+
+/// [`DhcpConfig`] on the wire (checked by the core when set).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireDhcp {
+    pub prefix: u8,
+    pub gateway: Option<[u8; 4]>,
+    pub dns: Vec<[u8; 4]>,
+    pub lease_secs: u32,
+}
+
+impl From<&DhcpConfig> for WireDhcp {
+    fn from(c: &DhcpConfig) -> Self {
+        Self {
+            prefix: c.prefix,
+            gateway: c.gateway.map(|g| g.octets()),
+            dns: c.dns.iter().map(|d| d.octets()).collect(),
+            lease_secs: c.lease_secs,
+        }
+    }
+}
+
+impl From<WireDhcp> for DhcpConfig {
+    fn from(w: WireDhcp) -> Self {
+        Self {
+            prefix: w.prefix,
+            gateway: w.gateway.map(Ipv4Addr::from),
+            dns: w.dns.into_iter().map(Ipv4Addr::from).collect(),
+            lease_secs: w.lease_secs,
+        }
+    }
 }
 
 /// [`Rule`] on the wire: direction 0 in, 1 out; protocol 0 any, 1 tcp, 2 udp, 3 icmp; action
@@ -209,6 +245,40 @@ mod tests {
             postcard::to_allocvec(&trunk).expect("encodes"),
             [8, 4, b'e', b't', b'h', b'1', 2, 10, 0xac, 0x02]
         );
+        let dhcp = Request::SetVlanDhcp {
+            vlan: 10,
+            config: Some(WireDhcp {
+                prefix: 24,
+                gateway: Some([10, 0, 10, 1]),
+                dns: vec![[9, 9, 9, 9]],
+                lease_secs: 86_400,
+            }),
+        };
+        assert_eq!(
+            postcard::to_allocvec(&dhcp).expect("encodes"),
+            [
+                9, 10, 1, 24, 1, 10, 0, 10, 1, 1, 9, 9, 9, 9, 0x80, 0xa3, 0x05
+            ]
+        );
+        let clear = Request::SetVlanDhcp {
+            vlan: 300,
+            config: None,
+        };
+        assert_eq!(
+            postcard::to_allocvec(&clear).expect("encodes"),
+            [9, 0xac, 0x02, 0]
+        );
+    }
+
+    #[test]
+    fn dhcp_settings_round_trip() {
+        let c = DhcpConfig {
+            prefix: 22,
+            gateway: None,
+            dns: vec![Ipv4Addr::new(1, 1, 1, 1), Ipv4Addr::new(8, 8, 8, 8)],
+            lease_secs: 3600,
+        };
+        assert_eq!(DhcpConfig::from(WireDhcp::from(&c)), c);
     }
 
     #[test]
