@@ -132,12 +132,12 @@ pub fn wait_vm(
     }
 }
 
-/// Waits until `name`'s console holds a line containing `needle`; returns that line.
+/// Waits until `name`'s console holds a whole line containing `needle`; returns that line.
 pub fn wait_log_line(c: &mut Client, host: &QemuHost, name: &str, needle: &str) -> String {
     let deadline = Instant::now() + GUEST_UP;
     loop {
         let console = logs(c, name);
-        if let Some(line) = console.lines().find(|l| l.contains(needle)) {
+        if let Some(line) = complete_lines(&console).find(|l| l.contains(needle)) {
             return line.trim().to_owned();
         }
         if Instant::now() > deadline {
@@ -148,6 +148,14 @@ pub fn wait_log_line(c: &mut Client, host: &QemuHost, name: &str, needle: &str) 
         }
         std::thread::sleep(Duration::from_millis(500));
     }
+}
+
+/// The lines of a console that are whole (a line still being written is not one yet).
+pub fn complete_lines(console: &str) -> impl Iterator<Item = &str> {
+    console
+        .split_inclusive('\n')
+        .filter(|l| l.ends_with('\n'))
+        .map(str::trim_end)
 }
 
 /// The readiness line of the guest `kattach`.

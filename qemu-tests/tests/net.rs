@@ -22,7 +22,8 @@ use kaos_qemu_tests::netns::{self, NetNs};
 use kaos_qemu_tests::qemu::{self, QemuConfig, QemuHost};
 use kaos_qemu_tests::skip;
 use kaos_qemu_tests::vkaos::{
-    act, ask, create, inspect, logs, push_platform, spec, unavailable, wait_log_line, wait_vm,
+    act, ask, complete_lines, create, inspect, logs, push_platform, spec, unavailable,
+    wait_log_line, wait_vm,
 };
 use kaos_qemu_tests::vlan_peer::VlanPeer;
 use kaosctl::Client;
@@ -166,6 +167,9 @@ fn guests_on_vlans_reach_their_peers_and_nothing_else() {
         "the pool's first address"
     );
     assert_eq!(nic(&a).mac[0] & 3, 2, "a locally administered unicast MAC");
+    // The others probe a as soon as they boot, for a limited time: a comes up first.
+    wait_vm(&mut c, &host, "a", "up", |i| i.guest_up);
+    wait_log_line(&mut c, &host, "a", "echo on tcp port 7");
     let probes = format!("quiet kaos.guest.probe=ping:{a_ip},tcp:{a_ip}:7");
     // b on the same VLAN pings a and talks TCP to it; it serves echo too, but publishes nothing.
     let b = create(
@@ -296,8 +300,7 @@ fn guests_on_vlans_reach_their_peers_and_nothing_else() {
     ));
     let tcp = format!("probe tcp {a_ip}:7");
     let ping = format!("probe ping {a_ip}");
-    let runs = logs(&mut c, "b")
-        .lines()
+    let runs = complete_lines(&logs(&mut c, "b"))
         .filter(|l| l.contains(&tcp))
         .count();
     act(&mut c, "b", VmAction::Restart);
@@ -325,7 +328,10 @@ fn wait_nth_line(c: &mut Client, host: &QemuHost, name: &str, needle: &str, n: u
     let deadline = std::time::Instant::now() + kaos_qemu_tests::vkaos::GUEST_UP;
     loop {
         let console = logs(c, name);
-        if let Some(line) = console.lines().filter(|l| l.contains(needle)).nth(n - 1) {
+        if let Some(line) = complete_lines(&console)
+            .filter(|l| l.contains(needle))
+            .nth(n - 1)
+        {
             return line.trim().to_owned();
         }
         assert!(
