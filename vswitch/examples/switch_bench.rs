@@ -9,7 +9,12 @@ fn main() {
         .ok()
         .and_then(|r| r.parse().ok())
         .unwrap_or(5);
-    for case in CASES {
+    // `KAOS_BENCH_CASE=64` runs only the cases whose name starts with that (for profiling).
+    let only = std::env::var("KAOS_BENCH_CASE").unwrap_or_default();
+    for case in CASES
+        .into_iter()
+        .filter(|c| c.name.starts_with(only.as_str()))
+    {
         let results = match bench::measure(case, runs) {
             Ok(r) => r,
             Err(e) => {

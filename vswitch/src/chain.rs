@@ -4,20 +4,29 @@
 //! its buffers while the switch reads them, so what the switch decides on is a copy (see
 //! `tx`), and everything else is moved with volatile copies.
 
-use vm_memory::{Address, GuestAddress, GuestMemory, GuestMemoryMmap, GuestMemoryRegion};
+use vm_memory::{
+    Address, GuestAddress, GuestMemory, GuestMemoryMmap, GuestMemoryRegion, MemoryRegionAddress,
+    VolatileSlice,
+};
 
 /// Most segments one chain may have (after splitting at region boundaries). Linux sends at
 /// most `MAX_SKB_FRAGS + 2` (19) descriptors per frame; a longer chain is refused rather than
 /// walked.
 pub const MAX_SEGS: usize = 64;
 
-/// A checked piece of a chain: `len` bytes at `addr`, inside one guest memory region.
+/// A checked piece of a chain: `len` bytes inside one guest memory region, kept as the
+/// region's index and the offset in it, so copying a piece never searches the regions again.
+/// Only meaningful with the memory it was checked against (the datapath loads a port's memory
+/// once per batch and clears its segments with it); with any other, every access is still
+/// bounds-checked by `vm-memory`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Seg {
-    /// Where it starts.
-    pub addr: GuestAddress,
+    /// The region's index in the guest memory.
+    region: u32,
     /// How long it is (never 0).
     pub len: u32,
+    /// Where it starts in the region.
+    offset: u64,
 }
 
 /// Why a chain was refused.
@@ -47,13 +56,15 @@ pub(crate) fn split(
 ) -> Result<(), BadChain> {
     let mut left = u64::from(len);
     while left > 0 {
-        let region = mem.find_region(addr).ok_or(BadChain::OutOfMemory)?;
+        let (index, region) = find(mem, addr).ok_or(BadChain::OutOfMemory)?;
         let offset = addr.unchecked_offset_from(region.start_addr());
         let n = (region.len() - offset).min(left);
         segs.push(Seg {
-            addr,
+            // Fewer regions than `u32::MAX`: vhost-user allows a few dozen.
+            region: u32::try_from(index).map_err(|_| BadChain::OutOfMemory)?,
             // `n` <= `left` <= u32::MAX.
             len: u32::try_from(n).map_err(|_| BadChain::Broken)?,
+            offset,
         });
         addr = addr.checked_add(n).ok_or(BadChain::OutOfMemory)?;
         left -= n;
@@ -62,6 +73,15 @@ pub(crate) fn split(
         }
     }
     Ok(())
+}
+
+/// The region holding `addr`, with its index. A linear walk: a vhost-user guest has a few
+/// regions (the first usually holds everything), fewer than a binary search pays for.
+#[inline]
+fn find(mem: &GuestMemoryMmap, addr: GuestAddress) -> Option<(usize, &vm_memory::GuestRegionMmap)> {
+    mem.iter()
+        .enumerate()
+        .find(|(_, r)| r.start_addr() <= addr && addr <= r.last_addr())
 }
 
 /// A position in a list of segments.
@@ -91,15 +111,14 @@ impl<'s> Cursor<'s> {
         }
     }
 
-    /// The contiguous piece at the cursor: its address and length.
-    fn piece(&self) -> Option<(GuestAddress, usize)> {
+    /// The contiguous piece at the cursor: its segment, the offset in it, its length.
+    #[inline]
+    fn piece(&self) -> Option<(&'s Seg, u32, usize)> {
         let seg = self.segs.get(self.index)?;
-        Some((
-            seg.addr.unchecked_add(u64::from(self.offset)),
-            (seg.len - self.offset) as usize,
-        ))
+        Some((seg, self.offset, (seg.len - self.offset) as usize))
     }
 
+    #[inline]
     fn advance(&mut self, n: usize) {
         // `n` <= the piece's length, a u32.
         self.offset += u32::try_from(n).unwrap_or(u32::MAX);
@@ -124,11 +143,11 @@ pub fn copy_guest(
     mut len: usize,
 ) -> Option<()> {
     while len > 0 {
-        let (sa, sn) = src.piece()?;
-        let (da, dn) = dst.piece()?;
+        let (sa, so, sn) = src.piece()?;
+        let (da, doff, dn) = dst.piece()?;
         let n = sn.min(dn).min(len);
-        let s = slice(src_mem, sa, n)?;
-        let d = slice(dst_mem, da, n)?;
+        let s = slice(src_mem, sa, so, n)?;
+        let d = slice(dst_mem, da, doff, n)?;
         s.copy_to_volatile_slice(d);
         src.advance(n);
         dst.advance(n);
@@ -140,9 +159,9 @@ pub fn copy_guest(
 /// Copies host bytes into the segments at `dst`.
 pub fn copy_in(dst_mem: &GuestMemoryMmap, mut dst: Cursor<'_>, mut data: &[u8]) -> Option<()> {
     while !data.is_empty() {
-        let (da, dn) = dst.piece()?;
+        let (da, doff, dn) = dst.piece()?;
         let n = dn.min(data.len());
-        slice(dst_mem, da, n)?.copy_from(&data[..n]);
+        slice(dst_mem, da, doff, n)?.copy_from(&data[..n]);
         dst.advance(n);
         data = &data[n..];
     }
@@ -152,20 +171,82 @@ pub fn copy_in(dst_mem: &GuestMemoryMmap, mut dst: Cursor<'_>, mut data: &[u8]) 
 /// Copies from the segments at `src` into host bytes.
 pub fn copy_out(src_mem: &GuestMemoryMmap, mut src: Cursor<'_>, mut out: &mut [u8]) -> Option<()> {
     while !out.is_empty() {
-        let (sa, sn) = src.piece()?;
+        let (sa, so, sn) = src.piece()?;
         let n = sn.min(out.len());
         let (now, rest) = out.split_at_mut(n);
-        slice(src_mem, sa, n)?.copy_to(now);
+        slice(src_mem, sa, so, n)?.copy_to(now);
         src.advance(n);
         out = rest;
     }
     Some(())
 }
 
-fn slice(
-    mem: &GuestMemoryMmap,
-    addr: GuestAddress,
+/// `len` bytes at `at` in `seg`, straight from its region (no search).
+#[inline]
+fn slice<'m>(
+    mem: &'m GuestMemoryMmap,
+    seg: &Seg,
+    at: u32,
     len: usize,
-) -> Option<vm_memory::VolatileSlice<'_, ()>> {
-    mem.get_slice(addr, len).ok()
+) -> Option<VolatileSlice<'m, ()>> {
+    let region = mem.iter().nth(seg.region as usize)?;
+    let offset = seg.offset.checked_add(u64::from(at))?;
+    region.get_slice(MemoryRegionAddress(offset), len).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use vm_memory::Bytes;
+
+    /// Two adjacent regions and a third after a hole: segments carry their region, so a
+    /// piece that crosses into the second region, or one in the third, lands where its
+    /// guest address says.
+    #[test]
+    fn segments_remember_their_region() {
+        let mem = GuestMemoryMmap::<()>::from_ranges(&[
+            (GuestAddress(0), 0x1000),
+            (GuestAddress(0x1000), 0x1000),
+            (GuestAddress(0x10_0000), 0x1000),
+        ])
+        .expect("guest memory");
+        let data: Vec<u8> = (0..=255u8).cycle().take(600).collect();
+        mem.write_slice(&data, GuestAddress(0xf00)).expect("write");
+        let mut segs = Vec::new();
+        split(&mem, GuestAddress(0xf00), 600, &mut segs).expect("inside memory");
+        assert_eq!(segs.len(), 2);
+        let mut out = vec![0u8; 600];
+        copy_out(&mem, Cursor::new(&segs, 0), &mut out).expect("copy out");
+        assert_eq!(out, data);
+
+        let mut far = Vec::new();
+        split(&mem, GuestAddress(0x10_0100), 600, &mut far).expect("inside memory");
+        copy_guest(
+            &mem,
+            Cursor::new(&segs, 10),
+            &mem,
+            Cursor::new(&far, 0),
+            590,
+        )
+        .expect("copy across");
+        let mut back = vec![0u8; 590];
+        mem.read_slice(&mut back, GuestAddress(0x10_0100))
+            .expect("read");
+        assert_eq!(back, data[10..]);
+        copy_in(&mem, Cursor::new(&far, 590), &[9; 10]).expect("copy in");
+        assert_eq!(
+            mem.read_obj::<u8>(GuestAddress(0x10_0100 + 599)).ok(),
+            Some(9)
+        );
+
+        assert_eq!(
+            split(&mem, GuestAddress(0x2000), 1, &mut Vec::new()),
+            Err(BadChain::OutOfMemory)
+        );
+        assert_eq!(
+            split(&mem, GuestAddress(0x1f00), 0x200, &mut Vec::new()),
+            Err(BadChain::OutOfMemory)
+        );
+        assert_eq!(copy_out(&mem, Cursor::new(&segs, 1), &mut [0; 600]), None);
+    }
 }

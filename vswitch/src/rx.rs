@@ -49,6 +49,8 @@ pub struct RxScratch {
     chains: Vec<(u16, u32)>,
     gather: Vec<u8>,
     untag: Vec<u8>,
+    /// The virtio-net header and the head, written to the guest with one copy.
+    stage: Vec<u8>,
 }
 
 /// A receiving guest port, its RX vring locked for a batch of deliveries.
@@ -134,8 +136,13 @@ impl<'a> GuestRx<'a> {
         s.chains.clear();
         let taken = take_chains(&mut self.ring, total, self.offloads.mrg_rxbuf, s);
         let copied = taken.and_then(|()| {
-            let body = Cursor::new(&s.segs, HDR_LEN);
-            chain::copy_in(mem, body, head).ok_or(DatapathDrop::BadRxChain)?;
+            // At most MAX_CHAINS (32) chains.
+            let n = u16::try_from(s.chains.len()).unwrap_or(u16::MAX);
+            s.stage.clear();
+            s.stage.extend_from_slice(&hdr.emit(n));
+            s.stage.extend_from_slice(head);
+            let start = Cursor::new(&s.segs, 0);
+            chain::copy_in(mem, start, &s.stage).ok_or(DatapathDrop::BadRxChain)?;
             if let Some((src_mem, src, len)) = f.tail {
                 let at = Cursor::new(&s.segs, HDR_LEN + head.len());
                 chain::copy_guest(src_mem, src, mem, at, len).ok_or(DatapathDrop::BadRxChain)?;
@@ -144,9 +151,7 @@ impl<'a> GuestRx<'a> {
                 vnet::complete_csum(mem, &s.segs, frame_len, start, offset)
                     .ok_or(DatapathDrop::BadRxChain)?;
             }
-            // At most MAX_CHAINS (32) chains.
-            let n = u16::try_from(s.chains.len()).unwrap_or(u16::MAX);
-            vnet::write_frame(mem, &s.segs, 0, &hdr.emit(n)).ok_or(DatapathDrop::BadRxChain)
+            Ok(())
         });
         if let Err(e) = copied {
             // Nothing was used: the chains stay the guest's, for the next frame.

@@ -27,6 +27,15 @@ use crate::vnet::{HDR_LEN, NetHdr};
 /// Most frames taken from a TX queue per call: the bound on one port's work per wakeup.
 pub const BATCH: usize = 64;
 
+/// Bytes of `TxScratch::heads` per frame: the virtio-net header, then the head, read out of
+/// the guest with one copy.
+const SLOT: usize = HDR_LEN + WHOLE_MAX;
+
+/// Frame `i`'s head (`len` bytes) in `heads`.
+fn head_range(i: usize, len: usize) -> std::ops::Range<usize> {
+    i * SLOT + HDR_LEN..i * SLOT + HDR_LEN + len
+}
+
 #[derive(Debug, Clone, Copy)]
 struct TxFrame {
     desc: u16,
@@ -105,7 +114,7 @@ fn take(ring: &mut Ring<'_>, mem: &GuestMemoryMmap, nic: &GuestNic, s: &mut TxSc
     s.segs.clear();
     s.frames.clear();
     s.descs.clear();
-    s.heads.resize(BATCH * WHOLE_MAX, 0);
+    s.heads.resize(BATCH * SLOT, 0);
     // An index claiming more than the ring holds: the queue is not served.
     let n = ring.pending().unwrap_or(0);
     for _ in 0..usize::from(n).min(BATCH) {
@@ -123,7 +132,7 @@ fn take(ring: &mut Ring<'_>, mem: &GuestMemoryMmap, nic: &GuestNic, s: &mut TxSc
                     mem,
                     &s.segs[start..],
                     total as usize,
-                    &mut s.heads[i * WHOLE_MAX..],
+                    &mut s.heads[i * SLOT..(i + 1) * SLOT],
                 )
             });
         let c = &nic.counters;
@@ -144,12 +153,12 @@ fn take(ring: &mut Ring<'_>, mem: &GuestMemoryMmap, nic: &GuestNic, s: &mut TxSc
     }
 }
 
-/// Reads a chain's header and head into `head_buf`.
+/// Reads a chain's header and head into `slot` (a [`SLOT`]: the header, then the head).
 fn check(
     mem: &GuestMemoryMmap,
     segs: &[Seg],
     total: usize,
-    head_buf: &mut [u8],
+    slot: &mut [u8],
 ) -> Result<TxFrame, DatapathDrop> {
     if total < HDR_LEN + 14 {
         return Err(DatapathDrop::Truncated);
@@ -158,14 +167,17 @@ fn check(
     if len > MAX_FRAME_LEN {
         return Err(DatapathDrop::Oversize);
     }
-    let mut raw = [0u8; HDR_LEN];
-    chain::copy_out(mem, Cursor::new(segs, 0), &mut raw).ok_or(DatapathDrop::BadChain)?;
-    let hdr = NetHdr::parse(&raw)
+    let head_len = if len <= WHOLE_MAX { len } else { HEAD_LEN };
+    let slot = slot
+        .get_mut(..HDR_LEN + head_len)
+        .ok_or(DatapathDrop::BadChain)?;
+    chain::copy_out(mem, Cursor::new(segs, 0), slot).ok_or(DatapathDrop::BadChain)?;
+    let (raw, _) = slot
+        .split_first_chunk::<HDR_LEN>()
+        .ok_or(DatapathDrop::BadChain)?;
+    let hdr = NetHdr::parse(raw)
         .checked(len)
         .ok_or(DatapathDrop::BadHeader)?;
-    let head_len = if len <= WHOLE_MAX { len } else { HEAD_LEN };
-    chain::copy_out(mem, Cursor::new(segs, HDR_LEN), &mut head_buf[..head_len])
-        .ok_or(DatapathDrop::BadChain)?;
     Ok(TxFrame {
         desc: 0,
         segs: (0, 0),
@@ -187,7 +199,7 @@ fn decide(fabric: &Fabric, from: PortId, s: &mut TxScratch) {
     let now = fabric.now();
     for (i, slot) in s.frames.iter_mut().enumerate() {
         let Some(f) = slot else { continue };
-        let head = &mut s.heads[i * WHOLE_MAX..i * WHOLE_MAX + f.head_len];
+        let head = &mut s.heads[head_range(i, f.head_len)];
         let patch = head::clamp(head, f.len);
         if let Decision::Forward(fwd) = core.switch.ingress(from, head, now) {
             f.tagged = fwd.ingress_tagged;
@@ -234,7 +246,7 @@ fn forward(mem: &GuestMemoryMmap, s: &mut TxScratch) {
         let frame = |c: &Copy| {
             let f = frames[c.frame].as_ref()?;
             let fsegs = &segs[f.segs.0..f.segs.1];
-            let head = &heads[c.frame * WHOLE_MAX..c.frame * WHOLE_MAX + f.head_len];
+            let head = &heads[head_range(c.frame, f.head_len)];
             let tail_len = f.len - f.head_len;
             let tail =
                 (tail_len > 0).then(|| (mem, Cursor::new(fsegs, HDR_LEN + f.head_len), tail_len));
