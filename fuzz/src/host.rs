@@ -118,8 +118,9 @@ impl Host {
                 self.remove(remove.name.as_str())?;
                 Response::Access(self.access.clone())
             }
-            // Modules and VMs (1.1) are not modelled: these targets check the session (one
-            // answer per id, roles, streams), and the VM control plane has its own tests.
+            // Modules and VMs (1.1) and networking (1.2) are not modelled: these targets check
+            // the session (one answer per id, roles, streams); the control planes have their
+            // own tests.
             Request::ModuleUpload(_)
             | Request::ModuleList
             | Request::ModuleRemove(_)
@@ -127,7 +128,14 @@ impl Host {
             | Request::VmList
             | Request::VmInspect(_)
             | Request::VmAct(_)
-            | Request::VmLogs(_) => {
+            | Request::VmLogs(_)
+            | Request::VlanCreate(_)
+            | Request::VlanList
+            | Request::VlanDelete(_)
+            | Request::RuleAdd(_)
+            | Request::RuleList
+            | Request::RuleDelete(_)
+            | Request::NetStats(_) => {
                 return Err(fail(ErrorCode::Unsupported, "no VMs in the fuzz host"));
             }
             // The session answers these itself and never asks the host.
