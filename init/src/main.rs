@@ -14,6 +14,7 @@ mod access;
 mod buttons;
 mod cmdline;
 mod config;
+mod dhcp_cfg;
 mod early;
 mod guest;
 mod guest_diag;

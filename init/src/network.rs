@@ -341,6 +341,11 @@ fn program_vlans(
             .controller
             .set_vlan_rules(vlan.id, &list)
             .map_err(|e| format!("rules of VLAN {}: {e}", vlan.id))?;
+        // Every VLAN is served: IPAM fixed the addresses, anti-spoofing enforces them.
+        switch
+            .controller
+            .set_vlan_dhcp(vlan.id, Some(&crate::dhcp_cfg::dhcp_config(&vlan)))
+            .map_err(|e| format!("DHCP of VLAN {}: {e}", vlan.id))?;
     }
     Ok(())
 }
