@@ -37,6 +37,8 @@ pub struct Ring<'m> {
     pub next_used: u16,
     /// The used index the guest last saw published (for `EVENT_IDX`).
     published: u16,
+    /// The driver's available index as last read (see [`pending`](Self::pending)).
+    avail_idx: u16,
 }
 
 impl<'m> Ring<'m> {
@@ -64,6 +66,7 @@ impl<'m> Ring<'m> {
             next_avail: queue.next_avail(),
             next_used: queue.next_used(),
             published: queue.next_used(),
+            avail_idx: queue.next_avail(),
         })
     }
 
@@ -75,9 +78,16 @@ impl<'m> Ring<'m> {
 
     /// How many chains the driver has made available beyond `next_avail`; `None` if its index
     /// claims more than the ring holds (a broken or hostile driver: the queue is not served).
-    pub fn pending(&self) -> Option<u16> {
-        let idx: u16 = self.avail.load(2, Ordering::Acquire).ok()?;
-        let n = idx.wrapping_sub(self.next_avail);
+    /// The driver's index is read again only when the chains known from the last read are
+    /// used up (drivers only add): one read of that shared cache line per burst, not per
+    /// frame.
+    #[inline]
+    pub fn pending(&mut self) -> Option<u16> {
+        let mut n = self.avail_idx.wrapping_sub(self.next_avail);
+        if n == 0 {
+            self.avail_idx = self.avail.load(2, Ordering::Acquire).ok()?;
+            n = self.avail_idx.wrapping_sub(self.next_avail);
+        }
         (n <= self.size).then_some(n)
     }
 
@@ -106,11 +116,12 @@ impl<'m> Ring<'m> {
             if i >= len {
                 return Err(BadChain::Broken);
             }
-            let d: [u8; 16] = load(&table, 16 * usize::from(i)).ok_or(BadChain::Broken)?;
-            let addr = u64::from_le_bytes([d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7]]);
-            let dlen = u32::from_le_bytes([d[8], d[9], d[10], d[11]]);
-            let flags = u16::from_le_bytes([d[12], d[13]]);
-            let next = u16::from_le_bytes([d[14], d[15]]);
+            // A descriptor is two little-endian words: the address; length, flags, next.
+            let at = 16 * usize::from(i);
+            let addr = u64::from_le(load::<u64>(&table, at).ok_or(BadChain::Broken)?);
+            let word = u64::from_le(load::<u64>(&table, at + 8).ok_or(BadChain::Broken)?);
+            #[allow(clippy::cast_possible_truncation)] // the word's fields, on purpose
+            let (dlen, flags, next) = (word as u32, (word >> 32) as u16, (word >> 48) as u16);
             if flags & F_INDIRECT != 0 {
                 if indirect || !dlen.is_multiple_of(16) || dlen == 0 || dlen / 16 > 0xffff {
                     return Err(BadChain::Broken);

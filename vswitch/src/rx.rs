@@ -61,6 +61,8 @@ pub struct GuestRx<'a> {
     mem: &'a GuestMemoryMmap,
     offloads: Offloads,
     delivered: bool,
+    /// Frames and bytes delivered in this batch, added to the counters at its end.
+    sent: (u64, u64),
 }
 
 impl std::fmt::Debug for GuestRx<'_> {
@@ -88,6 +90,7 @@ impl<'a> GuestRx<'a> {
             mem,
             offloads: nic.offloads(),
             delivered: false,
+            sent: (0, 0),
         })
     }
 
@@ -167,9 +170,8 @@ impl<'a> GuestRx<'a> {
             left -= used;
         }
         self.delivered = true;
-        let c = &self.nic.counters;
-        Counters::add(&c.tx_frames, 1);
-        Counters::add(&c.tx_bytes, frame_len as u64);
+        self.sent.0 += 1;
+        self.sent.1 += frame_len as u64;
         Ok(())
     }
 
@@ -184,6 +186,9 @@ impl<'a> GuestRx<'a> {
     /// Ends the batch: publishes what was delivered; returns whether the guest wants an
     /// interrupt for it (then [`signal`] it, once for many batches).
     pub fn finish(mut self) -> bool {
+        let c = &self.nic.counters;
+        Counters::add(&c.tx_frames, self.sent.0);
+        Counters::add(&c.tx_bytes, self.sent.1);
         let wants = self.delivered && self.ring.publish();
         self.ring.save(self.state.get_queue_mut());
         wants
@@ -209,16 +214,14 @@ fn take_chains(
     mrg: bool,
     s: &mut RxScratch,
 ) -> Result<(), DatapathDrop> {
-    let mut left = ring.pending().ok_or(DatapathDrop::BadRxChain)?;
     let mut cap = 0usize;
     while cap < total {
         if s.chains.len() == MAX_CHAINS || s.segs.len() > MAX_SEGS * MAX_CHAINS {
             return Err(DatapathDrop::RxBufferTooSmall);
         }
-        if left == 0 {
+        if ring.pending().ok_or(DatapathDrop::BadRxChain)? == 0 {
             return Err(DatapathDrop::NoRxBuffers);
         }
-        left -= 1;
         let desc = ring.pop().ok_or(DatapathDrop::BadRxChain)?;
         let n = ring
             .chain(desc, true, &mut s.segs)
