@@ -22,6 +22,8 @@ pub struct Limits {
     pub max_manifest: usize,
     /// Most entries (manifest included, trailer excluded).
     pub max_entries: usize,
+    /// Largest single file, in bytes.
+    pub max_file_size: u32,
 }
 
 impl Limits {
@@ -30,12 +32,15 @@ impl Limits {
         max_size: 64 << 20,
         max_manifest: 64 << 10,
         max_entries: 16,
+        max_file_size: 64 << 20,
     };
-    /// An app module.
+    /// An app module: what a host stores (64 MiB in all, as a platform module), in at most
+    /// 16384 entries.
     pub const APP: Self = Self {
-        max_size: 512 << 20,
+        max_size: 64 << 20,
         max_manifest: 64 << 10,
         max_entries: 1 << 14,
+        max_file_size: 64 << 20,
     };
 }
 
@@ -123,6 +128,28 @@ pub enum ModuleError {
     /// Packing failed.
     #[error("packing a module: {0}")]
     Write(#[from] WriteError),
+    /// An app module entry breaks a rule of its own: permission bits beyond `0o777` (no setuid,
+    /// setgid or sticky bit), or a parent directory that is not an earlier entry.
+    #[error("module archive: entry {name:?} at byte {offset}: {reason}")]
+    BadEntry {
+        /// The entry's name.
+        name: String,
+        /// Its header's offset.
+        offset: usize,
+        /// What is wrong.
+        reason: &'static str,
+    },
+    /// A file given to [`crate::pack_app`] breaks a rule (the reason says which).
+    #[error("module file {name:?}: {reason}")]
+    BadFile {
+        /// Its path in the module.
+        name: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// [`crate::pack_app`] was given a manifest of another kind.
+    #[error("not an app module manifest (kind platform)")]
+    NotApp,
 }
 
 /// A payload member of a parsed module.
@@ -212,6 +239,7 @@ pub fn parse<'a>(bytes: &'a [u8], limits: &Limits) -> Result<Module<'a>, ModuleE
     }
     let policy = Policy {
         max_entries: limits.max_entries,
+        max_file_size: limits.max_file_size,
         ..Policy::STRICT
     };
     let mut reader = Reader::new(bytes, policy);
@@ -236,9 +264,12 @@ pub fn parse<'a>(bytes: &'a [u8], limits: &Limits) -> Result<Module<'a>, ModuleE
         Kind::App(_) => "app",
     };
     let mut members: Vec<Member> = Vec::new();
-    let mut seen = std::collections::BTreeSet::new();
+    let mut seen = std::collections::BTreeMap::new();
     for entry in reader.by_ref() {
         let e = entry?;
+        if let Kind::App(_) = manifest.kind {
+            check_app_entry(&e, &seen)?;
+        }
         let allowed = match manifest.kind {
             Kind::Platform(_) => matches!(
                 (e.name, e.kind),
@@ -253,7 +284,7 @@ pub fn parse<'a>(bytes: &'a [u8], limits: &Limits) -> Result<Module<'a>, ModuleE
                 kind,
             });
         }
-        if !seen.insert(e.name) {
+        if seen.insert(e.name, e.kind).is_some() {
             return Err(ModuleError::Duplicate {
                 name: e.name.to_owned(),
                 offset: e.offset,
@@ -282,6 +313,29 @@ pub fn parse<'a>(bytes: &'a [u8], limits: &Limits) -> Result<Module<'a>, ModuleE
     };
     check_payload(&module)?;
     Ok(module)
+}
+
+/// What an app module's entries must be beyond the cpio rules: plain permissions (no setuid,
+/// setgid or sticky bit), and a parent that came before as a directory, so the tree unpacks in
+/// archive order (as the kernel unpacks an initramfs) under a root of the guest's choosing.
+fn check_app_entry(
+    e: &crate::cpio::Entry<'_>,
+    seen: &std::collections::BTreeMap<&str, FileKind>,
+) -> Result<(), ModuleError> {
+    let bad = |reason| ModuleError::BadEntry {
+        name: e.name.to_owned(),
+        offset: e.offset,
+        reason,
+    };
+    if e.mode & 0o7000 != 0 {
+        return Err(bad("setuid, setgid or sticky bit"));
+    }
+    if let Some((parent, _)) = e.name.rsplit_once('/')
+        && seen.get(parent) != Some(&FileKind::Dir)
+    {
+        return Err(bad("its parent directory is not an earlier entry"));
+    }
+    Ok(())
 }
 
 fn decode_manifest(data: &[u8], limits: &Limits) -> Result<Manifest, ModuleError> {

@@ -18,15 +18,20 @@
 //!
 //! Two kinds exist: a *platform* module (`vkaos-<release>.aqi`, built by `cargo xtask image
 //! --profile vkaos-x86_64`) holds the guest kernel; an *app* module (issue 7) holds programs,
-//! ports and a configuration schema. [`guest_initrd`] makes the archive a guest boots with: the
+//! ports and a configuration schema, packed by [`pack_app`] (from a directory with a
+//! `kaos-module.toml`: `source::build_dir`, feature `build`). [`guest_initrd`] makes the archive a guest boots with: the
 //! host's own `kattach` as `/init`.
 
 #![forbid(unsafe_code)]
 
+pub mod app;
 pub mod archive;
 pub mod cpio;
 pub mod manifest;
+#[cfg(feature = "build")]
+pub mod source;
 
+pub use app::{AppFile, Payload, pack_app};
 pub use archive::{
     KERNEL_PATH, Limits, MANIFEST_ENTRY, Member, Module, ModuleError, pack_platform, parse,
 };

@@ -4,6 +4,11 @@
 //! index, so a field or variant is only ever appended, and anything else is a new
 //! [`FORMAT`]. `format` comes first so that a reader can refuse a newer format by that number
 //! alone, before it tries to decode the rest.
+//!
+//! The app layout (`App` and what it holds) was settled when the first builder of app modules
+//! (`kaosctl module build`, issue 7) arrived: no app module existed before, so the fields it
+//! gained then (`Entrypoint::restart`, `ConfigKey::description`, the `Ipv4` type) did not need a
+//! new format. From here on the same append-only rule applies to it.
 
 use serde::{Deserialize, Serialize};
 
@@ -20,6 +25,7 @@ const MAX_PORTS: usize = 64;
 const MAX_CONFIG: usize = 128;
 const MAX_KEY: usize = 64;
 const MAX_STRING_DEFAULT: usize = 1024;
+const MAX_DESCRIPTION: usize = 256;
 
 /// What a module archive is.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -70,6 +76,31 @@ pub struct Entrypoint {
     pub exec: String,
     /// Its arguments (without the program name).
     pub args: Vec<String>,
+    /// What the guest does when it exits.
+    pub restart: Restart,
+}
+
+/// What the guest `kattach` does when an entrypoint exits. Variants append.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Restart {
+    /// Leave it stopped.
+    Never,
+    /// Start it again unless it exited with status 0.
+    #[default]
+    OnFailure,
+    /// Always start it again.
+    Always,
+}
+
+impl Restart {
+    /// Name as written in `kaos-module.toml` and shown by `kaosctl module inspect`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Never => "never",
+            Self::OnFailure => "on-failure",
+            Self::Always => "always",
+        }
+    }
 }
 
 /// A port the application listens on.
@@ -101,6 +132,8 @@ pub struct ConfigKey {
     pub ty: ConfigType,
     /// Its default; `None`: a group must set it.
     pub default: Option<ConfigValue>,
+    /// One line for operators (`kaosctl module inspect`), at most 256 bytes, may be empty.
+    pub description: String,
 }
 
 /// Type of a configuration value.
@@ -114,6 +147,21 @@ pub enum ConfigType {
     Bool,
     /// A port number, 1–65535.
     Port,
+    /// An IPv4 address, written `a.b.c.d`.
+    Ipv4,
+}
+
+impl ConfigType {
+    /// Name as written in `kaos-module.toml`: `string`, `int`, `bool`, `port`, `ipv4`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::String => "string",
+            Self::Int => "int",
+            Self::Bool => "bool",
+            Self::Port => "port",
+            Self::Ipv4 => "ipv4",
+        }
+    }
 }
 
 /// A configuration value.
@@ -127,6 +175,20 @@ pub enum ConfigValue {
     Bool(bool),
     /// Port number.
     Port(u16),
+    /// IPv4 address (four octets).
+    Ipv4([u8; 4]),
+}
+
+impl core::fmt::Display for ConfigValue {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            Self::String(s) => write!(f, "{s:?}"),
+            Self::Int(i) => write!(f, "{i}"),
+            Self::Bool(b) => write!(f, "{b}"),
+            Self::Port(p) => write!(f, "{p}"),
+            Self::Ipv4([a, b, c, d]) => write!(f, "{a}.{b}.{c}.{d}"),
+        }
+    }
 }
 
 impl ConfigValue {
@@ -137,6 +199,7 @@ impl ConfigValue {
             Self::Int(_) => ConfigType::Int,
             Self::Bool(_) => ConfigType::Bool,
             Self::Port(_) => ConfigType::Port,
+            Self::Ipv4(_) => ConfigType::Ipv4,
         }
     }
 }
@@ -217,6 +280,12 @@ impl App {
         for (i, e) in self.entrypoints.iter().enumerate() {
             let at = |f: &str| format!("app.entrypoints[{i}].{f}");
             check_name(&at("name"), &e.name)?;
+            if self.entrypoints[..i].iter().any(|o| o.name == e.name) {
+                return Err(invalid(
+                    at("name"),
+                    format!("{:?} is declared twice", e.name),
+                ));
+            }
             crate::cpio::check_path(&e.exec).map_err(|p| invalid(at("exec"), p.to_string()))?;
             if e.args.len() > MAX_ARGS {
                 return Err(too_many(&at("args"), MAX_ARGS));
@@ -237,6 +306,12 @@ impl App {
         }
         for (i, p) in self.ports.iter().enumerate() {
             check_name(&format!("app.ports[{i}].name"), &p.name)?;
+            if self.ports[..i].iter().any(|o| o.name == p.name) {
+                return Err(invalid(
+                    format!("app.ports[{i}].name"),
+                    format!("{:?} is declared twice", p.name),
+                ));
+            }
             if p.port == 0 {
                 return Err(invalid(format!("app.ports[{i}].port"), "port 0"));
             }
@@ -269,6 +344,12 @@ impl ConfigKey {
             return Err(invalid(
                 format!("{at}.key"),
                 format!("{:?} is not 1-{MAX_KEY} of a-z, 0-9 and `_.-`", self.key),
+            ));
+        }
+        if self.description.len() > MAX_DESCRIPTION || self.description.contains(char::is_control) {
+            return Err(invalid(
+                format!("{at}.description"),
+                format!("longer than {MAX_DESCRIPTION} bytes or holds a control character"),
             ));
         }
         match &self.default {

@@ -1,5 +1,7 @@
 use super::*;
-use crate::manifest::{App, ConfigKey, ConfigType, ConfigValue, Entrypoint, Port, Protocol};
+use crate::manifest::{
+    App, ConfigKey, ConfigType, ConfigValue, Entrypoint, Port, Protocol, Restart,
+};
 
 /// The smallest thing `is_bzimage` accepts, plus some payload.
 fn fake_kernel() -> Vec<u8> {
@@ -220,6 +222,7 @@ fn full_app() -> App {
             name: "httpd".into(),
             exec: "bin/httpd".into(),
             args: vec!["--port".into(), "80".into()],
+            restart: Restart::OnFailure,
         }],
         ports: vec![Port {
             name: "http".into(),
@@ -231,16 +234,19 @@ fn full_app() -> App {
                 key: "greeting".into(),
                 ty: ConfigType::String,
                 default: Some(ConfigValue::String("hello".into())),
+                description: "the greeting".into(),
             },
             ConfigKey {
                 key: "port".into(),
                 ty: ConfigType::Port,
                 default: Some(ConfigValue::Port(80)),
+                description: String::new(),
             },
             ConfigKey {
                 key: "debug".into(),
                 ty: ConfigType::Bool,
                 default: None,
+                description: String::new(),
             },
         ],
     }
@@ -252,6 +258,7 @@ fn app_round_trip_and_rules() {
     let files: &[(&str, u32, &[u8])] = &[
         ("bin", 0o040_755, b""),
         ("bin/httpd", 0o755, b"\x7fELF"),
+        ("share", 0o040_755, b""),
         ("share/index.html", 0o644, b"<p>hi</p>"),
     ];
     let bytes = archive(Some(&m), files);
@@ -261,12 +268,19 @@ fn app_round_trip_and_rules() {
     assert_eq!(parsed.file("share/index.html"), Some(&b"<p>hi</p>"[..]));
 
     // The entrypoint must be an executable file of the archive.
-    let not_exec = archive(Some(&m), &[("bin/httpd", 0o644, b"\x7fELF")]);
+    let not_exec = archive(
+        Some(&m),
+        &[("bin", 0o040_755, b""), ("bin/httpd", 0o644, b"\x7fELF")],
+    );
     assert!(matches!(parse_err(&not_exec), ModuleError::Missing { .. }));
     // A second manifest is not a payload file.
     let again = archive(
         Some(&m),
-        &[("bin/httpd", 0o755, b""), (MANIFEST_ENTRY, 0o444, b"")],
+        &[
+            ("bin", 0o040_755, b""),
+            ("bin/httpd", 0o755, b""),
+            (MANIFEST_ENTRY, 0o444, b""),
+        ],
     );
     assert!(matches!(parse_err(&again), ModuleError::Unexpected { .. }));
 
