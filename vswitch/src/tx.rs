@@ -63,6 +63,8 @@ pub struct TxScratch {
     copies: Vec<Copy>,
     targets: Vec<(PortId, Option<Attached>)>,
     rx: RxScratch,
+    /// The switch's own answers to this batch (DHCP), for the sender.
+    answers: Vec<Vec<u8>>,
 }
 
 /// What one call did.
@@ -95,6 +97,7 @@ pub fn tx_batch(fabric: &Fabric, nic: &GuestNic) -> Progress {
     let frames = s.descs.len();
     decide(fabric, nic.id, s);
     forward(mem, s);
+    answer(nic, s);
     for &desc in &s.descs {
         ring.push_used(desc, 0);
     }
@@ -194,6 +197,7 @@ fn check(
 fn decide(fabric: &Fabric, from: PortId, s: &mut TxScratch) {
     s.copies.clear();
     s.targets.clear();
+    s.answers.clear();
     if s.frames.iter().all(Option::is_none) {
         return;
     }
@@ -217,11 +221,40 @@ fn decide(fabric: &Fabric, from: PortId, s: &mut TxScratch) {
         }
         head::restore(head, patch);
     }
+    let answers = core.switch.take_answers();
+    s.answers
+        .extend(answers.filter(|(p, _)| *p == from).map(|(_, f)| f));
     for c in &s.copies {
         if !s.targets.iter().any(|(p, _)| *p == c.port) {
             s.targets.push((c.port, core.attached(c.port).cloned()));
         }
     }
+}
+
+/// Step 3b: the switch's own answers (DHCP) into the sender's RX queue.
+fn answer(nic: &GuestNic, s: &mut TxScratch) {
+    if s.answers.is_empty() {
+        return;
+    }
+    let mem = nic.mem.memory();
+    let Some(mut to) = GuestRx::open(nic, &mem) else {
+        for _ in &s.answers {
+            nic.counters.drop(DatapathDrop::NoRxBuffers);
+        }
+        return;
+    };
+    for a in &s.answers {
+        let f = Frame {
+            hdr: NetHdr::default(),
+            head: a,
+            tail: None,
+            tagged: false,
+        };
+        if let Err(why) = to.deliver(&f, &mut s.rx) {
+            nic.counters.drop(why);
+        }
+    }
+    to.close();
 }
 
 /// Step 3: delivers the copies, receiver by receiver.
