@@ -939,10 +939,17 @@ pub fn guest_cmdline(spec: &VmSpec, record: &VmRecord, vlans: &[VlanSpec]) -> St
     );
     // The first NIC's address through the kernel's own autoconfiguration (IP_PNP): the guest
     // has its address before init runs. Further NICs are named on `kaos.nic=` for the guest.
+    // A VM whose own command line sets `ip=` (e.g. `ip=dhcp`, answered by the switch with the
+    // same lease) configures itself.
+    let own_ip = spec
+        .cmdline
+        .split_ascii_whitespace()
+        .any(|w| w.starts_with("ip="));
     let infos = crate::ipam::nic_infos(&record.nics, vlans);
     if let Some((nic, vlan)) = infos
         .first()
         .and_then(|n| vlans.iter().find(|v| v.id == n.vlan).map(|v| (n, v)))
+        .filter(|_| !own_ip)
     {
         line.push(' ');
         line.push_str(&crate::ipam::guest_cmdline(&spec.name, nic, vlan));
@@ -1129,10 +1136,17 @@ mod tests {
             }],
             ..bare
         };
-        let line = guest_cmdline(&s, &with_nic, &[vlan]);
+        let line = guest_cmdline(&s, &with_nic, std::slice::from_ref(&vlan));
         assert!(
             line.contains(" ip=10.0.10.7::10.0.10.1:255.255.255.0:web-1:eth0:off quiet"),
             "{line}"
         );
+        let dhcp = VmSpec {
+            cmdline: truncated("ip=dhcp"),
+            ..s.clone()
+        };
+        let line = guest_cmdline(&dhcp, &with_nic, &[vlan.clone()]);
+        assert!(line.ends_with(" ip=dhcp"), "{line}");
+        assert_eq!(line.matches("ip=").count(), 1, "the VM's own ip= only: {line}");
     }
 }

@@ -254,6 +254,25 @@ fn guests_on_vlans_reach_their_peers_and_nothing_else() {
         "a's port counted its traffic: {s:?}"
     );
 
+    // A guest that asks by DHCP (the kernel's own client, as a stock OS would) gets the lease
+    // IPAM gave its NIC, from the switch; it takes the forger's place.
+    act(&mut c, "d", VmAction::Destroy);
+    let e = create(
+        &mut c,
+        with_nic(
+            spec("e", 96, "quiet ip=dhcp", RestartPolicy::OnFailure),
+            10,
+            &[],
+        ),
+        true,
+    );
+    let lease = nic(&e).ipv4;
+    let line = wait_log_line(&mut c, &host, "e", "e address ");
+    assert!(line.ends_with(&format!("e address {lease}")), "{line}");
+    let s = stats(&mut c);
+    let answered = s.ports.iter().find(|p| p.name.as_str() == "e/0");
+    eprintln!("e's port: {answered:?}");
+
     // The uplink peer reaches a's published port, and nothing else.
     peer_echo(&ns, SocketAddrV4::new(a_ip, 7))
         .unwrap_or_else(|e| panic!("peer → a:7 (published): {e}\n{}", host.tail()));
