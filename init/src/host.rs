@@ -485,6 +485,9 @@ impl Handler for Service {
                 Self::reply(deleted.map(Response::Rules))
             }
             Request::NetStats(query) => Self::reply(host.net.stats(query).map(Response::NetStats)),
+            Request::ModuleInspect(q) => {
+                Self::reply(crate::modules::inspect(&host.config, q).map(Response::ModuleManifest))
+            }
             // The session answers these itself.
             Request::Ping | Request::Cancel(_) | Request::WhoAmI => {
                 Answer::Reply(Response::Accepted)

@@ -204,6 +204,49 @@ pub fn list(config: &Config) -> ModuleList {
     ModuleList { entries }
 }
 
+/// (1.3) Module `q.name` and its manifest from `q.offset` on, at most
+/// [`MANIFEST_PART`](kaos_protocol::MANIFEST_PART) bytes of it. The stored archive is read (every
+/// chunk re-checked) and parsed again, so what is sent is what the host would run.
+pub fn inspect(
+    config: &Config,
+    q: &kaos_protocol::ModuleInspectQuery,
+) -> Result<kaos_protocol::ModuleManifest, Refusal> {
+    let Some((module, bytes)) = config.module_bytes(&q.name)? else {
+        return Err(refuse(
+            ErrorCode::NotFound,
+            format!("no module named {}", q.name),
+        ));
+    };
+    kaos_module::parse(&bytes, &kaos_module::Limits::APP).map_err(|e| {
+        refuse(
+            ErrorCode::Internal,
+            format!("stored module {}: {e}", q.name),
+        )
+    })?;
+    let manifest = kaos_module::cpio::Reader::new(&bytes, kaos_module::cpio::Policy::STRICT)
+        .next()
+        .and_then(Result::ok)
+        .filter(|e| e.name == kaos_module::MANIFEST_ENTRY)
+        .map(|e| e.data)
+        .ok_or_else(|| refuse(ErrorCode::Internal, "stored module without a manifest"))?;
+    let total = u32::try_from(manifest.len()).unwrap_or(u32::MAX);
+    let start = usize::try_from(q.offset)
+        .unwrap_or(usize::MAX)
+        .min(manifest.len());
+    let end = start
+        .saturating_add(kaos_protocol::MANIFEST_PART)
+        .min(manifest.len());
+    let mut data = heapless::Vec::new();
+    // At most MANIFEST_PART bytes: the slice fits.
+    let _ = data.extend_from_slice(manifest.get(start..end).unwrap_or_default());
+    Ok(kaos_protocol::ModuleManifest {
+        module,
+        total,
+        offset: q.offset,
+        data,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -297,5 +340,66 @@ mod tests {
             ..piece(&file, 0, 0)
         };
         assert!(uploads.step(&config, &too_big).is_err());
+    }
+
+    #[test]
+    fn inspect_sends_the_stored_manifest_in_parts() -> Result<(), Refusal> {
+        use kaos_module::manifest::{App, Entrypoint, Kind, Manifest, Restart};
+        let config = config();
+        let manifest = Manifest {
+            format: kaos_module::manifest::FORMAT,
+            name: "httpd".into(),
+            version: "0.1.0".into(),
+            kind: Kind::App(App {
+                entrypoints: ["a", "b"]
+                    .map(|name| Entrypoint {
+                        name: name.into(),
+                        exec: "bin/httpd".into(),
+                        args: vec!["x".repeat(250); 32],
+                        restart: Restart::OnFailure,
+                    })
+                    .to_vec(),
+                ..App::default()
+            }),
+        };
+        let file = kaos_module::pack_app(
+            &manifest,
+            &[kaos_module::AppFile::file(
+                "bin/httpd",
+                0o755,
+                b"\x7fELF".to_vec(),
+            )],
+        )
+        .map_err(|e| refuse(ErrorCode::Internal, e.to_string()))?;
+        let uploads = Uploads::default();
+        for offset in (0..file.len()).step_by(kaos_protocol::UPLOAD_CHUNK) {
+            uploads.step(&config, &piece(&file, offset, kaos_protocol::UPLOAD_CHUNK))?;
+        }
+        let query = |offset| kaos_protocol::ModuleInspectQuery {
+            name: truncated("httpd"),
+            offset,
+        };
+        let mut bytes = Vec::new();
+        loop {
+            let part = inspect(&config, &query(u32::try_from(bytes.len()).unwrap_or(0)))?;
+            assert_eq!(part.module.kind, ModuleKind::App);
+            bytes.extend_from_slice(&part.data);
+            if bytes.len() >= part.total as usize {
+                break;
+            }
+        }
+        // 64 arguments of 250 bytes: more than one part.
+        assert!(bytes.len() > kaos_protocol::MANIFEST_PART);
+        let decoded = kaos_module::decode_manifest_entry(&bytes)
+            .map_err(|e| refuse(ErrorCode::Internal, e.to_string()))?;
+        assert_eq!(decoded, manifest);
+        assert!(inspect(&config, &query(u32::MAX))?.data.is_empty());
+        let missing = kaos_protocol::ModuleInspectQuery {
+            name: truncated("nginx"),
+            offset: 0,
+        };
+        let err = inspect(&config, &missing).err();
+        assert_eq!(err.map(|e| e.reply().code), Some(ErrorCode::NotFound));
+        Ok(())
     }
 }

@@ -338,6 +338,12 @@ fn check_app_entry(
     Ok(())
 }
 
+/// Decodes and validates the bytes of a manifest entry on their own (what `module inspect`
+/// receives from a host), within [`Limits::APP`].
+pub fn decode_manifest_entry(data: &[u8]) -> Result<Manifest, ModuleError> {
+    decode_manifest(data, &Limits::APP)
+}
+
 fn decode_manifest(data: &[u8], limits: &Limits) -> Result<Manifest, ModuleError> {
     if data.len() > limits.max_manifest {
         return Err(ModuleError::ManifestTooLarge {

@@ -33,7 +33,8 @@ pub mod source;
 
 pub use app::{AppFile, Payload, pack_app};
 pub use archive::{
-    KERNEL_PATH, Limits, MANIFEST_ENTRY, Member, Module, ModuleError, pack_platform, parse,
+    KERNEL_PATH, Limits, MANIFEST_ENTRY, Member, Module, ModuleError, decode_manifest_entry,
+    pack_platform, parse,
 };
 pub use manifest::Manifest;
 

@@ -35,7 +35,7 @@ pub const PORT: u16 = 1289;
 
 /// Protocol version spoken by this build. A peer with another `major` is refused; `minor` only
 /// adds messages and fields that an older peer never sends.
-pub const VERSION: Version = Version { major: 1, minor: 2 };
+pub const VERSION: Version = Version { major: 1, minor: 3 };
 
 /// First bytes of both preambles, so a stray peer of another protocol is told apart from a
 /// KaOS peer with another version.
@@ -43,5 +43,7 @@ pub const MAGIC: [u8; 4] = *b"KAOS";
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_module;
 #[cfg(test)]
 mod tests_net;

@@ -8,8 +8,8 @@ use crate::net::{
     NetStats, NetStatsQuery, RuleInfo, RuleList, RuleSpec, VlanInfo, VlanList, VlanSpec,
 };
 use crate::vm::{
-    ConsoleChunk, ModuleList, ModuleUpload, ObjectName, UploadState, VmActRequest, VmAction,
-    VmCreate, VmInfo, VmList, VmLogsQuery,
+    ConsoleChunk, ModuleInspectQuery, ModuleList, ModuleManifest, ModuleUpload, ObjectName,
+    UploadState, VmActRequest, VmAction, VmCreate, VmInfo, VmList, VmLogsQuery,
 };
 
 /// A host name or client name (RFC 1123 labels fit in 63 bytes).
@@ -117,6 +117,8 @@ pub enum Request {
     RuleDelete(u32),
     /// (1.2) A page of the virtual switch's counters: [`Response::NetStats`].
     NetStats(NetStatsQuery),
+    /// (1.3) A stored module and (part of) its manifest: [`Response::ModuleManifest`].
+    ModuleInspect(ModuleInspectQuery),
 }
 
 impl Request {
@@ -136,7 +138,8 @@ impl Request {
             | Self::VmLogs(_)
             | Self::VlanList
             | Self::RuleList
-            | Self::NetStats(_) => Role::Reader,
+            | Self::NetStats(_)
+            | Self::ModuleInspect(_) => Role::Reader,
             Self::Reboot
             | Self::Shutdown
             | Self::HostSet(_)
@@ -191,6 +194,7 @@ impl Request {
             Self::RuleList => "net rule list",
             Self::RuleDelete(_) => "net rule delete",
             Self::NetStats(_) => "net stats",
+            Self::ModuleInspect(_) => "module inspect",
         }
     }
 }
@@ -376,6 +380,8 @@ pub enum Response {
     Rules(RuleList),
     /// (1.2) Answer to [`Request::NetStats`].
     NetStats(NetStats),
+    /// (1.3) Answer to [`Request::ModuleInspect`].
+    ModuleManifest(ModuleManifest),
 }
 
 /// The authenticated caller of a session.

@@ -24,7 +24,7 @@ fn bytes<T: serde::Serialize>(msg: &T) -> ([u8; 512], usize) {
 fn golden_preambles() {
     assert_eq!(
         handshake::ClientPreamble::CURRENT.encode(),
-        [b'K', b'A', b'O', b'S', 1, 0, 2, 0]
+        [b'K', b'A', b'O', b'S', 1, 0, 3, 0]
     );
     let server = handshake::ServerPreamble {
         version: Version { major: 1, minor: 2 },

@@ -1,5 +1,5 @@
 //! Messages of protocol 1.1: platform modules (upload, list, remove) and VMs (create, lifecycle,
-//! console). postcard encodes enum variants by index: append variants and fields, never reorder.
+//! console); and of 1.3: a module's manifest (`module inspect`). postcard encodes enum variants by index: append variants and fields, never reorder.
 
 use heapless::String;
 use serde::{Deserialize, Serialize};
@@ -97,6 +97,34 @@ pub const MAX_MODULES: usize = 32;
 pub struct ModuleList {
     /// The modules.
     pub entries: heapless::Vec<ModuleInfo, MAX_MODULES>,
+}
+
+/// (1.3) Asks for a stored module's manifest from byte `offset` on: [`ModuleManifest`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModuleInspectQuery {
+    /// The module.
+    pub name: ObjectName,
+    /// The first manifest byte wanted (0, then where the previous part ended).
+    pub offset: u32,
+}
+
+/// Most manifest bytes in one [`ModuleManifest`] (a manifest may hold up to 64 KiB, a frame 16).
+pub const MANIFEST_PART: usize = 12 * 1024;
+
+/// (1.3) A stored module and a part of its manifest: the `kaos-module` entry of the archive as
+/// it is stored (postcard, `kaos_module::manifest::FORMAT` first), which the client decodes. A
+/// manifest longer than [`MANIFEST_PART`] takes several requests; a client checks that `module`
+/// (its SHA-256) stayed the same across them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModuleManifest {
+    /// The module.
+    pub module: ModuleInfo,
+    /// Size of the whole manifest.
+    pub total: u32,
+    /// Where `data` starts in it.
+    pub offset: u32,
+    /// The part: up to [`MANIFEST_PART`] bytes; empty at or past the end.
+    pub data: heapless::Vec<u8, MANIFEST_PART>,
 }
 
 /// What to do when a VM's guest stops by itself. Variants append.
