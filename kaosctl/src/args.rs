@@ -319,6 +319,26 @@ pub enum ModuleCmd {
     },
     /// Every stored module: name, kind, version, size, SHA-256.
     List,
+    /// One stored module: name, version, SHA-256 and its manifest (entrypoints, ports,
+    /// configuration schema; for a platform, the kernel release). Needs protocol 1.3.
+    Inspect {
+        /// Its name.
+        name: String,
+    },
+    /// Pack an App Module from a directory (local: never connects). DIR holds
+    /// `kaos-module.toml` (name, version, [[entrypoint]], [[port]], [config.KEY]; see
+    /// README.md) and `files/`, the tree the module ships (DIR/files/bin/httpd becomes
+    /// bin/httpd). The archive is deterministic: the same directory gives the same SHA-256.
+    /// Refused, naming the problem: anything a host would refuse (names, paths, sizes, a missing
+    /// or non-executable entrypoint), device nodes, fifos, setuid files, symlinks that escape
+    /// files/ or point to directories.
+    Build {
+        /// The module directory.
+        dir: PathBuf,
+        /// Where to write the .aqi file.
+        #[arg(long, short = 'O', value_name = "FILE")]
+        out: PathBuf,
+    },
     /// Delete a module that no VM uses (operator).
     Remove {
         /// Its name.

@@ -3,6 +3,7 @@
 
 mod args;
 mod local;
+mod module_cmds;
 mod net_args;
 mod net_cmds;
 mod remote;
@@ -18,7 +19,7 @@ use kaosctl::ClientError;
 use kaosctl::config::{ConfigDir, ConfigError};
 use kaosctl::connect::{Error, Selection};
 
-use crate::args::{Cli, Command, Output};
+use crate::args::{Cli, Command, ModuleCmd, Output};
 
 fn main() -> ExitCode {
     let matches = Cli::command().get_matches();
@@ -43,6 +44,9 @@ fn run(cli: &Cli, matches: &ArgMatches) -> Result<(), Error> {
     let output = cli.global.output;
     if let Command::Completions { shell } = cli.command {
         return local::completions(shell);
+    }
+    if let Command::Module(ModuleCmd::Build { dir, out }) = &cli.command {
+        return module_cmds::build(dir, out, output);
     }
     let dir = ConfigDir::from_env()?;
     let selection = || selection(cli, matches);

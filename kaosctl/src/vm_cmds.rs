@@ -81,6 +81,12 @@ pub fn module(c: &mut Client, cmd: &ModuleCmd, output: Output) -> Result<(), Err
         ModuleCmd::Push { file } => return push(c, file, output),
         ModuleCmd::List => Request::ModuleList,
         ModuleCmd::Remove { name } => Request::ModuleRemove(object_name("module", name)?),
+        ModuleCmd::Inspect { name } => return crate::module_cmds::inspect(c, name, output),
+        ModuleCmd::Build { .. } => {
+            return Err(
+                ConfigError::Usage("module build is local: it never connects".into()).into(),
+            );
+        }
     };
     match c.request(request)? {
         Response::Modules(list) => {
