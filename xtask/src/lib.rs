@@ -18,6 +18,7 @@ pub mod initramfs;
 pub mod kattach;
 pub mod kconfig;
 pub mod kernel;
+pub mod module;
 pub mod paths;
 pub mod run;
 pub mod sha256;

@@ -34,6 +34,16 @@ enum Cmd {
         #[arg(long, value_name = "PATH.pub[:ROLE]")]
         authorize: Vec<String>,
     },
+    /// Build an example App Module from modules/NAME (e.g. httpd): its static binary and
+    /// modules/NAME/module/kaos-module.toml, packed as `kaosctl module build` packs, into
+    /// target/kaos/NAME-<VERSION>.aqi for `kaosctl module push`.
+    Module {
+        /// The module: a directory under modules/.
+        name: String,
+        /// Where to write it [default: target/kaos/NAME-<VERSION>.aqi].
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Build the image and boot it in QEMU: console here, management port on 127.0.0.1:1289.
     Run {
         /// Kernel profile.
@@ -110,6 +120,7 @@ fn main() -> anyhow::Result<()> {
             append,
             disk,
         } => xtask::run::run(&profile, accel, &append, &disk)?,
+        Cmd::Module { name, out } => println!("{}", xtask::module::build(&name, out)?.display()),
         Cmd::Test => xtask::suite::run()?,
         Cmd::Bench {
             only,
