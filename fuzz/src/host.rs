@@ -118,7 +118,7 @@ impl Host {
                 self.remove(remove.name.as_str())?;
                 Response::Access(self.access.clone())
             }
-            // Modules and VMs (1.1) and networking (1.2) are not modelled: these targets check
+            // Modules and VMs (1.1), networking (1.2) and module inspect (1.3) are not modelled: these targets check
             // the session (one answer per id, roles, streams); the control planes have their
             // own tests.
             Request::ModuleUpload(_)
@@ -135,7 +135,8 @@ impl Host {
             | Request::RuleAdd(_)
             | Request::RuleList
             | Request::RuleDelete(_)
-            | Request::NetStats(_) => {
+            | Request::NetStats(_)
+            | Request::ModuleInspect(_) => {
                 return Err(fail(ErrorCode::Unsupported, "no VMs in the fuzz host"));
             }
             // The session answers these itself and never asks the host.
