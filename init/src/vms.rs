@@ -1145,7 +1145,7 @@ mod tests {
             cmdline: truncated("ip=dhcp"),
             ..s.clone()
         };
-        let line = guest_cmdline(&dhcp, &with_nic, &[vlan.clone()]);
+        let line = guest_cmdline(&dhcp, &with_nic, std::slice::from_ref(&vlan));
         assert!(line.ends_with(" ip=dhcp"), "{line}");
         assert_eq!(line.matches("ip=").count(), 1, "the VM's own ip= only: {line}");
     }
