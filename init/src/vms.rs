@@ -1147,6 +1147,10 @@ mod tests {
         };
         let line = guest_cmdline(&dhcp, &with_nic, std::slice::from_ref(&vlan));
         assert!(line.ends_with(" ip=dhcp"), "{line}");
-        assert_eq!(line.matches("ip=").count(), 1, "the VM's own ip= only: {line}");
+        assert_eq!(
+            line.matches("ip=").count(),
+            1,
+            "the VM's own ip= only: {line}"
+        );
     }
 }
