@@ -339,6 +339,7 @@ fn stop_all() {
 fn power_off(console: &Console) {
     console.info("powering off");
     stop_all();
+    drain_console();
     match write_exit_port() {
         Ok(()) => {
             std::thread::sleep(EXIT_PORT_GRACE);
@@ -356,7 +357,15 @@ fn reboot(console: &Console) {
     restart(console);
 }
 
+/// Waits until the serial console has sent what was written to it: lines announced on the
+/// console device itself (readiness, address) must not be cut by the end of the VM.
+fn drain_console() {
+    // SAFETY: tcdrain on the standard error descriptor; an error (not a terminal) is ignored.
+    unsafe { libc::tcdrain(libc::STDERR_FILENO) };
+}
+
 fn restart(console: &Console) {
+    drain_console();
     if let Err(e) = rustix::system::reboot(RebootCommand::Restart) {
         // Without a way to stop, keep reaping: PID 1 must not exit.
         console.error(&format!("reboot: {e}"));
