@@ -28,7 +28,8 @@ pub fn authorize_arg(key: &PublicKey, role: Role) -> String {
 }
 
 /// Options for `key`, trusting whatever host key is presented (tests that check pinning use
-/// `kaosctl` itself).
+/// `kaosctl` itself). Each step may take 20 s: a QEMU host running four nested guests under
+/// TCG on a loaded machine can leave its endpoint unscheduled for several seconds.
 pub fn options(key: &SecretKey) -> ConnectOptions {
-    ConnectOptions::new(key.clone(), HostKeyCheck::TrustNew, Duration::from_secs(5))
+    ConnectOptions::new(key.clone(), HostKeyCheck::TrustNew, Duration::from_secs(20))
 }
