@@ -156,10 +156,16 @@ pub(crate) struct PacketAddr(sockaddr_ll);
 
 impl PacketAddr {
     pub(crate) fn all_protocols(ifindex: u32) -> io::Result<Self> {
+        Self::new(ifindex, ETH_P_ALL)
+    }
+
+    /// Interface `ifindex`, EtherType `protocol` (host order; 0 binds the interface for sending
+    /// without receiving anything).
+    pub(crate) fn new(ifindex: u32, protocol: u16) -> io::Result<Self> {
         Ok(Self(sockaddr_ll {
             sll_family: u16::try_from(linux_raw_sys::net::AF_PACKET)
                 .map_err(|_| io::Errno::INVAL)?,
-            sll_protocol: ETH_P_ALL.to_be(),
+            sll_protocol: protocol.to_be(),
             sll_ifindex: i32::try_from(ifindex).map_err(|_| io::Errno::INVAL)?,
             sll_hatype: 0,
             sll_pkttype: 0,

@@ -11,10 +11,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use linux_raw_sys::if_packet::{
     PACKET_ADD_MEMBERSHIP, PACKET_IGNORE_OUTGOING, PACKET_MR_PROMISC, PACKET_QDISC_BYPASS,
     PACKET_RX_RING, PACKET_STATISTICS, PACKET_VERSION, PACKET_VNET_HDR, TP_STATUS_KERNEL,
-    TP_STATUS_USER, packet_mreq, sockaddr_ll, tpacket_req3, tpacket_stats_v3, tpacket_versions,
+    TP_STATUS_USER, packet_mreq, tpacket_req3, tpacket_stats_v3, tpacket_versions,
 };
 use rustix::io::Errno;
-use rustix::net::addr::{SocketAddrArg, SocketAddrLen, SocketAddrOpaque};
 
 /// `SOL_PACKET` from `<linux/socket.h>`.
 const SOL_PACKET: i32 = 263;
@@ -109,37 +108,8 @@ pub(super) fn take_stats(fd: BorrowedFd<'_>) -> Result<tpacket_stats_v3> {
     }
 }
 
-/// A `sockaddr_ll` binding a packet socket to one interface and protocol (host order; 0 binds
-/// the interface for sending without receiving anything).
-pub(super) struct PacketAddr(sockaddr_ll);
-
-impl PacketAddr {
-    pub(super) fn new(ifindex: u32, protocol: u16) -> Result<Self> {
-        Ok(Self(sockaddr_ll {
-            sll_family: u16::try_from(linux_raw_sys::net::AF_PACKET).map_err(|_| Errno::INVAL)?,
-            sll_protocol: protocol.to_be(),
-            sll_ifindex: i32::try_from(ifindex).map_err(|_| Errno::INVAL)?,
-            sll_hatype: 0,
-            sll_pkttype: 0,
-            sll_halen: 0,
-            sll_addr: [0; 8],
-        }))
-    }
-}
-
-// SAFETY: `with_sockaddr` passes a pointer to a complete `sockaddr_ll` and its exact size, valid
-// for the duration of the call.
-unsafe impl SocketAddrArg for PacketAddr {
-    unsafe fn with_sockaddr<R>(
-        &self,
-        f: impl FnOnce(*const SocketAddrOpaque, SocketAddrLen) -> R,
-    ) -> R {
-        // 20 bytes: fits.
-        #[allow(clippy::cast_possible_truncation)]
-        let len = size_of::<sockaddr_ll>() as SocketAddrLen;
-        f(std::ptr::from_ref(&self.0).cast(), len)
-    }
-}
+/// The management link's `sockaddr_ll`, shared.
+pub(super) use crate::sys::PacketAddr;
 
 /// A `TPACKET_V3` receive ring mapped into this process: `blocks` blocks of `block_size` bytes,
 /// each owned by the kernel or by us according to its `block_status` word.
