@@ -184,7 +184,7 @@ pub fn run() -> Result<()> {
     })?;
     // Every parser of network or disk bytes has a fuzz target; a short run of each catches a
     // harness that no longer builds and the shallow crashes.
-    // 6 s each: twelve targets, most of the step is building them, and the whole suite must stay
+    // 6 s each: ten targets, most of the step is building them, and the whole suite must stay
     // under 30 minutes on a fresh machine (`cargo xtask fuzz --smoke` runs longer).
     match crate::fuzz::available() {
         Ok(()) => step("fuzz smoke (every target, 6 s each)", &mut || {
