@@ -336,3 +336,29 @@ fn long_frames_arrive_whole_and_many_are_batched() {
         bytes as u64
     );
 }
+
+/// A 64 KiB TSO super-frame reaches a guest whose driver posted the smallest mergeable
+/// buffers Linux uses (1536 bytes, where a new driver starts): 43 of them.
+#[test]
+fn a_64k_tso_frame_fills_linux_sized_mergeable_buffers() {
+    let mut lab = Lab::new();
+    let a = lab.add(A, Offloads::ALL, RX_BUF, 8);
+    let b = lab.add(B, Offloads::ALL, 1536, 128);
+    let tso = tcp_with(A, B, 65_000);
+    let gso = NetHdr {
+        flags: NEEDS_CSUM,
+        gso_type: GSO_TCPV4,
+        hdr_len: 54,
+        gso_size: 1448,
+        csum_start: 34,
+        csum_offset: 16,
+    };
+    lab.members[a].send_hdr(gso, &tso);
+    lab.tx(a);
+    let at_b = lab.members[b].inbox();
+    assert_eq!(at_b.len(), 1, "delivered whole");
+    assert_eq!(at_b[0].2, tso);
+    let buffers = (12 + tso.len()).div_ceil(1536);
+    assert_eq!(usize::from(at_b[0].1), buffers, "num_buffers");
+    assert!(buffers > 32, "more buffers than the old limit: {buffers}");
+}
