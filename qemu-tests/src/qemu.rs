@@ -551,6 +551,9 @@ fn capture(mut stream: Box<dyn Read + Send>, console: &Mutex<String>) {
             break;
         }
         let text = String::from_utf8_lossy(&buf[..n]).replace('\r', "");
+        if std::env::var_os("KAOS_QEMU_ECHO").is_some() {
+            eprint!("{text}");
+        }
         console
             .lock()
             .unwrap_or_else(PoisonError::into_inner)

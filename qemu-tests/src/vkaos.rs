@@ -117,7 +117,14 @@ pub fn wait_vm(
 ) -> VmInfo {
     let deadline = Instant::now() + GUEST_UP;
     loop {
-        let info = inspect(c, name);
+        let info = match c.request(Request::VmInspect(truncated(name))) {
+            Ok(Response::Vm(info)) => info,
+            other => panic!(
+                "vm inspect {name}: {other:?}\nQEMU: {:?}\nhost:\n{}",
+                host.try_exit(),
+                host.tail()
+            ),
+        };
         if pred(&info) {
             return info;
         }
