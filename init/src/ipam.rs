@@ -174,8 +174,6 @@ pub fn nic_infos(nics: &[NicRecord], vlans: &[VlanSpec]) -> Vec<NicInfo> {
 
 /// The guest kernel's `ip=` argument for its first NIC (Linux `Documentation/admin-guide/
 /// nfs/nfsroot.rst`): `ip=<client>::<gateway>:<netmask>:<hostname>:eth0:off[:<dns0>[:<dns1>]]`.
-// Called by the switch wiring (issue 6), which lands separately.
-#[allow(dead_code)]
 pub fn guest_cmdline(vm: &str, nic: &NicInfo, vlan: &VlanSpec) -> String {
     let gateway = nic.gateway.map(|g| g.to_string()).unwrap_or_default();
     let mut arg = format!(
@@ -191,8 +189,6 @@ pub fn guest_cmdline(vm: &str, nic: &NicInfo, vlan: &VlanSpec) -> String {
 }
 
 /// One stored rule in the switch's terms.
-// Called by the switch wiring (issue 6), which lands separately.
-#[allow(dead_code)]
 pub fn switch_rule(spec: &RuleSpec) -> Rule {
     let ports = spec
         .ports
@@ -226,8 +222,6 @@ pub fn switch_rule(spec: &RuleSpec) -> Rule {
 
 /// The rules of `scope`, in id order (the order the switch evaluates them), from every stored
 /// rule (`Config::rules`).
-// Called by the switch wiring (issue 6), which lands separately.
-#[allow(dead_code)]
 pub fn scope_rules(rules: &[(u32, RuleSpec)], scope: &RuleScope) -> Vec<Rule> {
     let mut mine: Vec<&(u32, RuleSpec)> = rules.iter().filter(|(_, r)| r.scope == *scope).collect();
     mine.sort_by_key(|(id, _)| *id);
@@ -235,22 +229,16 @@ pub fn scope_rules(rules: &[(u32, RuleSpec)], scope: &RuleScope) -> Vec<Rule> {
 }
 
 /// A VLAN's rules for `Switch::set_vlan_rules`.
-// Called by the switch wiring (issue 6), which lands separately.
-#[allow(dead_code)]
 pub fn switch_rules(rules: &[(u32, RuleSpec)], vlan: u16) -> Vec<Rule> {
     scope_rules(rules, &RuleScope::Vlan(vlan))
 }
 
 /// A VM's own rules, for each of its NICs' ports (`GuestPort::rules`).
-// Called by the switch wiring (issue 6), which lands separately.
-#[allow(dead_code)]
 pub fn vm_rules(rules: &[(u32, RuleSpec)], vm: &str) -> Vec<Rule> {
     scope_rules(rules, &RuleScope::Vm(kaos_protocol::truncated(vm)))
 }
 
 /// A NIC's published ports in the switch's terms.
-// Called by the switch wiring (issue 6), which lands separately.
-#[allow(dead_code)]
 pub fn published(nic: &NicSpec) -> Vec<Published> {
     nic.publish
         .iter()
@@ -267,8 +255,6 @@ pub fn published(nic: &NicSpec) -> Vec<Published> {
 /// The switch ports of a VM's NICs, in NIC order: VLAN, MAC, address, published ports and the
 /// VM's rules. A NIC with a VLAN id the switch cannot take (a damaged record) is left out and
 /// named in the error list.
-// Called by the switch wiring (issue 6), which lands separately.
-#[allow(dead_code)]
 pub fn guest_ports(
     record: &VmRecord,
     rules: &[(u32, RuleSpec)],

@@ -1,10 +1,9 @@
 //! The network configuration requests of protocol 1.2 (VLANs, rules), answered from the store,
-//! and the conversions from the switch's counters to `NetStats` for whoever runs the switch.
+//! and the paging of the switch's counters into `NetStats` (`network.rs` reads them).
 
-use kaos_net::switch::{DropReason, Drops, PortCounters, VlanCounters};
 use kaos_protocol::{
-    DropCount, ErrorCode, MAX_RULES, MAX_VLANS, NetStats, NetStatsQuery, PortStats, RuleInfo,
-    RuleList, RuleScope, RuleSpec, VlanInfo, VlanList, VlanSpec, truncated,
+    ErrorCode, MAX_RULES, MAX_VLANS, NetStats, NetStatsQuery, PortStats, RuleInfo, RuleList,
+    RuleScope, RuleSpec, VlanInfo, VlanList, VlanSpec,
 };
 
 use crate::config::{Config, Refusal};
@@ -110,68 +109,7 @@ pub fn rule_delete(config: &Config, id: u32) -> Result<RuleList, Refusal> {
     Ok(rule_list(config))
 }
 
-/// The switch's drop counters in the protocol's form: non-zero ones, by reason code (the
-/// reason's place in `DropReason::ALL`, which `kaos_protocol::DROP_REASONS` names).
-// Called by the switch wiring (issue 6), which lands separately.
-#[allow(dead_code)]
-pub fn drop_counts(drops: &Drops) -> heapless::Vec<DropCount, { kaos_protocol::MAX_DROP_REASONS }> {
-    let mut out = heapless::Vec::new();
-    for (reason, count) in drops.iter() {
-        let code = DropReason::ALL
-            .iter()
-            .position(|r| *r == reason)
-            .and_then(|i| u8::try_from(i).ok())
-            .unwrap_or(u8::MAX);
-        if out
-            .push(DropCount {
-                reason: code,
-                count,
-            })
-            .is_err()
-        {
-            break;
-        }
-    }
-    out
-}
-
-/// One port's counters: `name` is `VM/INDEX` for a guest NIC (e.g. `web-1/0`), the interface
-/// for an uplink.
-// Called by the switch wiring (issue 6), which lands separately.
-#[allow(dead_code)]
-pub fn port_stats(name: &str, vlans: &[u16], c: &PortCounters) -> PortStats {
-    PortStats {
-        name: truncated(name),
-        vlans: vlans
-            .iter()
-            .copied()
-            .take(kaos_protocol::MAX_PORT_VLANS)
-            .collect(),
-        rx_frames: c.rx_frames,
-        rx_bytes: c.rx_bytes,
-        tx_frames: c.tx_frames,
-        tx_bytes: c.tx_bytes,
-        tx_denied: c.tx_denied,
-        drops: drop_counts(&c.drops),
-    }
-}
-
-/// One VLAN's counters.
-// Called by the switch wiring (issue 6), which lands separately.
-#[allow(dead_code)]
-pub fn vlan_stats(vlan: u16, c: &VlanCounters) -> kaos_protocol::VlanStats {
-    kaos_protocol::VlanStats {
-        vlan,
-        frames: c.frames,
-        bytes: c.bytes,
-        floods: c.floods,
-        drops: drop_counts(&c.drops),
-    }
-}
-
 /// The page of `ports` and `vlans` that `query` asks for (a page always fits one frame).
-// Called by the switch wiring (issue 6), which lands separately.
-#[allow(dead_code)]
 pub fn net_stats(
     query: &NetStatsQuery,
     ports: &[PortStats],
@@ -203,10 +141,24 @@ mod tests {
 
     #[test]
     fn stats_come_in_pages() {
-        let ports: Vec<PortStats> = (0..40)
-            .map(|i| port_stats(&format!("vm-{i}/0"), &[10], &PortCounters::default()))
-            .collect();
-        let vlans = [vlan_stats(10, &VlanCounters::default())];
+        let port = |i: usize| PortStats {
+            name: kaos_protocol::truncated(&format!("vm-{i}/0")),
+            vlans: [10].into_iter().collect(),
+            rx_frames: 0,
+            rx_bytes: 0,
+            tx_frames: 0,
+            tx_bytes: 0,
+            tx_denied: 0,
+            drops: heapless::Vec::new(),
+        };
+        let ports: Vec<PortStats> = (0..40).map(port).collect();
+        let vlans = [kaos_protocol::VlanStats {
+            vlan: 10,
+            frames: 0,
+            bytes: 0,
+            floods: 0,
+            drops: heapless::Vec::new(),
+        }];
         let first = net_stats(&NetStatsQuery::default(), &ports, &vlans);
         assert_eq!((first.ports.len(), first.vlans.len()), (16, 1));
         assert_eq!((first.ports_total, first.vlans_total), (40, 1));
@@ -226,7 +178,7 @@ mod tests {
 
     #[test]
     fn drop_codes_follow_the_switchs_order() {
-        for (i, reason) in DropReason::ALL.iter().enumerate() {
+        for (i, reason) in kaos_net::switch::DropReason::ALL.iter().enumerate() {
             assert_eq!(kaos_protocol::DROP_REASONS[i], reason.name());
         }
     }
