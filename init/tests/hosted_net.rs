@@ -12,7 +12,7 @@ use std::process::Output;
 use std::time::Duration;
 
 use kaos_qemu_tests::hosted::{HOST_IP, HostedHost};
-use kaos_qemu_tests::{keys, netns, skip};
+use kaos_qemu_tests::keys;
 use serde_json::Value;
 
 const KATTACH: &str = env!("CARGO_BIN_EXE_kattach");
@@ -20,31 +20,7 @@ const READY: Duration = Duration::from_secs(10);
 
 /// The `kaosctl` binary, or why the test cannot run.
 fn kaosctl(test: &str) -> Option<PathBuf> {
-    if let Some(reason) = netns::unavailable() {
-        skip(test, &reason);
-        return None;
-    }
-    let path = Path::new(KATTACH).with_file_name("kaosctl");
-    if !path.exists() {
-        skip(
-            test,
-            &format!(
-                "{} is not built: run `cargo build -p kaosctl`",
-                path.display()
-            ),
-        );
-        return None;
-    }
-    let help = std::process::Command::new(&path)
-        .arg("--help")
-        .output()
-        .expect("run kaosctl --help");
-    assert!(
-        String::from_utf8_lossy(&help.stdout).contains("Virtual networking"),
-        "{} is stale: rebuild it with `cargo build -p kaosctl`",
-        path.display()
-    );
-    Some(path)
+    kaos_qemu_tests::kaosctl_beside(Path::new(KATTACH), test, "Virtual networking")
 }
 
 /// A user with a configuration directory holding the harness's admin key and a context for

@@ -15,38 +15,14 @@ use std::time::Duration;
 
 use kaos_protocol::keys::{Fingerprint, PublicKey};
 use kaos_qemu_tests::hosted::{HOST_IP, HostedHost};
-use kaos_qemu_tests::{keys, netns, skip};
+use kaos_qemu_tests::keys;
 
 const KATTACH: &str = env!("CARGO_BIN_EXE_kattach");
 const READY: Duration = Duration::from_secs(10);
 
 /// The `kaosctl` binary, or why the test cannot run.
 fn kaosctl(test: &str) -> Option<PathBuf> {
-    if let Some(reason) = netns::unavailable() {
-        skip(test, &reason);
-        return None;
-    }
-    let path = Path::new(KATTACH).with_file_name("kaosctl");
-    if !path.exists() {
-        skip(
-            test,
-            &format!(
-                "{} is not built: run `cargo build -p kaosctl` first",
-                path.display()
-            ),
-        );
-        return None;
-    }
-    let help = std::process::Command::new(&path)
-        .arg("--help")
-        .output()
-        .expect("run kaosctl --help");
-    assert!(
-        String::from_utf8_lossy(&help.stdout).contains("--trust-new-host"),
-        "{} is stale: rebuild it with `cargo build -p kaosctl`",
-        path.display()
-    );
-    Some(path)
+    kaos_qemu_tests::kaosctl_beside(Path::new(KATTACH), test, "--trust-new-host")
 }
 
 fn launch(hostname: &str, extra: &[&str]) -> HostedHost {

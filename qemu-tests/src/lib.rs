@@ -25,3 +25,36 @@ pub mod vlan_peer;
 pub fn skip(test: &str, reason: &str) {
     eprintln!("SKIPPED {test}: {reason}");
 }
+
+/// The `kaosctl` binary beside `kattach` (cargo puts both in `target/debug`), or `None` with
+/// `SKIPPED` printed when the namespaces cannot be made or it is not built. `marker` is text
+/// its `--help` must contain, so a stale binary fails loudly instead of confusing a test.
+pub fn kaosctl_beside(
+    kattach: &std::path::Path,
+    test: &str,
+    marker: &str,
+) -> Option<std::path::PathBuf> {
+    if let Some(reason) = netns::unavailable() {
+        skip(test, &reason);
+        return None;
+    }
+    let path = kattach.with_file_name("kaosctl");
+    if !path.exists() {
+        let why = format!(
+            "{} is not built: run `cargo build -p kaosctl` first",
+            path.display()
+        );
+        skip(test, &why);
+        return None;
+    }
+    let help = std::process::Command::new(&path)
+        .arg("--help")
+        .output()
+        .expect("run kaosctl --help");
+    assert!(
+        String::from_utf8_lossy(&help.stdout).contains(marker),
+        "{} is stale: rebuild it with `cargo build -p kaosctl`",
+        path.display()
+    );
+    Some(path)
+}
