@@ -27,7 +27,9 @@
 pub mod app;
 pub mod archive;
 pub mod cpio;
+pub mod group;
 pub mod manifest;
+pub mod plan;
 #[cfg(feature = "build")]
 pub mod source;
 
