@@ -81,6 +81,7 @@
 //! migrated; a device whose superblock format is newer is not written at all.
 #![deny(unsafe_code)]
 
+mod apps;
 pub mod bench;
 mod creation;
 pub mod device;
@@ -93,6 +94,7 @@ mod store;
 #[cfg(test)]
 mod migration_tests;
 
+pub use apps::{GroupRecord, ImageRecord};
 pub use device::{MIN_DEVICE_BYTES, Probe, init_device, probe};
 pub use error::StoreError;
 pub use net::Lease;

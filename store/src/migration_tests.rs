@@ -179,3 +179,29 @@ fn vms_leases_vlans_and_rules_keep_each_other_consistent() -> Result<(), StoreEr
     );
     Ok(())
 }
+
+#[test]
+fn a_v2_file_is_migrated_and_its_vms_are_no_instances() -> Result<(), StoreError> {
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("v2.redb");
+    {
+        let db = Database::create(&path)?;
+        assert_eq!(schema::migrate_to(&db, 2)?, 0);
+        let txn = db.begin_write()?;
+        {
+            let old = schema::v2::VmRecord::from(v1_vm("web-1", true));
+            let bytes = postcard::to_allocvec(&old).expect("encodes");
+            txn.open_table(schema::VMS)?
+                .insert("web-1", bytes.as_slice())?;
+        }
+        txn.commit()?;
+    }
+    let store = Store::open(&Location::File(path.clone()))?;
+    assert_eq!(store.schema_version()?, schema::SCHEMA_VERSION);
+    let vms = store.vms()?;
+    assert_eq!(vms.len(), 1);
+    assert_eq!(vms[0].1.image, None);
+    assert!(vms[0].1.running);
+    assert!(store.groups()?.is_empty() && store.images()?.is_empty());
+    Ok(())
+}

@@ -187,51 +187,58 @@ impl Store {
     /// durable transaction. [`StoreError::Conflict`] (and nothing written) if the name is
     /// taken, a NIC's VLAN does not exist, or its address or MAC is held on that VLAN.
     pub fn create_vm(&self, record: &VmRecord) -> Result<(), StoreError> {
-        let name = record.spec.name.as_str();
-        let bytes = encode("a VM", record)?;
         let txn = self.begin_durable_write()?;
-        {
-            let mut vms = txn.open_table(VMS)?;
-            if vms.get(name)?.is_some() {
-                return Err(conflict(format!("a VM named {name:?} exists")));
-            }
-            vms.insert(name, bytes.as_slice())?;
-        }
-        let vlans = txn.open_table(VLANS)?;
-        let mut leases = txn.open_table(NIC_LEASES)?;
-        for (index, nic) in record.nics.iter().enumerate() {
-            if vlans.get(nic.vlan)?.is_none() {
-                return Err(conflict(format!("VLAN {} does not exist", nic.vlan)));
-            }
-            let key = (nic.vlan, nic.ipv4.to_bits());
-            if let Some(held) = leases.get(key)? {
-                let held: LeaseRecord = decode("a lease", held.value())?;
-                return Err(conflict(format!(
-                    "{} is held by VM {} on VLAN {}",
-                    nic.ipv4, held.vm, nic.vlan
-                )));
-            }
-            for entry in leases.range((nic.vlan, 0)..=(nic.vlan, u32::MAX))? {
-                let (_, held) = entry?;
-                let held: LeaseRecord = decode("a lease", held.value())?;
-                if held.mac == nic.mac {
-                    return Err(conflict(format!(
-                        "MAC {:02x?} is held by VM {} on VLAN {}",
-                        nic.mac, held.vm, nic.vlan
-                    )));
-                }
-            }
-            let lease = LeaseRecord {
-                vm: name.to_owned(),
-                nic: u8::try_from(index).unwrap_or(u8::MAX),
-                mac: nic.mac,
-            };
-            leases.insert(key, encode("a lease", &lease)?.as_slice())?;
-        }
-        drop((vlans, leases));
+        insert_vm(&txn, record)?;
         txn.commit()?;
         Ok(())
     }
+}
+
+/// Inserts VM `record.spec.name` and a lease for each of its NICs (part of creating a VM, see
+/// [`Store::create_vm`]): a [`StoreError::Conflict`] if the name is taken, a NIC's VLAN does
+/// not exist, or its address or MAC is held on that VLAN.
+pub(crate) fn insert_vm(txn: &WriteTransaction, record: &VmRecord) -> Result<(), StoreError> {
+    let name = record.spec.name.as_str();
+    let bytes = encode("a VM", record)?;
+    {
+        let mut vms = txn.open_table(VMS)?;
+        if vms.get(name)?.is_some() {
+            return Err(conflict(format!("a VM named {name:?} exists")));
+        }
+        vms.insert(name, bytes.as_slice())?;
+    }
+    let vlans = txn.open_table(VLANS)?;
+    let mut leases = txn.open_table(NIC_LEASES)?;
+    for (index, nic) in record.nics.iter().enumerate() {
+        if vlans.get(nic.vlan)?.is_none() {
+            return Err(conflict(format!("VLAN {} does not exist", nic.vlan)));
+        }
+        let key = (nic.vlan, nic.ipv4.to_bits());
+        if let Some(held) = leases.get(key)? {
+            let held: LeaseRecord = decode("a lease", held.value())?;
+            return Err(conflict(format!(
+                "{} is held by VM {} on VLAN {}",
+                nic.ipv4, held.vm, nic.vlan
+            )));
+        }
+        for entry in leases.range((nic.vlan, 0)..=(nic.vlan, u32::MAX))? {
+            let (_, held) = entry?;
+            let held: LeaseRecord = decode("a lease", held.value())?;
+            if held.mac == nic.mac {
+                return Err(conflict(format!(
+                    "MAC {:02x?} is held by VM {} on VLAN {}",
+                    nic.mac, held.vm, nic.vlan
+                )));
+            }
+        }
+        let lease = LeaseRecord {
+            vm: name.to_owned(),
+            nic: u8::try_from(index).unwrap_or(u8::MAX),
+            mac: nic.mac,
+        };
+        leases.insert(key, encode("a lease", &lease)?.as_slice())?;
+    }
+    Ok(())
 }
 
 /// Releases VM `name`'s leases and deletes the rules that name it (part of deleting the VM).

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use crate::StoreError;
 
 /// The schema this build writes. Databases with a newer one are refused, older ones migrated.
-pub const SCHEMA_VERSION: u32 = 2;
+pub const SCHEMA_VERSION: u32 = 3;
 
 /// How many events the log keeps; recording one more drops the oldest in the same transaction.
 pub const EVENT_CAPACITY: u64 = 1000;
@@ -101,12 +101,10 @@ pub const MODULES: TableDefinition<&str, &[u8]> = TableDefinition::new("modules"
 /// versions. Filled by the App Modules issue.
 pub const MODULE_CHUNKS: TableDefinition<[u8; 32], &[u8]> = TableDefinition::new("module_chunks");
 
-/// Configuration groups (settings applied to several VMs), group name → postcard record. Filled
-/// by the configuration groups issue.
+/// (v3) Configuration groups, group name → postcard [`crate::GroupRecord`].
 pub const CONFIG_GROUPS: TableDefinition<&str, &[u8]> = TableDefinition::new("config_groups");
 
-/// VM disk images known to the host, image name → postcard record (size, digest, location).
-/// Filled by the VM images issue.
+/// (v3) VM images, image name → postcard [`crate::ImageRecord`].
 pub const VM_IMAGES: TableDefinition<&str, &[u8]> = TableDefinition::new("vm_images");
 
 /// VM definitions, VM name → postcard record (CPUs, memory, disks, NICs). Filled by the VMM
@@ -136,6 +134,8 @@ pub struct VmRecord {
     pub running: bool,
     /// (v2) The NICs as assigned, in the order of `spec.nics`; each holds a [`NIC_LEASES`] entry.
     pub nics: Vec<NicRecord>,
+    /// (v3) The image it is an instance of (a [`VM_IMAGES`] key), if any.
+    pub image: Option<String>,
 }
 
 /// A NIC's assignment, as kept in a [`VmRecord`].
@@ -179,7 +179,7 @@ pub mod v1 {
         pub restart: kaos_protocol::RestartPolicy,
     }
 
-    impl From<VmRecord> for super::VmRecord {
+    impl From<VmRecord> for super::v2::VmRecord {
         fn from(old: VmRecord) -> Self {
             let s = old.spec;
             Self {
@@ -194,6 +194,39 @@ pub mod v1 {
                 },
                 running: old.running,
                 nics: Vec::new(),
+            }
+        }
+    }
+
+    impl From<VmRecord> for super::VmRecord {
+        fn from(old: VmRecord) -> Self {
+            super::v2::VmRecord::from(old).into()
+        }
+    }
+}
+
+/// The v2 layout of [`VmRecord`] (before images), kept to migrate v2 databases.
+pub mod v2 {
+    use serde::{Deserialize, Serialize};
+
+    /// A v2 VM record.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct VmRecord {
+        /// The definition.
+        pub spec: kaos_protocol::VmSpec,
+        /// Meant to run.
+        pub running: bool,
+        /// The NICs as assigned.
+        pub nics: Vec<super::NicRecord>,
+    }
+
+    impl From<VmRecord> for super::VmRecord {
+        fn from(old: VmRecord) -> Self {
+            Self {
+                spec: old.spec,
+                running: old.running,
+                nics: old.nics,
+                image: None,
             }
         }
     }
@@ -238,6 +271,10 @@ pub const MIGRATIONS: &[Migration] = &[
         to: 2,
         apply: networking_v2,
     },
+    Migration {
+        to: 3,
+        apply: images_v3,
+    },
 ];
 
 /// v0 → v1: create every table (an empty database is version 0).
@@ -271,8 +308,27 @@ fn networking_v2(txn: &WriteTransaction) -> Result<(), StoreError> {
         let (name, bytes) = entry?;
         let old: v1::VmRecord = postcard::from_bytes(bytes.value())
             .map_err(|error| StoreError::Corrupt(format!("v1 VM {}: {error}", name.value())))?;
-        let new = VmRecord::from(old);
+        let new = v2::VmRecord::from(old);
         let encoded = postcard::to_allocvec(&new)
+            .map_err(|error| StoreError::Database(format!("encoding a VM: {error}")))?;
+        rewritten.push((name.value().to_owned(), encoded));
+    }
+    for (name, encoded) in rewritten {
+        vms.insert(name.as_str(), encoded.as_slice())?;
+    }
+    Ok(())
+}
+
+/// v2 → v3 (App Modules): groups and images fill their tables (created empty in v1), and every
+/// VM record gains its image (none).
+fn images_v3(txn: &WriteTransaction) -> Result<(), StoreError> {
+    let mut vms = txn.open_table(VMS)?;
+    let mut rewritten = Vec::new();
+    for entry in vms.iter()? {
+        let (name, bytes) = entry?;
+        let old: v2::VmRecord = postcard::from_bytes(bytes.value())
+            .map_err(|error| StoreError::Corrupt(format!("v2 VM {}: {error}", name.value())))?;
+        let encoded = postcard::to_allocvec(&VmRecord::from(old))
             .map_err(|error| StoreError::Database(format!("encoding a VM: {error}")))?;
         rewritten.push((name.value().to_owned(), encoded));
     }

@@ -369,11 +369,17 @@ impl Store {
     }
 
     /// Deletes module `name` and the chunks no other module uses; returns whether it existed.
+    /// [`StoreError::Conflict`] while a group or an image names it.
     pub fn remove_module(&self, name: &str) -> Result<bool, StoreError> {
         let Some(old) = self.module_record(name)? else {
             return Ok(false);
         };
         let txn = self.begin_durable_write()?;
+        if let Some(user) = crate::apps::module_users(&txn, name)? {
+            return Err(StoreError::Conflict(format!(
+                "{user} uses module {name}; delete it first"
+            )));
+        }
         txn.open_table(MODULES)?.remove(name)?;
         drop_unreferenced(&txn, &old.chunks, name)?;
         txn.commit()?;

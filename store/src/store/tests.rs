@@ -242,6 +242,7 @@ fn vms_roundtrip() -> Result<(), StoreError> {
         },
         running: true,
         nics: Vec::new(),
+        image: Some("web".into()),
     };
     store.put_vm(&record)?;
     assert_eq!(store.vms()?, vec![("web-1".to_owned(), record)]);
