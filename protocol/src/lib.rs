@@ -15,6 +15,7 @@
 #![no_std]
 #![deny(unsafe_code)]
 
+pub mod apps;
 mod frame;
 pub mod handshake;
 pub mod keys;
@@ -22,6 +23,7 @@ mod message;
 pub mod net;
 pub mod vm;
 
+pub use apps::*;
 pub use frame::{
     FrameError, HEADER_LEN, MAX_FRAME, MAX_MESSAGE, decode_message, encode_message, frame_header,
     split_frame,
@@ -35,7 +37,7 @@ pub const PORT: u16 = 1289;
 
 /// Protocol version spoken by this build. A peer with another `major` is refused; `minor` only
 /// adds messages and fields that an older peer never sends.
-pub const VERSION: Version = Version { major: 1, minor: 3 };
+pub const VERSION: Version = Version { major: 1, minor: 4 };
 
 /// First bytes of both preambles, so a stray peer of another protocol is told apart from a
 /// KaOS peer with another version.
@@ -43,6 +45,8 @@ pub const MAGIC: [u8; 4] = *b"KAOS";
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_apps;
 #[cfg(test)]
 mod tests_module;
 #[cfg(test)]

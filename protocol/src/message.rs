@@ -3,6 +3,7 @@
 use heapless::String;
 use serde::{Deserialize, Serialize};
 
+use crate::apps::{GroupEdit, GroupList, GroupSpec, ImageDeploy, ImageInfo, ImageList, ImageSpec};
 use crate::keys::PublicKey;
 use crate::net::{
     NetStats, NetStatsQuery, RuleInfo, RuleList, RuleSpec, VlanInfo, VlanList, VlanSpec,
@@ -119,6 +120,28 @@ pub enum Request {
     NetStats(NetStatsQuery),
     /// (1.3) A stored module and (part of) its manifest: [`Response::ModuleManifest`].
     ModuleInspect(ModuleInspectQuery),
+    /// (1.4) Define a configuration group, checked against its module's schema:
+    /// [`Response::Group`].
+    GroupCreate(GroupSpec),
+    /// (1.4) Every group: [`Response::Groups`].
+    GroupList,
+    /// (1.4) One group: [`Response::Group`].
+    GroupShow(ObjectName),
+    /// (1.4) Set and unset values of a group: [`Response::Group`]. Instances see the change at
+    /// their next start.
+    GroupEdit(GroupEdit),
+    /// (1.4) Delete a group no image uses: [`Response::Groups`].
+    GroupDelete(ObjectName),
+    /// (1.4) Define a VM image: [`Response::Image`].
+    ImageCreate(ImageSpec),
+    /// (1.4) Every image: [`Response::Images`].
+    ImageList,
+    /// (1.4) One image and its instances: [`Response::Image`].
+    ImageShow(ObjectName),
+    /// (1.4) Delete an image without instances: [`Response::Images`].
+    ImageDelete(ObjectName),
+    /// (1.4) Scale an image to a number of instances: [`Response::Image`].
+    ImageDeploy(ImageDeploy),
 }
 
 impl Request {
@@ -139,7 +162,11 @@ impl Request {
             | Self::VlanList
             | Self::RuleList
             | Self::NetStats(_)
-            | Self::ModuleInspect(_) => Role::Reader,
+            | Self::ModuleInspect(_)
+            | Self::GroupList
+            | Self::GroupShow(_)
+            | Self::ImageList
+            | Self::ImageShow(_) => Role::Reader,
             Self::Reboot
             | Self::Shutdown
             | Self::HostSet(_)
@@ -150,7 +177,13 @@ impl Request {
             | Self::VlanCreate(_)
             | Self::VlanDelete(_)
             | Self::RuleAdd(_)
-            | Self::RuleDelete(_) => Role::Operator,
+            | Self::RuleDelete(_)
+            | Self::GroupCreate(_)
+            | Self::GroupEdit(_)
+            | Self::GroupDelete(_)
+            | Self::ImageCreate(_)
+            | Self::ImageDelete(_)
+            | Self::ImageDeploy(_) => Role::Operator,
             Self::StoreInit(_) | Self::AccessList | Self::AccessAdd(_) | Self::AccessRemove(_) => {
                 Role::Admin
             }
@@ -195,6 +228,16 @@ impl Request {
             Self::RuleDelete(_) => "net rule delete",
             Self::NetStats(_) => "net stats",
             Self::ModuleInspect(_) => "module inspect",
+            Self::GroupCreate(_) => "group create",
+            Self::GroupList => "group list",
+            Self::GroupShow(_) => "group show",
+            Self::GroupEdit(_) => "group edit",
+            Self::GroupDelete(_) => "group delete",
+            Self::ImageCreate(_) => "image create",
+            Self::ImageList => "image list",
+            Self::ImageShow(_) => "image show",
+            Self::ImageDelete(_) => "image delete",
+            Self::ImageDeploy(_) => "image deploy",
         }
     }
 }
@@ -382,6 +425,16 @@ pub enum Response {
     NetStats(NetStats),
     /// (1.3) Answer to [`Request::ModuleInspect`].
     ModuleManifest(ModuleManifest),
+    /// (1.4) Answer to [`Request::GroupCreate`], [`Request::GroupShow`] and
+    /// [`Request::GroupEdit`].
+    Group(GroupSpec),
+    /// (1.4) Answer to [`Request::GroupList`] and [`Request::GroupDelete`].
+    Groups(GroupList),
+    /// (1.4) Answer to [`Request::ImageCreate`], [`Request::ImageShow`] and
+    /// [`Request::ImageDeploy`].
+    Image(ImageInfo),
+    /// (1.4) Answer to [`Request::ImageList`] and [`Request::ImageDelete`].
+    Images(ImageList),
 }
 
 /// The authenticated caller of a session.
@@ -563,6 +616,10 @@ pub enum EventKind {
     VmExited,
     /// (1.2) A VLAN or a firewall rule was created or deleted.
     NetChanged,
+    /// (1.4) A configuration group or VM image was created, edited, deleted or deployed.
+    ImageChanged,
+    /// (1.4) An App Module's entrypoint in a guest exited (and what the guest did).
+    AppExited,
 }
 
 /// An IPv4 address with its prefix length.

@@ -24,7 +24,7 @@ fn bytes<T: serde::Serialize>(msg: &T) -> ([u8; 512], usize) {
 fn golden_preambles() {
     assert_eq!(
         handshake::ClientPreamble::CURRENT.encode(),
-        [b'K', b'A', b'O', b'S', 1, 0, 3, 0]
+        [b'K', b'A', b'O', b'S', 1, 0, 4, 0]
     );
     let server = handshake::ServerPreamble {
         version: Version { major: 1, minor: 2 },
@@ -520,6 +520,8 @@ fn full_vm_and_module_messages_fit_a_frame() {
         }),
         platform_sha256: Some([0xff; 32]),
         nics: heapless::Vec::new(),
+        image: Some(truncated(&"i".repeat(32))),
+        apps: crate::tests_apps::fullest_apps(),
     };
     let frame = ServerFrame {
         id: u32::MAX,
@@ -535,6 +537,7 @@ fn full_vm_and_module_messages_fit_a_frame() {
         restarts: u32::MAX,
         guest_up: true,
         ipv4: Some(core::net::Ipv4Addr::BROADCAST),
+        image: Some(truncated(&"i".repeat(32))),
     };
     let mut entries = heapless::Vec::new();
     while entries.push(summary.clone()).is_ok() {}

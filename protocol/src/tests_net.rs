@@ -294,6 +294,8 @@ fn full_net_messages_fit_a_frame() {
             last_exit: None,
             platform_sha256: Some([0xff; 32]),
             nics,
+            image: Some(truncated(&"i".repeat(32))),
+            apps: crate::tests_apps::fullest_apps(),
         }),
     };
     assert!(encode_message(&vm, &mut buf).is_ok(), "a VM with 4 NICs");

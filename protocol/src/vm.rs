@@ -317,6 +317,8 @@ pub struct VmSummary {
     pub guest_up: bool,
     /// (1.2) The first NIC's address.
     pub ipv4: Option<core::net::Ipv4Addr>,
+    /// (1.4) The image it is an instance of.
+    pub image: Option<ObjectName>,
 }
 
 /// Most VMs a host lists.
@@ -352,6 +354,10 @@ pub struct VmInfo {
     pub platform_sha256: Option<[u8; 32]>,
     /// (1.2) Its NICs as assigned, in the order of `spec.nics`.
     pub nics: heapless::Vec<NicInfo, MAX_NICS>,
+    /// (1.4) The image it is an instance of.
+    pub image: Option<ObjectName>,
+    /// (1.4) Its App Modules' entrypoints, as the guest reported them this run.
+    pub apps: heapless::Vec<crate::apps::AppStatus, { crate::apps::MAX_APPS }>,
 }
 
 /// Most console bytes in one [`ConsoleChunk`].
