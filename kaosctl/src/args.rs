@@ -131,6 +131,12 @@ pub enum Command {
     /// Virtual networking: VLANs and their address pools, firewall rules, switch counters.
     #[command(subcommand)]
     Net(crate::net_args::NetCmd),
+    /// Configuration groups: values for an App Module's schema, shared by images (1.4).
+    #[command(subcommand)]
+    Group(crate::apps_args::GroupCmd),
+    /// VM images: a platform, App Modules and groups, deployed as N identical instances (1.4).
+    #[command(subcommand)]
+    Image(crate::apps_args::ImageCmd),
     /// Our client keys (local: never connects).
     #[command(subcommand)]
     Key(KeyCmd),
@@ -440,7 +446,7 @@ pub enum VmCmd {
 }
 
 /// `--memory`: MiB as a number, or with an M or G suffix.
-fn memory_mib(text: &str) -> Result<u32, String> {
+pub(crate) fn memory_mib(text: &str) -> Result<u32, String> {
     let t = text.trim();
     let (digits, scale) = match t.char_indices().last() {
         Some((i, 'M' | 'm')) => (&t[..i], 1),

@@ -1,7 +1,10 @@
 //! `kaosctl`: manage KaOS hosts remotely. See `kaosctl --help` for the commands, the files and
 //! the exit codes.
 
+mod apps_args;
 mod args;
+mod group_cmds;
+mod image_cmds;
 mod local;
 mod module_cmds;
 mod net_args;

@@ -160,7 +160,7 @@ fn key_view(k: &ConfigKey) -> serde_json::Value {
 }
 
 /// Rows under a header, each column as wide as its widest cell.
-fn columns(header: &[&str], rows: &[Vec<String>]) -> String {
+pub(crate) fn columns(header: &[&str], rows: &[Vec<String>]) -> String {
     let widths: Vec<usize> = (0..header.len())
         .map(|i| {
             rows.iter()

@@ -83,6 +83,8 @@ pub fn run(
         Command::Module(cmd) => crate::vm_cmds::module(c, cmd, output),
         Command::Vm(cmd) => crate::vm_cmds::vm(c, cmd, output),
         Command::Net(cmd) => crate::net_cmds::net(c, cmd, output),
+        Command::Group(cmd) => crate::group_cmds::group(c, cmd, output),
+        Command::Image(cmd) => crate::image_cmds::image(c, cmd, output),
         Command::Key(_) | Command::Context(_) | Command::Completions { .. } => {
             unreachable!("local commands are dispatched before connecting")
         }

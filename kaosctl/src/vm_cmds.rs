@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use kaos_protocol::{
     ModuleInfo, Request, Response, VmActRequest, VmAction, VmCreate, VmInfo, VmLogsQuery, VmSpec,
-    valid_object_name,
+    VmSummary, valid_object_name,
 };
 use kaosctl::config::ConfigError;
 use kaosctl::connect::Error;
@@ -221,40 +221,8 @@ pub fn vm(c: &mut Client, cmd: &VmCmd, output: Output) -> Result<(), Error> {
     match c.request(request)? {
         Response::Vm(info) => show(output, &vm_view(&info), |_| vm_table(&info)),
         Response::Vms(list) => {
-            let views: Vec<serde_json::Value> = list
-                .entries
-                .iter()
-                .map(|v| {
-                    json!({
-                        "name": v.name.as_str(),
-                        "state": v.state.as_str(),
-                        "vcpus": v.vcpus,
-                        "memory_mib": v.memory_mib,
-                        "restarts": v.restarts,
-                        "guest_up": v.guest_up,
-                        "ipv4": v.ipv4.map(|ip| ip.to_string()),
-                    })
-                })
-                .collect();
-            show(output, &views, |_| {
-                let mut out = format!(
-                    "{:<24} {:<12} {:>5} {:>8} {:>8}  {:<5}  {}\n",
-                    "NAME", "STATE", "VCPUS", "MEMORY", "RESTARTS", "GUEST", "ADDRESS"
-                );
-                for v in &list.entries {
-                    out.push_str(&format!(
-                        "{:<24} {:<12} {:>5} {:>7}M {:>8}  {:<5}  {}\n",
-                        v.name,
-                        v.state.as_str(),
-                        v.vcpus,
-                        v.memory_mib,
-                        v.restarts,
-                        if v.guest_up { "up" } else { "-" },
-                        v.ipv4.map_or_else(|| "-".to_owned(), |ip| ip.to_string())
-                    ));
-                }
-                out
-            })
+            let views: Vec<serde_json::Value> = list.entries.iter().map(summary_view).collect();
+            show(output, &views, |_| vms_table(&list.entries))
         }
         Response::Accepted => {
             let view = json!({ "accepted": true });
@@ -263,6 +231,40 @@ pub fn vm(c: &mut Client, cmd: &VmCmd, output: Output) -> Result<(), Error> {
         Response::Error(e) => Err(refused(&e)),
         other => Err(c.unexpected(&other).into()),
     }
+}
+
+fn summary_view(v: &VmSummary) -> serde_json::Value {
+    json!({
+        "name": v.name.as_str(),
+        "state": v.state.as_str(),
+        "vcpus": v.vcpus,
+        "memory_mib": v.memory_mib,
+        "restarts": v.restarts,
+        "guest_up": v.guest_up,
+        "ipv4": v.ipv4.map(|ip| ip.to_string()),
+        "image": v.image.as_ref().map(|i| i.as_str()),
+    })
+}
+
+fn vms_table(vms: &[VmSummary]) -> String {
+    let mut out = format!(
+        "{:<24} {:<12} {:>5} {:>8} {:>8}  {:<5}  {:<15}  {}\n",
+        "NAME", "STATE", "VCPUS", "MEMORY", "RESTARTS", "GUEST", "ADDRESS", "IMAGE"
+    );
+    for v in vms {
+        out.push_str(&format!(
+            "{:<24} {:<12} {:>5} {:>7}M {:>8}  {:<5}  {:<15}  {}\n",
+            v.name,
+            v.state.as_str(),
+            v.vcpus,
+            v.memory_mib,
+            v.restarts,
+            if v.guest_up { "up" } else { "-" },
+            v.ipv4.map_or_else(|| "-".to_owned(), |ip| ip.to_string()),
+            v.image.as_ref().map_or("-", |i| i.as_str())
+        ));
+    }
+    out
 }
 
 fn act(name: &str, action: VmAction) -> Result<Request, ConfigError> {
@@ -293,6 +295,8 @@ fn vm_view(v: &VmInfo) -> serde_json::Value {
         })),
         "platform_sha256": v.platform_sha256.map(|s| hex(&s)),
         "nics": crate::net_cmds::nics_view(&v.nics, &v.spec.nics),
+        "image": v.image.as_ref().map(|i| i.as_str()),
+        "apps": crate::image_cmds::apps_view(&v.apps),
     })
 }
 
@@ -316,6 +320,12 @@ fn vm_table(v: &VmInfo) -> String {
     row(
         "guest",
         if v.guest_up { "up" } else { "not up (yet)" }.into(),
+    );
+    row(
+        "image",
+        v.image
+            .as_ref()
+            .map_or_else(|| "-".to_owned(), ToString::to_string),
     );
     row("vcpus", v.spec.vcpus.to_string());
     row("memory", format!("{} MiB", v.spec.memory_mib));
@@ -350,6 +360,12 @@ fn vm_table(v: &VmInfo) -> String {
             if i == 0 { "nics" } else { "" }
         ));
     }
+    for (i, line) in crate::image_cmds::app_lines(&v.apps).iter().enumerate() {
+        out.push_str(&format!(
+            "{:<12} {line}\n",
+            if i == 0 { "apps" } else { "" }
+        ));
+    }
     out
 }
 
@@ -377,5 +393,38 @@ fn logs(c: &mut Client, name: &str, follow: bool) -> Result<(), Error> {
             Response::Error(e) => return Err(refused(&e)),
             other => return Err(c.unexpected(&other).into()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use kaos_protocol::{VmState, truncated};
+
+    use super::*;
+
+    #[test]
+    fn the_vm_list_names_each_vms_image() {
+        let mut vm = VmSummary {
+            name: truncated("web-1"),
+            state: VmState::Running,
+            vcpus: 1,
+            memory_mib: 128,
+            restarts: 0,
+            guest_up: true,
+            ipv4: None,
+            image: Some(truncated("web")),
+        };
+        let table = vms_table(std::slice::from_ref(&vm));
+        assert!(
+            table
+                .lines()
+                .next()
+                .is_some_and(|h| h.ends_with("ADDRESS          IMAGE"))
+        );
+        assert!(table.ends_with("  -                web\n"), "{table}");
+        assert_eq!(summary_view(&vm)["image"], "web");
+        vm.image = None;
+        assert!(vms_table(&[vm.clone()]).ends_with("  -                -\n"));
+        assert_eq!(summary_view(&vm)["image"], serde_json::Value::Null);
     }
 }
