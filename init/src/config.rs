@@ -16,7 +16,10 @@ use kaos_protocol::{
 };
 use kaos_store::{ClientKey, EventRecord, Location, Probe, Store, StoreError, VmRecord};
 
+mod apps;
 mod net;
+
+pub use apps::instance_number;
 
 /// A request the store refused: a stable code and a message for the client.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -545,6 +548,7 @@ fn carry_over(from: &Store, to: &Store) {
             }
         }
     }
+    apps::carry_over(from, to);
 }
 
 fn matches_disk(name: &str, path: &Path, info: &DiskInfo) -> bool {

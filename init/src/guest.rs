@@ -9,7 +9,8 @@
 //! kattach guest: <name> up (kernel <release>, <N> vCPUs, <M> MiB)
 //! ```
 //!
-//! report the IPv4 address the kernel's `ip=` autoconfiguration set, reap children, and on
+//! report the IPv4 address the kernel's `ip=` autoconfiguration set, run the App Modules of the
+//! image the VM is an instance of ([`guest_apps`]), reap children, and on
 //! `SIGTERM`/`SIGINT`/`SIGPWR`/`SIGUSR2` power off in order. Nothing of the host role runs
 //! here: no management endpoint, no store, no keys.
 //!
@@ -36,7 +37,7 @@ use rustix::mount::{MountFlags, UnmountFlags, mount, unmount};
 use rustix::process::{Pid, Signal, WaitOptions, kill_process, waitpid};
 use rustix::system::RebootCommand;
 
-use crate::{early, guest_diag, logger, procs, supervisor, sys};
+use crate::{early, guest_apps, guest_diag, logger, procs, supervisor, sys};
 
 /// The kernel command-line word that selects this role.
 const ROLE_WORD: &str = "kaos.role=guest";
@@ -219,12 +220,21 @@ pub fn main() -> ! {
             let _ = std::io::stderr().write_all(format!("kattach guest: {line}\n").as_bytes());
         });
     }
+    let say = |error: bool, text: &str| {
+        if error {
+            console.announce(&format!("error: {text}"));
+        } else {
+            console.announce(text);
+        }
+    };
+    let root = guest_apps::Root("/".into());
+    let apps = guest_apps::Apps::start(&root, &settings.name, &say);
     match settings.exit {
         Some(Exit::PowerOff) => power_off(&console),
         Some(Exit::Reboot) => reboot(&console),
         None => {}
     }
-    run(&console)
+    run(&console, &root, apps)
 }
 
 /// `tmpfs` on `/tmp` (the host has none; guests' applications expect one).
@@ -283,11 +293,22 @@ pub(crate) fn local_addresses(fib_trie: &str) -> Vec<std::net::Ipv4Addr> {
     out
 }
 
-/// The supervisor loop: signals in, power-off out, children reaped.
-fn run(console: &Console) -> ! {
+/// The supervisor loop: signals in, power-off out, children reaped, App Modules' entrypoints
+/// restarted when their back-off is over.
+fn run(console: &Console, root: &guest_apps::Root, mut apps: guest_apps::Apps) -> ! {
     let set = sys::supervised_signals();
+    let say = |error: bool, text: &str| {
+        if error {
+            console.announce(&format!("error: {text}"));
+        } else {
+            console.announce(text);
+        }
+    };
     loop {
-        match sys::wait(&set, Duration::from_secs(5)) {
+        let timeout = apps.next_due().map_or(Duration::from_secs(5), |d| {
+            d.clamp(Duration::from_millis(10), Duration::from_secs(5))
+        });
+        match sys::wait(&set, timeout) {
             Ok(Some(Signal::TERM | Signal::INT | Signal::POWER | Signal::USR2)) => {
                 power_off(console);
             }
@@ -298,7 +319,10 @@ fn run(console: &Console) -> ! {
                 std::thread::sleep(Duration::from_secs(1));
             }
         }
-        reap();
+        for (pid, status) in guest_apps::reap_all() {
+            apps.reaped(pid, status, &say);
+        }
+        apps.start_due(root, &say);
     }
 }
 

@@ -488,6 +488,44 @@ impl Handler for Service {
             Request::ModuleInspect(q) => {
                 Self::reply(crate::modules::inspect(&host.config, q).map(Response::ModuleManifest))
             }
+            Request::GroupCreate(spec) => {
+                Self::reply(crate::images::group_create(&host.config, spec).map(Response::Group))
+            }
+            Request::GroupList => {
+                Answer::Reply(Response::Groups(crate::images::group_list(&host.config)))
+            }
+            Request::GroupShow(name) => {
+                Self::reply(crate::images::group_show(&host.config, name).map(Response::Group))
+            }
+            Request::GroupEdit(edit) => {
+                Self::reply(crate::images::group_edit(&host.config, edit).map(Response::Group))
+            }
+            Request::GroupDelete(name) => {
+                Self::reply(crate::images::group_delete(&host.config, name).map(Response::Groups))
+            }
+            Request::ImageCreate(spec) => {
+                Self::reply(crate::images::image_create(&host.config, spec).map(Response::Image))
+            }
+            Request::ImageList => {
+                Answer::Reply(Response::Images(crate::images::image_list(&host.config)))
+            }
+            Request::ImageShow(name) => {
+                Self::reply(crate::images::image_show(&host.config, name).map(Response::Image))
+            }
+            Request::ImageDelete(name) => {
+                Self::reply(crate::images::image_delete(&host.config, name).map(Response::Images))
+            }
+            Request::ImageDeploy(deploy) => {
+                log::info!(
+                    "image deploy {} --count {} requested by {}",
+                    deploy.name,
+                    deploy.count,
+                    who.name
+                );
+                let deployed = host.vms.deploy(&host.config, &deploy.name, deploy.count);
+                host.net.config_changed(&host.config);
+                Self::reply(deployed.map(Response::Image))
+            }
             // The session answers these itself.
             Request::Ping | Request::Cancel(_) | Request::WhoAmI => {
                 Answer::Reply(Response::Accepted)

@@ -11,14 +11,17 @@
 //!   supervisor is already reaping and handling signals.
 
 mod access;
+mod app_report;
 mod buttons;
 mod cmdline;
 mod config;
 mod dhcp_cfg;
 mod early;
 mod guest;
+mod guest_apps;
 mod guest_diag;
 mod host;
+mod images;
 mod ipam;
 mod logger;
 mod mgmt;

@@ -24,8 +24,9 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use kaos_protocol::{
-    ConsoleChunk, ErrorCode, EventKind, ModuleKind, NicInfo, RestartPolicy, VM_VCPUS_MAX, VlanSpec,
-    VmAction, VmExit, VmExitKind, VmInfo, VmSpec, VmState, VmSummary, truncated, valid_object_name,
+    AppStatus, ConsoleChunk, ErrorCode, EventKind, MAX_APPS, ModuleKind, NicInfo, RestartPolicy,
+    VM_VCPUS_MAX, VlanSpec, VmAction, VmExit, VmExitKind, VmInfo, VmSpec, VmState, VmSummary,
+    truncated, valid_object_name,
 };
 use kaos_store::{NicRecord, VmRecord};
 
@@ -119,6 +120,10 @@ struct Vm {
     platform_sha256: Option<[u8; 32]>,
     /// Its NICs as assigned at create (kept in the store with their leases).
     nics: Vec<NicInfo>,
+    /// The image it is an instance of.
+    image: Option<String>,
+    /// Its App Modules' entrypoints, as the guest reported them this run.
+    apps: Vec<AppStatus>,
     console: ConsoleRing,
     /// Bumped at every start and stop: a runner whose generation is stale gives up.
     generation: u64,
@@ -127,11 +132,13 @@ struct Vm {
 }
 
 impl Vm {
-    fn new(spec: VmSpec, desired_running: bool, nics: Vec<NicInfo>) -> Self {
+    fn new(spec: VmSpec, desired_running: bool, nics: Vec<NicInfo>, image: Option<String>) -> Self {
         Self {
             spec,
             desired_running,
             nics,
+            image,
+            apps: Vec::new(),
             state: VmState::Stopped,
             pid: None,
             restarts: 0,
@@ -162,6 +169,8 @@ impl Vm {
             last_exit: self.last_exit.clone(),
             platform_sha256: self.platform_sha256,
             nics: self.nics.iter().cloned().collect(),
+            image: self.image.as_deref().map(truncated),
+            apps: self.apps.iter().take(MAX_APPS).cloned().collect(),
         }
     }
 
@@ -178,6 +187,7 @@ impl Vm {
                     ipv4: n.ipv4,
                 })
                 .collect(),
+            image: self.image.clone(),
         }
     }
 }
@@ -239,7 +249,7 @@ impl Vms {
                 }
                 let nics = crate::ipam::nic_infos(&record.nics, &vlans);
                 vms.entry(name)
-                    .or_insert_with(|| Vm::new(record.spec, record.running, nics));
+                    .or_insert_with(|| Vm::new(record.spec, record.running, nics, record.image));
             }
         }
         for name in to_start {
@@ -274,7 +284,7 @@ impl Vms {
             // The NICs' MACs and addresses are chosen and stored with the record.
             let record = config.create_vm(spec, start)?;
             let nics = crate::ipam::nic_infos(&record.nics, &config.vlans());
-            vms.insert(name.clone(), Vm::new(spec.clone(), start, nics));
+            vms.insert(name.clone(), Vm::new(spec.clone(), start, nics, None));
         }
         config.record(
             EventKind::VmChanged,
@@ -309,6 +319,7 @@ impl Vms {
                 restarts: vm.restarts,
                 guest_up: vm.guest_up,
                 ipv4: vm.nics.first().map(|n| n.ipv4),
+                image: vm.image.as_deref().map(truncated),
             })
             .collect()
     }
@@ -615,8 +626,18 @@ impl Vms {
             Ok(nics) => nics,
             Err(e) => return start_failed(format!("network: {e}")),
         };
+        let apps = match &record.image {
+            Some(image) => match self.apps_initrd(config, name, image) {
+                Ok(path) => Some(path),
+                Err(e) => {
+                    self.net.detach(name);
+                    return start_failed(format!("image {image}: {e}"));
+                }
+            },
+            None => None,
+        };
         let cmdline = guest_cmdline(spec, &record, &config.vlans());
-        let spawned = self.spawn_vmm(spec, &kernel, &cmdline, &nics);
+        let spawned = self.spawn_vmm(spec, &kernel, apps.as_deref(), &cmdline, &nics);
         // The VMM holds its own copies of the vhost-user sockets now.
         drop(nics);
         let mut child = match spawned {
@@ -636,6 +657,7 @@ impl Vms {
             vm.pid = Some(pid);
             vm.reaped = None;
             vm.guest_up = false;
+            vm.apps.clear();
             vm.platform_sha256 = Some(sha);
             vm.set_state(VmState::Running);
             let stale = vm.generation != generation;
@@ -715,6 +737,7 @@ impl Vms {
         &self,
         spec: &VmSpec,
         kernel: &Path,
+        apps: Option<&Path>,
         cmdline: &str,
         nics: &[(std::os::unix::net::UnixStream, [u8; 6])],
     ) -> std::io::Result<Child> {
@@ -723,8 +746,12 @@ impl Vms {
             .arg("run")
             .arg("--kernel")
             .arg(kernel)
-            .arg("--guest-init")
-            .args(["--vcpus", &spec.vcpus.to_string()])
+            .arg("--guest-init");
+        // The image's plan and modules, unpacked by the kernel after the guest init's archive.
+        if let Some(apps) = apps {
+            cmd.arg("--initrd").arg(apps);
+        }
+        cmd.args(["--vcpus", &spec.vcpus.to_string()])
             .args(["--memory", &format!("{}M", spec.memory_mib)])
             .args(["--cmdline", cmdline]);
         let mut inherit = Vec::with_capacity(nics.len());
@@ -829,9 +856,11 @@ impl Vms {
 
     fn console_output(&self, config: &Config, name: &str, data: &[u8], line: &mut Vec<u8>) {
         let mut up = false;
+        let mut reports = Vec::new();
         for &b in data {
             if b == b'\n' {
                 up |= is_ready_line(line);
+                reports.extend(crate::app_report::parse(line));
                 line.clear();
             } else if line.len() < 512 {
                 line.push(b);
@@ -845,6 +874,17 @@ impl Vms {
                     vm.guest_up = true;
                     log::info!("VM {name}: guest is up");
                 }
+                for (module, entrypoint, report) in &reports {
+                    apps::apply(&mut vm.apps, module, entrypoint, report);
+                }
+            }
+        }
+        for (module, entrypoint, report) in reports {
+            if let crate::app_report::Report::Exited(how) = report {
+                config.record(
+                    EventKind::AppExited,
+                    &format!("VM {name}: app {module}/{entrypoint} exited: {how}"),
+                );
             }
         }
         config.wake_streams();
@@ -969,7 +1009,7 @@ const NIC_FD_SPARE: i32 = 64;
 const MAX_NICS: usize = kaos_protocol::MAX_NICS;
 
 /// Checks a definition before anything is stored or started.
-fn check_spec(spec: &VmSpec, modules: &[kaos_protocol::ModuleInfo]) -> Reply<()> {
+pub(crate) fn check_spec(spec: &VmSpec, modules: &[kaos_protocol::ModuleInfo]) -> Reply<()> {
     let invalid = |m: String| Err(refuse(ErrorCode::InvalidArgument, m));
     if !valid_object_name(&spec.name) {
         return invalid(format!(
@@ -1018,6 +1058,9 @@ fn check_spec(spec: &VmSpec, modules: &[kaos_protocol::ModuleInfo]) -> Reply<()>
         Some(_) => Ok(()),
     }
 }
+
+mod apps;
+mod deploy;
 
 #[cfg(test)]
 mod tests {
@@ -1111,6 +1154,7 @@ mod tests {
             spec: s.clone(),
             running: true,
             nics: Vec::new(),
+            image: None,
         };
         let line = guest_cmdline(&s, &bare, &[]);
         assert!(

@@ -71,10 +71,7 @@ pub fn aqi_path(name: &str) -> String {
 /// The cpio archive that carries `plan` and the modules' archives (`(name, bytes)`, in plan
 /// order) to the guest.
 pub fn apps_initrd(plan: &GuestPlan, modules: &[(&str, &[u8])]) -> Result<Vec<u8>, WriteError> {
-    let encoded = postcard::to_allocvec(plan).map_err(|_| WriteError::TooLarge {
-        name: PLAN_PATH.to_owned(),
-        size: usize::MAX,
-    })?;
+    let encoded = encode(plan);
     let mut w = Writer::new();
     w.dir("kaos", 0o755)?;
     w.file(PLAN_PATH, 0o444, &encoded)?;
@@ -83,6 +80,12 @@ pub fn apps_initrd(plan: &GuestPlan, modules: &[(&str, &[u8])]) -> Result<Vec<u8
         w.file(&aqi_path(name), 0o444, bytes)?;
     }
     Ok(w.finish())
+}
+
+/// Encodes a plan (as [`PLAN_PATH`] holds it).
+pub fn encode(plan: &GuestPlan) -> Vec<u8> {
+    // Strings and vectors only: postcard cannot fail on them.
+    postcard::to_allocvec(plan).unwrap_or_default()
 }
 
 /// Decodes a plan; refuses one too large, undecodable or of another format, saying which.

@@ -86,6 +86,7 @@ impl Config {
             spec: spec.clone(),
             running,
             nics,
+            image: None,
         };
         self.write_locked(&mut st, |store| store.create_vm(&record))?;
         Ok(record)

@@ -1,0 +1,143 @@
+//! Deploying an image: its instances created, started and destroyed, and what each instance
+//! boots with — the image's plan and modules as one more initrd archive
+//! ([`kaos_module::plan`]).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use kaos_module::plan::{GuestPlan, PLAN_FORMAT, PlanGroup, PlanModule};
+use kaos_protocol::{ErrorCode, ImageInfo, MAX_INSTANCES, MAX_VMS};
+
+use super::{Reply, Vm, Vms, lock, refuse};
+use crate::config::Config;
+
+impl Vms {
+    /// Brings image `name` to `count` instances: the missing ones are created (all or none)
+    /// and started, the ones beyond `count` stopped and destroyed, and stopped ones up to
+    /// `count` started.
+    pub fn deploy(
+        self: &Arc<Self>,
+        config: &Arc<Config>,
+        name: &str,
+        count: u16,
+    ) -> Reply<ImageInfo> {
+        if count > MAX_INSTANCES {
+            return Err(refuse(
+                ErrorCode::InvalidArgument,
+                format!("{count} instances: an image has at most {MAX_INSTANCES}"),
+            ));
+        }
+        let image = config
+            .images()
+            .into_iter()
+            .find(|i| i.name == name)
+            .ok_or_else(|| refuse(ErrorCode::NotFound, format!("no image named {name:?}")))?;
+        let apps = crate::images::image_apps(config, &image)?;
+        let ports = crate::images::published_ports(&apps);
+        {
+            let vms = lock(&self.vms);
+            let others = vms
+                .values()
+                .filter(|vm| vm.image.as_deref() != Some(name))
+                .count();
+            if others + usize::from(count) > MAX_VMS {
+                return Err(refuse(
+                    ErrorCode::Conflict,
+                    format!(
+                        "this host holds at most {MAX_VMS} VMs ({others} are no instances of {name})"
+                    ),
+                ));
+            }
+        }
+        let step = config.deploy(name, count, |n| {
+            crate::images::instance_spec(&image, n, &ports)
+        })?;
+        for vm in &step.destroyed {
+            if let Some(v) = lock(&self.vms).get_mut(vm) {
+                v.desired_running = false;
+            }
+            self.stop(vm);
+            lock(&self.vms).remove(vm);
+            self.changed.notify_all();
+            log::info!("VM {vm}: destroyed (image {name} scaled to {count})");
+        }
+        let vlans = config.vlans();
+        for record in step.created {
+            let nics = crate::ipam::nic_infos(&record.nics, &vlans);
+            let vm_name = record.spec.name.to_string();
+            lock(&self.vms)
+                .entry(vm_name)
+                .or_insert_with(|| Vm::new(record.spec, true, nics, record.image));
+        }
+        for n in 1..=count {
+            let vm = format!("{name}-{n}");
+            self.set_desired(config, &vm, true)?;
+            self.launch(config, &vm);
+        }
+        crate::images::image_show(config, name)
+    }
+
+    /// Writes the initrd archive of instance `vm` of image `image` into the runtime
+    /// directory: the plan (modules by SHA-256, the groups' values) and each module's `.aqi`
+    /// as stored, read back and checked.
+    pub(super) fn apps_initrd(
+        &self,
+        config: &Config,
+        vm: &str,
+        image: &str,
+    ) -> Result<PathBuf, String> {
+        let spec = config
+            .images()
+            .into_iter()
+            .find(|i| i.name == image)
+            .ok_or_else(|| "the image is gone".to_owned())?;
+        let mut plan = GuestPlan {
+            format: PLAN_FORMAT,
+            image: image.to_owned(),
+            modules: Vec::new(),
+            groups: Vec::new(),
+        };
+        let mut archives = Vec::new();
+        for module in &spec.modules {
+            let (info, bytes) = config
+                .module_bytes(module)
+                .map_err(|e| e.reply().message.to_string())?
+                .ok_or_else(|| format!("module {module} is not stored"))?;
+            plan.modules.push(PlanModule {
+                name: module.to_string(),
+                sha256: info.sha256,
+            });
+            archives.push((module.to_string(), bytes));
+        }
+        let groups = config.groups();
+        for name in &spec.groups {
+            let group = groups
+                .iter()
+                .find(|g| g.name == *name)
+                .ok_or_else(|| format!("group {name} is gone"))?;
+            plan.groups.push(PlanGroup {
+                module: group.module.to_string(),
+                name: group.name.to_string(),
+                values: group
+                    .values
+                    .iter()
+                    .map(|v| (v.key.to_string(), v.value.to_string()))
+                    .collect(),
+            });
+        }
+        let parts: Vec<(&str, &[u8])> = archives
+            .iter()
+            .map(|(n, b)| (n.as_str(), b.as_slice()))
+            .collect();
+        let bytes = kaos_module::plan::apps_initrd(&plan, &parts).map_err(|e| e.to_string())?;
+        let path = self.runtime_dir.join(format!("apps-{vm}.cpio"));
+        std::fs::create_dir_all(&self.runtime_dir)
+            .and_then(|()| {
+                let tmp = path.with_extension("tmp");
+                std::fs::write(&tmp, &bytes)?;
+                std::fs::rename(&tmp, &path)
+            })
+            .map_err(|e| format!("writing {}: {e}", path.display()))?;
+        Ok(path)
+    }
+}
