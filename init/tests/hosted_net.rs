@@ -6,13 +6,13 @@
 //! VMs are created without starting them, so no `/dev/kvm` is needed; the namespace (root) is.
 //! `kaosctl` is taken from beside `kattach`; build it first with `cargo build -p kaosctl`.
 
-use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
-use std::process::Output;
 use std::time::Duration;
 
-use kaos_qemu_tests::hosted::{HOST_IP, HostedHost};
-use kaos_qemu_tests::keys;
+mod common;
+
+use common::User;
+use kaos_qemu_tests::hosted::HostedHost;
 use serde_json::Value;
 
 const KATTACH: &str = env!("CARGO_BIN_EXE_kattach");
@@ -21,94 +21,6 @@ const READY: Duration = Duration::from_secs(10);
 /// The `kaosctl` binary, or why the test cannot run.
 fn kaosctl(test: &str) -> Option<PathBuf> {
     kaos_qemu_tests::kaosctl_beside(Path::new(KATTACH), test, "Virtual networking")
-}
-
-/// A user with a configuration directory holding the harness's admin key and a context for
-/// the hosted host; removed on drop.
-struct User {
-    kaosctl: PathBuf,
-    dir: PathBuf,
-}
-
-impl User {
-    fn new(kaosctl: PathBuf, tag: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("kaos-net-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(dir.join("keys")).expect("config dir");
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(dir.join("keys/admin.key"))
-            .expect("admin key file");
-        std::io::Write::write_all(&mut file, keys::admin().to_text().as_bytes()).expect("write");
-        let user = Self { kaosctl, dir };
-        let endpoint = format!("{HOST_IP}:{}", kaos_protocol::PORT);
-        let add = [
-            "context",
-            "add",
-            "lab",
-            "--endpoint",
-            &endpoint,
-            "--key",
-            "admin",
-            "--use",
-        ];
-        let out = user
-            .command(std::process::Command::new(&user.kaosctl), &add)
-            .output();
-        assert!(out.expect("kaosctl").status.success());
-        user
-    }
-
-    fn command(&self, mut cmd: std::process::Command, args: &[&str]) -> std::process::Command {
-        cmd.args(args)
-            .env("KAOS_CONFIG_DIR", &self.dir)
-            .env_remove("KAOS_CONTEXT")
-            .env_remove("KAOS_ENDPOINT")
-            .env_remove("KAOS_KEY");
-        cmd
-    }
-
-    fn run(&self, host: &HostedHost, args: &[&str]) -> Output {
-        let mut args = args.to_vec();
-        args.extend(["--timeout", "5"]);
-        self.command(host.ns().command(&self.kaosctl.to_string_lossy()), &args)
-            .output()
-            .expect("run kaosctl in the namespace")
-    }
-
-    /// `kaosctl ARGS`, expecting success; stdout.
-    fn ok(&self, host: &HostedHost, args: &[&str]) -> String {
-        let out = self.run(host, args);
-        assert!(
-            out.status.success(),
-            "kaosctl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    /// `kaosctl --output json ARGS`, parsed.
-    fn json(&self, host: &HostedHost, args: &[&str]) -> Value {
-        let mut all = vec!["--output", "json"];
-        all.extend(args);
-        serde_json::from_str(&self.ok(host, &all)).expect("JSON output")
-    }
-
-    /// `kaosctl ARGS`, expecting exit `code` and `why` in stderr.
-    fn fails(&self, host: &HostedHost, args: &[&str], code: i32, why: &str) {
-        let out = self.run(host, args);
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(code), "kaosctl {args:?}: {err}");
-        assert!(err.contains(why), "kaosctl {args:?}: {err:?} lacks {why:?}");
-    }
-}
-
-impl Drop for User {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
 }
 
 fn launch(state: &Path) -> HostedHost {

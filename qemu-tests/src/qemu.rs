@@ -224,6 +224,20 @@ pub fn platform_module_from_env() -> Result<PathBuf, String> {
     Ok(path)
 }
 
+/// The example App Module (`modules/httpd`) the deployment test pushes: `$KAOS_APP_MODULE`,
+/// set by `cargo xtask test` (built by `cargo xtask module httpd`).
+pub fn app_module_from_env() -> Result<PathBuf, String> {
+    let path = std::env::var_os("KAOS_APP_MODULE").ok_or(
+        "KAOS_APP_MODULE is not set: run the qemu-tests through `cargo xtask test`, which \
+         builds the httpd App Module",
+    )?;
+    let path = PathBuf::from(path);
+    if !path.is_file() {
+        return Err(format!("KAOS_APP_MODULE={} is not a file", path.display()));
+    }
+    Ok(path)
+}
+
 /// Why qemu-tests cannot run here, if they cannot.
 pub fn unavailable() -> Option<String> {
     if let Err(e) = image_from_env() {

@@ -169,3 +169,52 @@ pub fn complete_lines(console: &str) -> impl Iterator<Item = &str> {
 pub fn ready_line(name: &str) -> String {
     format!("kattach guest: {name} up")
 }
+
+/// Runs `scenario` against `host`, and turns two known failures of nested KVM under QEMU TCG
+/// into a `SKIPPED` line instead of a failure; everything else (any assertion about the
+/// product, any panic on the host's console) still fails the test:
+///
+/// - QEMU 7.2's emulated SVM sometimes resets the whole emulated host when a nested guest
+///   triple-faults early in its boot: the host's kernel prints nothing (no panic, no oops),
+///   the machine simply starts again. `expected_boots` is how many boots the scenario makes
+///   itself (a reboot it asks for counts).
+/// - Not yet explained: the emulated host stops answering its management port for 20 s (a
+///   timeout, or the connection dropped) without any panic. Said loudly, with the console's
+///   tail.
+pub fn tolerating_tcg_trouble(
+    test: &str,
+    host: &QemuHost,
+    expected_boots: usize,
+    scenario: impl FnOnce(),
+) {
+    let Err(failure) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(scenario)) else {
+        return;
+    };
+    let console = host.console();
+    let boots = console.matches("Linux version").count();
+    let panicked = console.contains("Kernel panic") || console.contains("panic: ");
+    if boots > expected_boots && !panicked {
+        return crate::skip(
+            test,
+            "the emulated host reset itself mid-test (QEMU TCG's nested SVM after a guest's \
+             triple fault; no panic on its console)",
+        );
+    }
+    let message = failure
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| failure.downcast_ref::<&str>().copied())
+        .unwrap_or("");
+    let stalled = message.contains("Resource temporarily unavailable")
+        || message.contains("Closed(")
+        || message.contains("closed the connection");
+    if stalled && !panicked {
+        eprintln!("{}", host.tail());
+        return crate::skip(
+            test,
+            "the emulated host stopped answering its management port mid-test (nested KVM \
+             under QEMU TCG; no panic on its console; see the tail above)",
+        );
+    }
+    std::panic::resume_unwind(failure);
+}

@@ -22,8 +22,8 @@ use kaos_qemu_tests::netns::{self, NetNs};
 use kaos_qemu_tests::qemu::{self, QemuConfig, QemuHost};
 use kaos_qemu_tests::skip;
 use kaos_qemu_tests::vkaos::{
-    act, ask, complete_lines, create, inspect, logs, push_platform, spec, unavailable,
-    wait_log_line, wait_vm,
+    act, ask, complete_lines, create, inspect, logs, push_platform, spec, tolerating_tcg_trouble,
+    unavailable, wait_log_line, wait_vm,
 };
 use kaos_qemu_tests::vlan_peer::VlanPeer;
 use kaosctl::Client;
@@ -138,46 +138,8 @@ fn guests_on_vlans_reach_their_peers_and_nothing_else() {
     let ns = NetNs::new("uplink").expect("namespace");
     let peer = VlanPeer::start(&ns, "kpeer0", 10, &format!("{PEER}/24")).expect("peer");
     let host = boot(&peer);
-    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        scenario(&host, &ns, &peer);
-    }));
-    if let Err(failure) = outcome {
-        // QEMU 7.2's emulated SVM sometimes resets the whole emulated host when a nested
-        // guest triple-faults early in its boot (the host's kernel prints nothing: no panic,
-        // no oops; the machine simply starts again). Real hardware does not do that, and
-        // nothing of the product can cause it; the run says so instead of failing on it.
-        let console = host.console();
-        let boots = console.matches("Linux version").count();
-        let panicked = console.contains("Kernel panic") || console.contains("panic: ");
-        if boots > 1 && !panicked {
-            return skip(
-                TEST,
-                "the emulated host reset itself mid-test (QEMU TCG's nested SVM after a \
-                 guest's triple fault; no panic on its console)",
-            );
-        }
-        // The other face of the same trouble, not yet explained: the emulated host stops
-        // answering its management port for 20 s (a timeout, or the connection dropped)
-        // without any panic. Said loudly, with the console's tail, and not counted as the
-        // switch's failure; an assertion about the network still fails the test.
-        let message = failure
-            .downcast_ref::<String>()
-            .map(String::as_str)
-            .or_else(|| failure.downcast_ref::<&str>().copied())
-            .unwrap_or("");
-        let stalled = message.contains("Resource temporarily unavailable")
-            || message.contains("Closed(")
-            || message.contains("closed the connection");
-        if stalled && !panicked {
-            eprintln!("{}", host.tail());
-            return skip(
-                TEST,
-                "the emulated host stopped answering its management port mid-test (nested \
-                 KVM under QEMU TCG; no panic on its console; see the tail above)",
-            );
-        }
-        std::panic::resume_unwind(failure);
-    }
+    // The known troubles of nested KVM under TCG are told apart from the switch's failures.
+    tolerating_tcg_trouble(TEST, &host, 1, || scenario(&host, &ns, &peer));
 }
 
 fn scenario(host: &QemuHost, ns: &NetNs, peer: &VlanPeer) {

@@ -167,6 +167,13 @@ pub fn run() -> Result<()> {
         },
     )?;
     let platform = built.context("module step produced no module")?;
+    // The example App Module the image-deployment test pushes (a static binary, no kernel).
+    let mut built = None;
+    step("app module (modules/httpd)", &mut || {
+        built = Some(crate::module::build("httpd", None)?);
+        Ok(())
+    })?;
+    let app = built.context("module step produced no module")?;
     step("qemu-tests (two at a time)", &mut || {
         let status = Command::new(paths::cargo())
             .current_dir(paths::workspace_root())
@@ -175,6 +182,7 @@ pub fn run() -> Result<()> {
             .env(IMAGE_KEY_ENV, &image_key)
             .env("KAOS_IMAGE_GENERIC", &generic)
             .env("KAOS_PLATFORM_MODULE", &platform)
+            .env("KAOS_APP_MODULE", &app)
             .status()
             .context("run cargo")?;
         if !status.success() {
