@@ -118,9 +118,9 @@ impl Host {
                 self.remove(remove.name.as_str())?;
                 Response::Access(self.access.clone())
             }
-            // Modules and VMs (1.1), networking (1.2) and module inspect (1.3) are not modelled: these targets check
-            // the session (one answer per id, roles, streams); the control planes have their
-            // own tests.
+            // Modules and VMs (1.1), networking (1.2), module inspect (1.3), groups and images
+            // (1.4) are not modelled: these targets check the session (one answer per id, roles,
+            // streams); the control planes have their own tests.
             Request::ModuleUpload(_)
             | Request::ModuleList
             | Request::ModuleRemove(_)
@@ -136,7 +136,17 @@ impl Host {
             | Request::RuleList
             | Request::RuleDelete(_)
             | Request::NetStats(_)
-            | Request::ModuleInspect(_) => {
+            | Request::ModuleInspect(_)
+            | Request::GroupCreate(_)
+            | Request::GroupList
+            | Request::GroupShow(_)
+            | Request::GroupEdit(_)
+            | Request::GroupDelete(_)
+            | Request::ImageCreate(_)
+            | Request::ImageList
+            | Request::ImageShow(_)
+            | Request::ImageDelete(_)
+            | Request::ImageDeploy(_) => {
                 return Err(fail(ErrorCode::Unsupported, "no VMs in the fuzz host"));
             }
             // The session answers these itself and never asks the host.

@@ -30,6 +30,7 @@ pub mod cpio;
 pub mod group;
 pub mod manifest;
 pub mod plan;
+pub mod report;
 #[cfg(feature = "build")]
 pub mod source;
 
