@@ -1,7 +1,7 @@
 //! Guest-side helpers of the App Module reports; the format itself is
 //! [`kaos_module::report`], shared with the host's reader and the fuzz target.
 
-pub use kaos_module::report::{PREFIX, Report, line, parse};
+pub use kaos_module::report::{Report, line, parse};
 
 /// How a wait status ended: `exit status N` or `signal N`.
 pub fn describe_status(status: i32) -> String {

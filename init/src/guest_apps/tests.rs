@@ -146,7 +146,7 @@ fn modules_are_unpacked_groups_rendered_and_entrypoints_supervised() {
     assert!(due <= Duration::from_secs(1));
     // What the guest said is what the host reads.
     for (_, line) in lines.borrow().iter() {
-        let text = format!("{}{line}", app_report::PREFIX);
+        let text = format!("{}{line}", kaos_module::report::PREFIX);
         assert!(app_report::parse(text.as_bytes()).is_some(), "{text}");
     }
 }
