@@ -60,6 +60,8 @@ pub struct Network {
     uplink: Option<Uplink>,
     sandbox: bool,
     state: Mutex<State>,
+    /// The host is going down: the switch's end is expected, nothing is restarted.
+    shutting_down: std::sync::atomic::AtomicBool,
 }
 
 fn refuse(code: ErrorCode, message: impl Into<String>) -> Refusal {
@@ -75,7 +77,15 @@ impl Network {
             uplink,
             sandbox,
             state: Mutex::new(State::default()),
+            shutting_down: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// The host powers off or reboots: the switch will be stopped with every other process,
+    /// and its end then is no failure.
+    pub fn begin_shutdown(&self) {
+        self.shutting_down
+            .store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
     fn lock(&self) -> MutexGuard<'_, State> {
@@ -267,6 +277,11 @@ impl Network {
             return false;
         }
         state.switch = None;
+        if self.shutting_down.load(std::sync::atomic::Ordering::SeqCst) {
+            state.ports.clear();
+            log::info!("the virtual switch (pid {pid}) stopped");
+            return true;
+        }
         orphaned.extend(std::mem::take(&mut state.ports).into_keys());
         log::error!(
             "the virtual switch (pid {pid}) exited with status {status:#x}; VMs with NICs restart: {orphaned:?}"

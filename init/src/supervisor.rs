@@ -103,6 +103,7 @@ fn power(host: &Host, action: PowerAction) {
     // VMs keep their desired state (they come back after the boot) but must not be restarted
     // while everything is stopped.
     host.vms.begin_shutdown();
+    host.net.begin_shutdown();
     stop_all(host);
     rustix::fs::sync();
     let cmd = match action {

@@ -675,6 +675,11 @@ impl Vms {
         if !last_words.is_empty() {
             exit.message = truncated(&last_words);
         }
+        if self.shutting_down() {
+            // Ended with every other process by the host's power-off or reboot, not by itself.
+            exit.kind = VmExitKind::Stopped;
+            exit.message = truncated("stopped for the host's power-off or reboot");
+        }
         let mut vms = lock(&self.vms);
         if let Some(vm) = vms.get_mut(name) {
             vm.pid = None;
