@@ -174,9 +174,21 @@ fn vkaos_guests_boot_are_managed_and_restarted_by_policy() {
         ),
         true,
     );
-    let crashed = wait_vm(&mut c, &host, "crasher", "restarted", |i| i.restarts >= 1);
-    let exit = crashed.last_exit.expect("a last exit");
-    assert_eq!(exit.kind, VmExitKind::Reset, "{exit:?}");
+    // Nested SVM under TCG now and then triple-faults a guest early in its boot instead (a
+    // crash, also restarted by on-failure): the test waits for the reset the panic makes.
+    let crashed = wait_vm(&mut c, &host, "crasher", "reset and restarted", |i| {
+        i.restarts >= 1
+            && i.last_exit
+                .as_ref()
+                .is_some_and(|e| e.kind == VmExitKind::Reset)
+    });
+    if crashed.restarts > 1 {
+        eprintln!(
+            "crasher: {} restarts before its panic's reset (early triple faults of nested SVM \
+             under TCG)",
+            crashed.restarts
+        );
+    }
     assert!(logs(&mut c, "crasher").contains("Kernel panic"));
     // The other guests never noticed.
     assert!(inspect(&mut c, "g1").guest_up);
