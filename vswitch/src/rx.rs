@@ -143,11 +143,18 @@ impl<'a> GuestRx<'a> {
         let copied = taken.and_then(|()| {
             // At most MAX_CHAINS (64) chains.
             let n = u16::try_from(s.chains.len()).unwrap_or(u16::MAX);
-            s.stage.clear();
-            s.stage.extend_from_slice(&hdr.emit(n));
-            s.stage.extend_from_slice(head);
+            // The stage only grows (to the longest head seen), so no frame pays for a
+            // reallocation or for `Vec::extend`'s bookkeeping.
+            let staged = HDR_LEN + head.len();
+            if s.stage.len() < staged {
+                s.stage.resize(staged, 0);
+            }
+            let stage = &mut s.stage[..staged];
+            let (h, rest) = stage.split_at_mut(HDR_LEN);
+            h.copy_from_slice(&hdr.emit(n));
+            rest.copy_from_slice(head);
             let start = Cursor::new(&s.segs, 0);
-            chain::copy_in(mem, start, &s.stage).ok_or(DatapathDrop::BadRxChain)?;
+            chain::copy_in(mem, start, stage).ok_or(DatapathDrop::BadRxChain)?;
             if let Some((src_mem, src, len)) = f.tail {
                 let at = Cursor::new(&s.segs, HDR_LEN + head.len());
                 chain::copy_guest(src_mem, src, mem, at, len).ok_or(DatapathDrop::BadRxChain)?;
