@@ -54,19 +54,22 @@ pub(crate) fn split(
     len: u32,
     segs: &mut Vec<Seg>,
 ) -> Result<(), BadChain> {
-    let mut left = u64::from(len);
+    let mut left = len;
     while left > 0 {
-        let (index, region) = find(mem, addr).ok_or(BadChain::OutOfMemory)?;
+        let (region_index, region) = find(mem, addr).ok_or(BadChain::OutOfMemory)?;
         let offset = addr.unchecked_offset_from(region.start_addr());
-        let n = (region.len() - offset).min(left);
+        // What the region holds from `addr` on, capped at `u32::MAX`; then at most `left`.
+        let n = u32::try_from(region.len() - offset)
+            .unwrap_or(u32::MAX)
+            .min(left);
         segs.push(Seg {
-            // Fewer regions than `u32::MAX`: vhost-user allows a few dozen.
-            region: u32::try_from(index).map_err(|_| BadChain::OutOfMemory)?,
-            // `n` <= `left` <= u32::MAX.
-            len: u32::try_from(n).map_err(|_| BadChain::Broken)?,
+            region: region_index,
+            len: n,
             offset,
         });
-        addr = addr.checked_add(n).ok_or(BadChain::OutOfMemory)?;
+        addr = addr
+            .checked_add(u64::from(n))
+            .ok_or(BadChain::OutOfMemory)?;
         left -= n;
         if segs.len() > MAX_SEGS * 4 {
             return Err(BadChain::Broken);
@@ -77,10 +80,11 @@ pub(crate) fn split(
 
 /// The region holding `addr`, with its index. A linear walk: a vhost-user guest has a few
 /// regions (the first usually holds everything), fewer than a binary search pays for.
+/// Indices are `u32` (vhost-user allows a few dozen regions).
 #[inline]
-fn find(mem: &GuestMemoryMmap, addr: GuestAddress) -> Option<(usize, &vm_memory::GuestRegionMmap)> {
-    mem.iter()
-        .enumerate()
+fn find(mem: &GuestMemoryMmap, addr: GuestAddress) -> Option<(u32, &vm_memory::GuestRegionMmap)> {
+    (0u32..)
+        .zip(mem.iter())
         .find(|(_, r)| r.start_addr() <= addr && addr <= r.last_addr())
 }
 
