@@ -1,5 +1,6 @@
 //! A split virtqueue's rings as the datapath touches them: each ring resolved once per batch
-//! into a volatile slice of guest memory, then read and written at checked offsets.
+//! into volatile slices and arrays of guest memory, then read and written at checked offsets
+//! or indices.
 //!
 //! `virtio-queue`'s `Queue` keeps the state (sizes, addresses, `next_avail`, `next_used`, the
 //! event-index switch, set by the vhost-user requests) and is used for notification control;
@@ -12,7 +13,8 @@ use std::sync::atomic::Ordering;
 
 use virtio_queue::{Queue, QueueT};
 use vm_memory::{
-    ByteValued, Bytes, GuestAddress, GuestMemory, GuestMemoryMmap, VolatileMemory, VolatileSlice,
+    ByteValued, Bytes, GuestAddress, GuestMemory, GuestMemoryMmap, VolatileArrayRef,
+    VolatileMemory, VolatileSlice,
 };
 
 use crate::chain::{BadChain, MAX_SEGS, Seg, split};
@@ -22,13 +24,21 @@ const F_WRITE: u16 = 2;
 const F_INDIRECT: u16 = 4;
 const AVAIL_F_NO_INTERRUPT: u16 = 1;
 
+/// A descriptor as two little-endian words: the address; length, flags and next.
+type Descriptor = [u64; 2];
+
 /// The rings of one queue, for one batch.
 #[derive(Debug)]
 pub struct Ring<'m> {
     mem: &'m GuestMemoryMmap,
-    desc: VolatileSlice<'m, ()>,
+    /// The descriptor table, one `[u64; 2]` per entry.
+    desc: VolatileArrayRef<'m, Descriptor>,
     avail: VolatileSlice<'m, ()>,
+    /// The available ring's entries (after its flags and index).
+    avail_ring: VolatileArrayRef<'m, u16>,
     used: VolatileSlice<'m, ()>,
+    /// The used ring's entries (after its flags and index), one `u64` each.
+    used_ring: VolatileArrayRef<'m, u64>,
     size: u16,
     event_idx: bool,
     /// The next available entry to take.
@@ -56,11 +66,16 @@ impl<'m> Ring<'m> {
         }
         let n = usize::from(size);
         let slice = |addr: u64, len: usize| mem.get_slice(GuestAddress(addr), len).ok();
+        // Entries are indexed below `size` only (masked, or checked against the table's
+        // length), so `VolatileArrayRef`'s index assertion never fires; each access is then a
+        // pointer offset and one volatile load or store, not a checked sub-slice.
         Some(Self {
             mem,
-            desc: slice(queue.desc_table(), 16 * n)?,
+            desc: array(mem, queue.desc_table(), n)?,
             avail: slice(queue.avail_ring(), 6 + 2 * n)?,
+            avail_ring: array(mem, queue.avail_ring().checked_add(4)?, n)?,
             used: slice(queue.used_ring(), 6 + 8 * n)?,
+            used_ring: array(mem, queue.used_ring().checked_add(4)?, n)?,
             size,
             event_idx: queue.event_idx_enabled(),
             next_avail: queue.next_avail(),
@@ -94,10 +109,11 @@ impl<'m> Ring<'m> {
     /// Takes the next available chain's head.
     #[inline]
     pub fn pop(&mut self) -> Option<u16> {
-        let slot = 4 + 2 * usize::from(self.next_avail & (self.size - 1));
-        let head: u16 = load(&self.avail, slot)?;
+        let head = self
+            .avail_ring
+            .load(usize::from(self.next_avail & (self.size - 1)));
         self.next_avail = self.next_avail.wrapping_add(1);
-        Some(head)
+        Some(u16::from_le(head))
     }
 
     /// Reads chain `head` into `segs` (appended), every descriptor device-writable if
@@ -108,31 +124,25 @@ impl<'m> Ring<'m> {
     /// within their table, addresses within guest memory.
     pub fn chain(&self, head: u16, writable: bool, segs: &mut Vec<Seg>) -> Result<u32, BadChain> {
         let mut table = self.desc;
-        let mut len = self.size;
+        let mut len = table.len();
         let mut i = head;
         let mut indirect = false;
         let mut total = 0u32;
         for _ in 0..=MAX_SEGS {
-            if i >= len {
+            if usize::from(i) >= len {
                 return Err(BadChain::Broken);
             }
-            // A descriptor is two little-endian words: the address; length, flags, next. Read
-            // as one `[u64; 2]` (one bounds check, two word loads; a `[u8; 16]` would be
-            // sixteen byte loads).
-            let [addr, word] = load::<[u64; 2]>(&table, 16 * usize::from(i))
-                .ok_or(BadChain::Broken)?
-                .map(u64::from_le);
+            // One element of the table: two word loads (a `[u8; 16]` would be sixteen byte
+            // loads), `i` checked against the table's length above.
+            let [addr, word] = table.load(usize::from(i)).map(u64::from_le);
             #[allow(clippy::cast_possible_truncation)] // the word's fields, on purpose
             let (dlen, flags, next) = (word as u32, (word >> 32) as u16, (word >> 48) as u16);
             if flags & F_INDIRECT != 0 {
                 if indirect || !dlen.is_multiple_of(16) || dlen == 0 || dlen / 16 > 0xffff {
                     return Err(BadChain::Broken);
                 }
-                table = self
-                    .mem
-                    .get_slice(GuestAddress(addr), dlen as usize)
-                    .map_err(|_| BadChain::OutOfMemory)?;
-                len = u16::try_from(dlen / 16).map_err(|_| BadChain::Broken)?;
+                len = usize::try_from(dlen / 16).map_err(|_| BadChain::Broken)?;
+                table = array(self.mem, addr, len).ok_or(BadChain::OutOfMemory)?;
                 (i, indirect) = (0, true);
                 continue;
             }
@@ -156,13 +166,11 @@ impl<'m> Ring<'m> {
     /// Writes a used entry (not yet visible to the driver: see [`publish`](Self::publish)).
     #[inline]
     pub fn push_used(&mut self, head: u16, len: u32) {
-        let slot = 4 + 8 * usize::from(self.next_used & (self.size - 1));
         // The entry (id, then length, both little-endian u32) as one little-endian u64: one
         // store (`VolatileRef` stores unaligned-safe), where a `[u8; 8]` would be eight.
         let e = u64::from(head) | (u64::from(len) << 32);
-        if let Ok(r) = self.used.get_ref::<u64>(slot) {
-            r.store(e.to_le());
-        }
+        self.used_ring
+            .store(usize::from(self.next_used & (self.size - 1)), e.to_le());
         self.next_used = self.next_used.wrapping_add(1);
     }
 
@@ -188,9 +196,13 @@ impl<'m> Ring<'m> {
     }
 }
 
-/// One value at `at` in `ring`: a single volatile load of its bytes (`Bytes::read_obj` goes
-/// through a byte-copy loop or `memcpy` instead, several times the cost for 2 or 16 bytes).
-#[inline]
-fn load<T: ByteValued>(ring: &VolatileSlice<'_, ()>, at: usize) -> Option<T> {
-    ring.get_ref::<T>(at).ok().map(|r| r.load())
+/// `n` values of `T` at guest address `addr`, all inside one region (`None` otherwise).
+fn array<T: ByteValued>(
+    mem: &GuestMemoryMmap,
+    addr: u64,
+    n: usize,
+) -> Option<VolatileArrayRef<'_, T>> {
+    let (region, at) = mem.to_region_addr(GuestAddress(addr))?;
+    let at = usize::try_from(at.0).ok()?;
+    region.get_array_ref(at, n).ok()
 }
