@@ -47,26 +47,27 @@ fn conflict(message: String) -> StoreError {
     StoreError::Conflict(message)
 }
 
-fn groups_in(txn: &WriteTransaction) -> Result<Vec<GroupSpec>, StoreError> {
-    let table = txn.open_table(CONFIG_GROUPS)?;
+/// Every record of a name-keyed table, decoded (`what` names one in errors).
+fn records<R: for<'a> Deserialize<'a>>(
+    table: &impl ReadableTable<&'static str, &'static [u8]>,
+    what: &str,
+) -> Result<Vec<R>, StoreError> {
     let mut out = Vec::new();
     for entry in table.iter()? {
         let (name, bytes) = entry?;
-        let record: GroupRecord = decode(&format!("group {}", name.value()), bytes.value())?;
-        out.push(record.spec);
+        out.push(decode(&format!("{what} {}", name.value()), bytes.value())?);
     }
     Ok(out)
 }
 
+fn groups_in(txn: &WriteTransaction) -> Result<Vec<GroupSpec>, StoreError> {
+    let all: Vec<GroupRecord> = records(&txn.open_table(CONFIG_GROUPS)?, "group")?;
+    Ok(all.into_iter().map(|r| r.spec).collect())
+}
+
 fn images_in(txn: &WriteTransaction) -> Result<Vec<ImageSpec>, StoreError> {
-    let table = txn.open_table(VM_IMAGES)?;
-    let mut out = Vec::new();
-    for entry in table.iter()? {
-        let (name, bytes) = entry?;
-        let record: ImageRecord = decode(&format!("image {}", name.value()), bytes.value())?;
-        out.push(record.spec);
-    }
-    Ok(out)
+    let all: Vec<ImageRecord> = records(&txn.open_table(VM_IMAGES)?, "image")?;
+    Ok(all.into_iter().map(|r| r.spec).collect())
 }
 
 /// What names module `name` (a group or an image), for refusing its removal; `None`: nothing.
@@ -90,14 +91,8 @@ impl Store {
     /// Every group, sorted by name.
     pub fn groups(&self) -> Result<Vec<GroupSpec>, StoreError> {
         let txn = self.database().begin_read()?;
-        let table = txn.open_table(CONFIG_GROUPS)?;
-        let mut out = Vec::new();
-        for entry in table.iter()? {
-            let (name, bytes) = entry?;
-            let record: GroupRecord = decode(&format!("group {}", name.value()), bytes.value())?;
-            out.push(record.spec);
-        }
-        Ok(out)
+        let all: Vec<GroupRecord> = records(&txn.open_table(CONFIG_GROUPS)?, "group")?;
+        Ok(all.into_iter().map(|r| r.spec).collect())
     }
 
     /// Stores group `spec.name`: a new one if `create` (a [`StoreError::Conflict`] if the
@@ -149,14 +144,8 @@ impl Store {
     /// Every image, sorted by name.
     pub fn images(&self) -> Result<Vec<ImageSpec>, StoreError> {
         let txn = self.database().begin_read()?;
-        let table = txn.open_table(VM_IMAGES)?;
-        let mut out = Vec::new();
-        for entry in table.iter()? {
-            let (name, bytes) = entry?;
-            let record: ImageRecord = decode(&format!("image {}", name.value()), bytes.value())?;
-            out.push(record.spec);
-        }
-        Ok(out)
+        let all: Vec<ImageRecord> = records(&txn.open_table(VM_IMAGES)?, "image")?;
+        Ok(all.into_iter().map(|r| r.spec).collect())
     }
 
     /// Creates image `spec.name`; its platform, modules and groups must be stored.
