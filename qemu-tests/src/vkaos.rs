@@ -194,6 +194,15 @@ pub fn tolerating_tcg_trouble(
     let boots = console.matches("Linux version").count();
     let panicked = console.contains("Kernel panic") || console.contains("panic: ");
     if boots > expected_boots && !panicked {
+        // What the host said last before it started again: the evidence for the reset's cause.
+        if let Some(at) = console.match_indices("Linux version").nth(expected_boots) {
+            let before: Vec<&str> = console[..at.0].lines().collect();
+            let from = before.len().saturating_sub(25);
+            eprintln!(
+                "--- the host's console before its unasked reset ---\n{}",
+                before[from..].join("\n")
+            );
+        }
         return crate::skip(
             test,
             "the emulated host reset itself mid-test (QEMU TCG's nested SVM after a guest's \
