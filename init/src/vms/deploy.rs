@@ -77,9 +77,9 @@ impl Vms {
         crate::images::image_show(config, name)
     }
 
-    /// Writes the initrd archive of instance `vm` of image `image` into the runtime
-    /// directory: the plan (modules by SHA-256, the groups' values) and each module's `.aqi`
-    /// as stored, read back and checked.
+    /// The initrd archive instance `vm` of image `image` boots with, in the runtime directory:
+    /// the plan (modules by SHA-256, the groups' values) and each module's `.aqi` as stored,
+    /// read back and checked.
     pub(super) fn apps_initrd(
         &self,
         config: &Config,
@@ -130,14 +130,66 @@ impl Vms {
             .map(|(n, b)| (n.as_str(), b.as_slice()))
             .collect();
         let bytes = kaos_module::plan::apps_initrd(&plan, &parts).map_err(|e| e.to_string())?;
-        let path = self.runtime_dir.join(format!("apps-{vm}.cpio"));
-        std::fs::create_dir_all(&self.runtime_dir)
-            .and_then(|()| {
-                let tmp = path.with_extension("tmp");
-                std::fs::write(&tmp, &bytes)?;
-                std::fs::rename(&tmp, &path)
-            })
-            .map_err(|e| format!("writing {}: {e}", path.display()))?;
+        // Every instance of the image boots the same bytes (its name comes on the command
+        // line): one file per content, written once, in RAM; the image's older ones go (a VMM
+        // reads its initrd before the guest runs, so none is in use).
+        let hex = kaos_module::sha256_hex(&bytes);
+        let prefix = format!("apps-{image}-");
+        let path = self
+            .runtime_dir
+            .join(format!("{prefix}{}.cpio", &hex[..16]));
+        if !path.exists() {
+            std::fs::create_dir_all(&self.runtime_dir)
+                .and_then(|()| {
+                    let tmp = self.runtime_dir.join(format!("{prefix}{vm}.tmp"));
+                    std::fs::write(&tmp, &bytes)?;
+                    std::fs::rename(&tmp, &path)
+                })
+                .map_err(|e| format!("writing {}: {e}", path.display()))?;
+            remove_others(&self.runtime_dir, &prefix, &path);
+        }
         Ok(path)
+    }
+}
+
+/// Removes the `<prefix><16 hex>.cpio` files of `dir` but `keep`.
+fn remove_others(dir: &std::path::Path, prefix: &str, keep: &std::path::Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        // Exactly `<prefix><16 hex>.cpio`: another image whose name starts the same keeps its.
+        let ours = name
+            .strip_prefix(prefix)
+            .and_then(|rest| rest.strip_suffix(".cpio"))
+            .is_some_and(|hex| hex.len() == 16 && hex.bytes().all(|b| b.is_ascii_hexdigit()));
+        if path != keep && ours {
+            let _ = std::fs::remove_file(&path);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::remove_others;
+
+    #[test]
+    fn only_the_images_older_initrds_are_removed() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = |name: &str| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, b"x").expect("write");
+            path
+        };
+        let old = file("apps-web-0123456789abcdef.cpio");
+        let keep = file("apps-web-fedcba9876543210.cpio");
+        let other = file("apps-web-x-0123456789abcdef.cpio");
+        let unrelated = file("vkaos-00.vmlinuz");
+        remove_others(dir.path(), "apps-web-", &keep);
+        assert!(!old.exists());
+        assert!(keep.exists() && other.exists() && unrelated.exists());
     }
 }
