@@ -92,7 +92,11 @@ fn root(test: &str) -> bool {
     // SAFETY: geteuid has no preconditions.
     let euid = unsafe { libc::geteuid() };
     if euid != 0 {
-        eprintln!("SKIPPED {test}: the sandbox needs root (CAP_SYS_ADMIN)");
+        // Uncaptured by the test harness, so the skip shows in every log.
+        let _ = std::io::Write::write_all(
+            &mut std::io::stderr(),
+            format!("SKIPPED {test}: the sandbox needs root (CAP_SYS_ADMIN)\n").as_bytes(),
+        );
     }
     euid == 0
 }

@@ -20,7 +20,11 @@ fn cpio(test: &str, args: &[&str], input: &[u8], dir: Option<&PathBuf>) -> Optio
     let mut child = match cmd.spawn() {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("SKIPPED {test}: cannot run cpio ({e}); apt-get install cpio");
+            // Uncaptured by the test harness, so the skip shows in every log.
+            let _ = std::io::Write::write_all(
+                &mut std::io::stderr(),
+                format!("SKIPPED {test}: cannot run cpio ({e}); apt-get install cpio\n").as_bytes(),
+            );
             return None;
         }
     };

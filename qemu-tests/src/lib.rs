@@ -23,7 +23,13 @@ pub mod vlan_peer;
 
 /// Prints why a test is skipped, in one greppable form.
 pub fn skip(test: &str, reason: &str) {
-    eprintln!("SKIPPED {test}: {reason}");
+    say(&format!("SKIPPED {test}: {reason}"));
+}
+
+/// Writes `text` and a newline straight to the process's stderr: the test harness captures
+/// `eprintln!` of a test that passes, and a skip (with its evidence) must show in every log.
+pub fn say(text: &str) {
+    let _ = std::io::Write::write_all(&mut std::io::stderr(), format!("{text}\n").as_bytes());
 }
 
 /// The `kaosctl` binary beside `kattach` (cargo puts both in `target/debug`), or `None` with

@@ -198,10 +198,10 @@ pub fn tolerating_tcg_trouble(
         if let Some(at) = console.match_indices("Linux version").nth(expected_boots) {
             let before: Vec<&str> = console[..at.0].lines().collect();
             let from = before.len().saturating_sub(25);
-            eprintln!(
+            crate::say(&format!(
                 "--- the host's console before its unasked reset ---\n{}",
                 before[from..].join("\n")
-            );
+            ));
         }
         return crate::skip(
             test,
@@ -218,7 +218,7 @@ pub fn tolerating_tcg_trouble(
         || message.contains("Closed(")
         || message.contains("closed the connection");
     if stalled && !panicked {
-        eprintln!("{}", host.tail());
+        crate::say(&host.tail());
         return crate::skip(
             test,
             "the emulated host stopped answering its management port mid-test (nested KVM \

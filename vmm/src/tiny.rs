@@ -130,7 +130,11 @@ pub fn kvm_usable(test: &str) -> bool {
     {
         Ok(_) => true,
         Err(e) => {
-            eprintln!("SKIPPED {test}: cannot open /dev/kvm: {e}");
+            // Uncaptured by the test harness, so the skip shows in every log.
+            let _ = std::io::Write::write_all(
+                &mut std::io::stderr(),
+                format!("SKIPPED {test}: cannot open /dev/kvm: {e}\n").as_bytes(),
+            );
             false
         }
     }
