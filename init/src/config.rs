@@ -377,12 +377,17 @@ impl Config {
         Ok(())
     }
 
+    /// What `op` reads from the store; on a read error, logged, an empty default (a reader
+    /// sees nothing rather than half of something).
+    fn read<T: Default>(&self, what: &str, op: impl FnOnce(&Store) -> Result<T, StoreError>) -> T {
+        let read = op(&self.lock().store);
+        read.map_err(|e| log::error!("reading {what}: {e}"))
+            .unwrap_or_default()
+    }
+
     /// Every stored module.
     pub fn modules(&self) -> Vec<ModuleInfo> {
-        let modules = self.lock().store.modules();
-        modules
-            .map_err(|e| log::error!("reading modules: {e}"))
-            .unwrap_or_default()
+        self.read("modules", Store::modules)
             .into_iter()
             .map(|(_, record)| record.info)
             .collect()
@@ -421,9 +426,7 @@ impl Config {
 
     /// Every stored VM.
     pub fn vms(&self) -> Vec<VmRecord> {
-        let vms = self.lock().store.vms();
-        vms.map_err(|e| log::error!("reading VMs: {e}"))
-            .unwrap_or_default()
+        self.read("VMs", Store::vms)
             .into_iter()
             .map(|(_, record)| record)
             .collect()

@@ -23,10 +23,7 @@ fn read(e: StoreError) -> Refusal {
 impl Config {
     /// Every group, by name.
     pub fn groups(&self) -> Vec<GroupSpec> {
-        let groups = self.lock().store.groups();
-        groups
-            .map_err(|e| log::error!("reading groups: {e}"))
-            .unwrap_or_default()
+        self.read("groups", Store::groups)
     }
 
     /// Stores a new group (`create`) or replaces one; `Ok(false)`: no group to replace.
@@ -53,10 +50,7 @@ impl Config {
 
     /// Every image, by name.
     pub fn images(&self) -> Vec<ImageSpec> {
-        let images = self.lock().store.images();
-        images
-            .map_err(|e| log::error!("reading images: {e}"))
-            .unwrap_or_default()
+        self.read("images", Store::images)
     }
 
     /// Stores a new image.

@@ -10,26 +10,17 @@ use super::{Config, Refusal};
 impl Config {
     /// Every VLAN, by id.
     pub fn vlans(&self) -> Vec<VlanSpec> {
-        let vlans = self.lock().store.vlans();
-        vlans
-            .map_err(|e| log::error!("reading VLANs: {e}"))
-            .unwrap_or_default()
+        self.read("VLANs", Store::vlans)
     }
 
     /// Every address VM NICs hold.
     pub fn leases(&self) -> Vec<Lease> {
-        let leases = self.lock().store.leases();
-        leases
-            .map_err(|e| log::error!("reading leases: {e}"))
-            .unwrap_or_default()
+        self.read("leases", Store::leases)
     }
 
     /// Every firewall rule, by id.
     pub fn rules(&self) -> Vec<(u32, RuleSpec)> {
-        let rules = self.lock().store.rules();
-        rules
-            .map_err(|e| log::error!("reading rules: {e}"))
-            .unwrap_or_default()
+        self.read("rules", Store::rules)
     }
 
     /// Creates a VLAN (durably), recording the change. The caller validates it.
