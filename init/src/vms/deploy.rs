@@ -80,6 +80,12 @@ impl Vms {
     /// The initrd archive instance `vm` of image `image` boots with, in the runtime directory:
     /// the plan (modules by SHA-256, the groups' values) and each module's `.aqi` as stored,
     /// read back and checked.
+    ///
+    /// Every instance of the image boots the same bytes (its name comes on the command line),
+    /// and the plan names everything in them by content: the file is named by the plan's hash,
+    /// so the modules are read from the store and written to RAM once per content, not at
+    /// every start. The image's older files go (a VMM reads its initrd before the guest runs,
+    /// so none is in use).
     pub(super) fn apps_initrd(
         &self,
         config: &Config,
@@ -91,23 +97,22 @@ impl Vms {
             .into_iter()
             .find(|i| i.name == image)
             .ok_or_else(|| "the image is gone".to_owned())?;
+        let stored = config.modules();
         let mut plan = GuestPlan {
             format: PLAN_FORMAT,
             image: image.to_owned(),
             modules: Vec::new(),
             groups: Vec::new(),
         };
-        let mut archives = Vec::new();
         for module in &spec.modules {
-            let (info, bytes) = config
-                .module_bytes(module)
-                .map_err(|e| e.reply().message.to_string())?
+            let info = stored
+                .iter()
+                .find(|m| m.name == *module)
                 .ok_or_else(|| format!("module {module} is not stored"))?;
             plan.modules.push(PlanModule {
                 name: module.to_string(),
                 sha256: info.sha256,
             });
-            archives.push((module.to_string(), bytes));
         }
         let groups = config.groups();
         for name in &spec.groups {
@@ -125,29 +130,35 @@ impl Vms {
                     .collect(),
             });
         }
-        let parts: Vec<(&str, &[u8])> = archives
-            .iter()
-            .map(|(n, b)| (n.as_str(), b.as_slice()))
-            .collect();
-        let bytes = kaos_module::plan::apps_initrd(&plan, &parts).map_err(|e| e.to_string())?;
-        // Every instance of the image boots the same bytes (its name comes on the command
-        // line): one file per content, written once, in RAM; the image's older ones go (a VMM
-        // reads its initrd before the guest runs, so none is in use).
-        let hex = kaos_module::sha256_hex(&bytes);
+        let hex = kaos_module::sha256_hex(&kaos_module::plan::encode(&plan));
         let prefix = format!("apps-{image}-");
         let path = self
             .runtime_dir
             .join(format!("{prefix}{}.cpio", &hex[..16]));
-        if !path.exists() {
-            std::fs::create_dir_all(&self.runtime_dir)
-                .and_then(|()| {
-                    let tmp = self.runtime_dir.join(format!("{prefix}{vm}.tmp"));
-                    std::fs::write(&tmp, &bytes)?;
-                    std::fs::rename(&tmp, &path)
-                })
-                .map_err(|e| format!("writing {}: {e}", path.display()))?;
-            remove_others(&self.runtime_dir, &prefix, &path);
+        if path.exists() {
+            return Ok(path);
         }
+        let mut archives = Vec::new();
+        for m in &plan.modules {
+            let (info, bytes) = config
+                .module_bytes(&m.name)
+                .map_err(|e| e.reply().message.to_string())?
+                .ok_or_else(|| format!("module {} is not stored", m.name))?;
+            if info.sha256 != m.sha256 {
+                return Err(format!("module {} was replaced meanwhile", m.name));
+            }
+            archives.push((m.name.as_str(), bytes));
+        }
+        let parts: Vec<(&str, &[u8])> = archives.iter().map(|(n, b)| (*n, b.as_slice())).collect();
+        let bytes = kaos_module::plan::apps_initrd(&plan, &parts).map_err(|e| e.to_string())?;
+        std::fs::create_dir_all(&self.runtime_dir)
+            .and_then(|()| {
+                let tmp = self.runtime_dir.join(format!("{prefix}{vm}.tmp"));
+                std::fs::write(&tmp, &bytes)?;
+                std::fs::rename(&tmp, &path)
+            })
+            .map_err(|e| format!("writing {}: {e}", path.display()))?;
+        remove_others(&self.runtime_dir, &prefix, &path);
         Ok(path)
     }
 }
