@@ -340,16 +340,7 @@ fn a_vm_with_a_nic_gets_a_switch_port_and_survives_the_switch() {
         "no NIC, no switch"
     );
     assert!(net_stats(&mut c).ports.is_empty());
-    let vlan = kaos_protocol::VlanSpec {
-        id: 10,
-        subnet: kaos_protocol::Ipv4Cidr {
-            addr: [10, 0, 10, 0],
-            prefix: 24,
-        },
-        gateway: None,
-        pool: None,
-        dns: Default::default(),
-    };
+    let vlan = kaos_qemu_tests::vkaos::vlan(10, (10, 50));
     assert!(matches!(
         c.request(Request::VlanCreate(vlan)),
         Ok(Response::Vlan(_))

@@ -13,6 +13,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::mpsc;
 use std::time::Duration;
 
+#[path = "common/env.rs"]
+mod env;
+
 use kaos_protocol::keys::{Fingerprint, PublicKey};
 use kaos_qemu_tests::hosted::{HOST_IP, HostedHost};
 use kaos_qemu_tests::keys;
@@ -84,13 +87,8 @@ impl User {
         user
     }
 
-    fn command(&self, mut cmd: std::process::Command, args: &[&str]) -> std::process::Command {
-        cmd.args(args)
-            .env("KAOS_CONFIG_DIR", &self.dir)
-            .env_remove("KAOS_CONTEXT")
-            .env_remove("KAOS_ENDPOINT")
-            .env_remove("KAOS_KEY");
-        cmd
+    fn command(&self, cmd: std::process::Command, args: &[&str]) -> std::process::Command {
+        env::kaosctl(cmd, &self.dir, args)
     }
 
     /// Runs a local command (it must not need the network), expecting success.

@@ -227,3 +227,22 @@ pub fn tolerating_tcg_trouble(
     }
     std::panic::resume_unwind(failure);
 }
+
+/// VLAN `id` on 10.0.10.0/24 (every test VLAN shares the subnet: only the switch keeps them
+/// apart), no gateway, its pool 10.0.10.`pool.0` to 10.0.10.`pool.1`.
+pub fn vlan(id: u16, pool: (u8, u8)) -> kaos_protocol::VlanSpec {
+    use core::net::Ipv4Addr;
+    kaos_protocol::VlanSpec {
+        id,
+        subnet: kaos_protocol::Ipv4Cidr {
+            addr: [10, 0, 10, 0],
+            prefix: 24,
+        },
+        gateway: None,
+        pool: Some((
+            Ipv4Addr::new(10, 0, 10, pool.0),
+            Ipv4Addr::new(10, 0, 10, pool.1),
+        )),
+        dns: heapless::Vec::new(),
+    }
+}

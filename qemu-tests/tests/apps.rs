@@ -14,14 +14,14 @@ use std::net::{Ipv4Addr, SocketAddrV4, TcpStream};
 use std::time::{Duration, Instant};
 
 use kaos_protocol::{
-    ErrorCode, GroupSpec, GroupValue, ImageDeploy, ImageInfo, ImageSpec, Ipv4Cidr, ModuleKind,
-    Request, Response, VlanSpec, VmInfo, truncated,
+    ErrorCode, GroupSpec, GroupValue, ImageDeploy, ImageInfo, ImageSpec, ModuleKind, Request,
+    Response, VmInfo, truncated,
 };
 use kaos_qemu_tests::disk::DiskImage;
 use kaos_qemu_tests::netns::{self, NetNs};
 use kaos_qemu_tests::qemu::{self, QemuConfig, QemuHost};
 use kaos_qemu_tests::vkaos::{
-    ask, inspect, push_platform, refusal, tolerating_tcg_trouble, unavailable, wait_log_line,
+    ask, inspect, push_platform, refusal, tolerating_tcg_trouble, unavailable, vlan, wait_log_line,
     wait_vm,
 };
 use kaos_qemu_tests::vlan_peer::VlanPeer;
@@ -72,7 +72,7 @@ fn scenario(host: &QemuHost, ns: &NetNs) {
         (httpd.name.as_str(), httpd.kind),
         ("httpd", ModuleKind::App)
     );
-    match ask(&mut c, Request::VlanCreate(vlan10())) {
+    match ask(&mut c, Request::VlanCreate(vlan(10, (10, 50)))) {
         Response::Vlan(_) => {}
         other => panic!("vlan create: {other:?}"),
     }
@@ -139,19 +139,6 @@ fn scenario(host: &QemuHost, ns: &NetNs) {
     assert_eq!(names, ["web-1"]);
     let (code, _) = refusal(&mut c, Request::VmInspect(truncated("web-2")));
     assert_eq!(code, ErrorCode::NotFound);
-}
-
-fn vlan10() -> VlanSpec {
-    VlanSpec {
-        id: 10,
-        subnet: Ipv4Cidr {
-            addr: [10, 0, 10, 0],
-            prefix: 24,
-        },
-        gateway: None,
-        pool: Some((Ipv4Addr::new(10, 0, 10, 10), Ipv4Addr::new(10, 0, 10, 50))),
-        dns: heapless::Vec::new(),
-    }
 }
 
 fn group(name: &str, values: &[(&str, &str)]) -> GroupSpec {

@@ -14,16 +14,16 @@ use std::net::{Ipv4Addr, SocketAddrV4, TcpStream};
 use std::time::Duration;
 
 use kaos_protocol::{
-    Ipv4Cidr, NetStats, NetStatsQuery, NicInfo, NicSpec, PublishSpec, Request, Response,
-    RestartPolicy, RuleAction, RuleDirection, RuleProtocol, RuleScope, RuleSpec, Transport,
-    VlanSpec, VmAction, VmInfo, VmSpec, truncated,
+    NetStats, NetStatsQuery, NicInfo, NicSpec, PublishSpec, Request, Response, RestartPolicy,
+    RuleAction, RuleDirection, RuleProtocol, RuleScope, RuleSpec, Transport, VmAction, VmInfo,
+    VmSpec, truncated,
 };
 use kaos_qemu_tests::netns::{self, NetNs};
 use kaos_qemu_tests::qemu::{self, QemuConfig, QemuHost};
 use kaos_qemu_tests::skip;
 use kaos_qemu_tests::vkaos::{
     act, ask, complete_lines, create, inspect, logs, push_platform, spec, tolerating_tcg_trouble,
-    unavailable, wait_log_line, wait_vm,
+    unavailable, vlan, wait_log_line, wait_vm,
 };
 use kaos_qemu_tests::vlan_peer::VlanPeer;
 use kaosctl::Client;
@@ -31,23 +31,6 @@ use kaosctl::Client;
 const BOOT: Duration = Duration::from_secs(120);
 /// The uplink peer's address on VLAN 10 (outside the pool).
 const PEER: Ipv4Addr = Ipv4Addr::new(10, 0, 10, 200);
-
-fn vlan(id: u16, pool: (u8, u8)) -> VlanSpec {
-    VlanSpec {
-        id,
-        // Both VLANs use the same subnet: only the switch keeps them apart.
-        subnet: Ipv4Cidr {
-            addr: [10, 0, 10, 0],
-            prefix: 24,
-        },
-        gateway: None,
-        pool: Some((
-            Ipv4Addr::new(10, 0, 10, pool.0),
-            Ipv4Addr::new(10, 0, 10, pool.1),
-        )),
-        dns: heapless::Vec::new(),
-    }
-}
 
 fn with_nic(mut s: VmSpec, vlan: u16, publish: &[u16]) -> VmSpec {
     let mut nic = NicSpec {

@@ -282,16 +282,10 @@ const STREAM_SECS: u32 = 3;
 /// sender's own loopback (the same TCP stack and emulated CPU, no NIC or switch).
 fn guest_to_guest(c: &mut Client) -> Result<[String; 3]> {
     eprintln!("[bench] net: guest → guest TCP through the switch (nested KVM in QEMU)...");
-    c.request(Request::VlanCreate(kaos_protocol::VlanSpec {
-        id: 10,
-        subnet: kaos_protocol::Ipv4Cidr {
-            addr: [10, 0, 10, 0],
-            prefix: 24,
-        },
-        gateway: None,
-        pool: None,
-        dns: Default::default(),
-    }))?;
+    c.request(Request::VlanCreate(kaos_qemu_tests::vkaos::vlan(
+        10,
+        (10, 50),
+    )))?;
     let on_vlan = |name: &str, cmdline: &str| {
         let mut s = spec(name, "vkaos", 96, cmdline);
         let nic = kaos_protocol::NicSpec {

@@ -9,6 +9,8 @@ use kaos_qemu_tests::hosted::{HOST_IP, HostedHost};
 use kaos_qemu_tests::keys;
 use serde_json::Value;
 
+pub mod env;
+
 /// A user with a configuration directory holding the harness's admin key and a context for
 /// the hosted host; removed on drop.
 pub struct User {
@@ -47,13 +49,8 @@ impl User {
         user
     }
 
-    fn command(&self, mut cmd: std::process::Command, args: &[&str]) -> std::process::Command {
-        cmd.args(args)
-            .env("KAOS_CONFIG_DIR", &self.dir)
-            .env_remove("KAOS_CONTEXT")
-            .env_remove("KAOS_ENDPOINT")
-            .env_remove("KAOS_KEY");
-        cmd
+    fn command(&self, cmd: std::process::Command, args: &[&str]) -> std::process::Command {
+        env::kaosctl(cmd, &self.dir, args)
     }
 
     pub fn run(&self, host: &HostedHost, args: &[&str]) -> Output {
