@@ -175,6 +175,16 @@ impl Console {
         self.line(4, text);
     }
 
+    /// A line about the App Modules (see [`guest_apps::Say`]): on the console device, as the
+    /// host reads the reports among them.
+    fn app(&self, error: bool, text: &str) {
+        if error {
+            self.announce(&format!("error: {text}"));
+        } else {
+            self.announce(text);
+        }
+    }
+
     fn error(&self, text: &str) {
         self.line(3, text);
     }
@@ -220,15 +230,8 @@ pub fn main() -> ! {
             let _ = std::io::stderr().write_all(format!("kattach guest: {line}\n").as_bytes());
         });
     }
-    let say = |error: bool, text: &str| {
-        if error {
-            console.announce(&format!("error: {text}"));
-        } else {
-            console.announce(text);
-        }
-    };
     let root = guest_apps::Root("/".into());
-    let apps = guest_apps::Apps::start(&root, &settings.name, &say);
+    let apps = guest_apps::Apps::start(&root, &settings.name, &|e, t| console.app(e, t));
     match settings.exit {
         Some(Exit::PowerOff) => power_off(&console),
         Some(Exit::Reboot) => reboot(&console),
@@ -297,13 +300,7 @@ pub(crate) fn local_addresses(fib_trie: &str) -> Vec<std::net::Ipv4Addr> {
 /// restarted when their back-off is over.
 fn run(console: &Console, root: &guest_apps::Root, mut apps: guest_apps::Apps) -> ! {
     let set = sys::supervised_signals();
-    let say = |error: bool, text: &str| {
-        if error {
-            console.announce(&format!("error: {text}"));
-        } else {
-            console.announce(text);
-        }
-    };
+    let say = |error: bool, text: &str| console.app(error, text);
     loop {
         let timeout = apps.next_due().map_or(Duration::from_secs(5), |d| {
             d.clamp(Duration::from_millis(10), Duration::from_secs(5))

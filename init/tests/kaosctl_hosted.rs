@@ -6,7 +6,6 @@
 //! (`target/debug/kaosctl`); build it first with `cargo build -p kaosctl`.
 
 use std::io::{BufRead as _, BufReader};
-use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -59,15 +58,7 @@ impl User {
             std::process::id(),
             SEQ.fetch_add(1, Ordering::Relaxed)
         ));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(dir.join("keys")).expect("config dir");
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(dir.join("keys/admin.key"))
-            .expect("admin key file");
-        std::io::Write::write_all(&mut file, keys::admin().to_text().as_bytes()).expect("write");
+        env::config_dir_with_admin_key(&dir);
         Self { kaosctl, dir }
     }
 

@@ -1,12 +1,10 @@
 //! What the hosted tests that drive the `kaosctl` binary share: a user with a configuration
 //! directory, the harness's admin key and a context for the hosted host.
 
-use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::PathBuf;
 use std::process::Output;
 
 use kaos_qemu_tests::hosted::{HOST_IP, HostedHost};
-use kaos_qemu_tests::keys;
 use serde_json::Value;
 
 pub mod env;
@@ -21,15 +19,7 @@ pub struct User {
 impl User {
     pub fn new(kaosctl: PathBuf, tag: &str) -> Self {
         let dir = std::env::temp_dir().join(format!("kaos-user-{tag}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(dir.join("keys")).expect("config dir");
-        let mut file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(dir.join("keys/admin.key"))
-            .expect("admin key file");
-        std::io::Write::write_all(&mut file, keys::admin().to_text().as_bytes()).expect("write");
+        env::config_dir_with_admin_key(&dir);
         let user = Self { kaosctl, dir };
         let endpoint = format!("{HOST_IP}:{}", kaos_protocol::PORT);
         let add = [
