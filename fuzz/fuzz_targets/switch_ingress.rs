@@ -21,6 +21,9 @@
 //! spoofs, a MAC flood, ageing, malformed frames, fixups) are records of frames built by
 //! `kaos_net::switch::fixture`; `src/seeds.rs` does not write them yet.
 //!
+//! Every frame also goes through a second switch, built the same way but without the flow
+//! cache: the two must decide alike, and end with the same counters and tables.
+//!
 //! Checked for every frame: a forward goes to ports that exist, each once, never the ingress
 //! port, never an uplink when it came from one, all carrying the frame's VLAN (the guest's or
 //! access port's own, or the trunk tag's VID), each with the tag its port needs; a frame from a
@@ -34,8 +37,8 @@ use std::net::Ipv4Addr;
 use kaos_fuzz::input::Input;
 use kaos_net::switch::fixture::{self, A, B, C, Lab, R10, R20};
 use kaos_net::switch::{
-    Action, Cidr, ConntrackConfig, Decision, Direction, DropReason, Instant, MAX_FRAME_LEN, PortId,
-    PortKind, PortRange, Protocol, Rule, SwitchConfig, Tag, UplinkMode, write_egress,
+    Action, Cidr, ConntrackConfig, Decision, Direction, DropReason, Egress, Instant, MAX_FRAME_LEN,
+    PortId, PortKind, PortRange, Protocol, Rule, SwitchConfig, Tag, UplinkMode, write_egress,
 };
 use libfuzzer_sys::fuzz_target;
 
@@ -44,6 +47,8 @@ const MAX_FLOWS: usize = 16;
 
 struct Rig {
     lab: Lab,
+    /// The same switch without the flow cache.
+    plain: Lab,
     access: PortId,
     /// Frames received per port index, and how many of them were forwarded.
     received: [u64; 5],
@@ -51,6 +56,22 @@ struct Rig {
 }
 
 fn rig() -> Rig {
+    let (lab, access) = lab_with(FLOW_CACHE);
+    let (plain, same) = lab_with(0);
+    assert_eq!(access, same);
+    Rig {
+        lab,
+        plain,
+        access,
+        received: [0; 5],
+        forwarded: [0; 5],
+    }
+}
+
+/// A small flow cache, so that flows displace each other.
+const FLOW_CACHE: usize = 8;
+
+fn lab_with(flow_cache: usize) -> (Lab, PortId) {
     let conntrack = ConntrackConfig {
         max_flows: MAX_FLOWS,
         max_flows_per_port: 6,
@@ -60,6 +81,7 @@ fn rig() -> Rig {
     let config = SwitchConfig {
         max_macs_per_vlan: MAX_MACS,
         conntrack,
+        flow_cache,
         ..SwitchConfig::default()
     };
     let mut lab = fixture::lab(config);
@@ -112,11 +134,14 @@ fn rig() -> Rig {
         .expect("valid rules");
     s.set_vlan_rules(fixture::vlan(20), vec![ping])
         .expect("valid rules");
-    Rig {
-        lab,
-        access,
-        received: [0; 5],
-        forwarded: [0; 5],
+    (lab, access)
+}
+
+/// A decision, owned (a `Decision` borrows its switch).
+fn owned(d: &Decision<'_>) -> Result<(u16, bool, Vec<Egress>), DropReason> {
+    match d {
+        Decision::Forward(f) => Ok((f.vlan.get(), f.ingress_tagged, f.to.to_vec())),
+        Decision::Drop(reason) => Err(*reason),
     }
 }
 
@@ -252,6 +277,11 @@ fn step(rig: &mut Rig, which: usize, frame: &[u8], now: Instant, out: &mut [u8])
     let port = ports.get(which).copied().unwrap_or(PortId::new(999));
     let kind = rig.lab.switch.port(port).cloned();
     let decision = rig.lab.switch.ingress(port, frame, now);
+    assert_eq!(
+        owned(&decision),
+        owned(&rig.plain.switch.ingress(port, frame, now)),
+        "the flow cache decided otherwise than the core"
+    );
     let Some(kind) = kind else {
         assert_eq!(decision, Decision::Drop(DropReason::UnknownPort));
         return;
@@ -347,5 +377,15 @@ fn run(data: &[u8], out: &mut [u8]) {
         assert!(rig.lab.switch.learned_len(vlan) <= MAX_MACS);
     }
     assert!(rig.lab.switch.flows_len() <= MAX_FLOWS);
+    let (cached, plain) = (&rig.lab.switch, &rig.plain.switch);
+    for (port, kind, counters) in cached.ports() {
+        assert_eq!(plain.port(port), Some(kind));
+        assert_eq!(plain.port_counters(port), Some(counters), "port {port}");
+    }
+    for vlan in cached.vlans() {
+        assert_eq!(cached.vlan_counters(vlan), plain.vlan_counters(vlan));
+        assert_eq!(cached.learned_len(vlan), plain.learned_len(vlan));
+    }
+    assert_eq!(cached.flows_len(), plain.flows_len());
     assert!(rig.lab.switch.fragments_len() <= 8);
 }

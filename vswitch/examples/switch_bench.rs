@@ -1,6 +1,7 @@
 //! `cargo xtask bench switch` runs this in a release build: the datapath between two guests'
 //! queues in one process (see `kaos_vswitch::bench`), one tab-separated line per figure:
-//! `name<TAB>switch<TAB>anchor`.
+//! `name<TAB>switch<TAB>anchor`. The last row sets the flow cache against the same switch
+//! without it.
 
 use kaos_vswitch::bench::{self, CASES};
 
@@ -44,5 +45,26 @@ fn main() {
                 sw / mc
             );
         }
+    }
+    // The flow cache against the decision core deciding every frame.
+    let case = CASES[0];
+    if case.name.starts_with(only.as_str()) {
+        let results = match bench::measure_flow_cache(case, runs) {
+            Ok(r) => r,
+            Err(e) => {
+                eprintln!("switch bench, flow cache: {e}");
+                std::process::exit(1);
+            }
+        };
+        let mut with: Vec<f64> = results.iter().map(|r| r.0).collect();
+        let mut without: Vec<f64> = results.iter().map(|r| r.1).collect();
+        let (with, without) = (bench::median(&mut with), bench::median(&mut without));
+        println!(
+            "switch, {}, with the flow cache\t{:.2} Mpps\tthe same switch without it {:.2} Mpps ({:.2}x)",
+            case.name,
+            with / 1e6,
+            without / 1e6,
+            with / without
+        );
     }
 }

@@ -3,7 +3,8 @@
 //! driver sides emulated in the same loop (no thread is woken per frame; the call eventfds are
 //! real and written once per batch, as in service). Each figure is printed beside its anchor:
 //! a plain copy of the same frames (header and bytes) from A's TX buffers to B's RX buffers,
-//! measured in the same run. Not an API.
+//! measured in the same run. [`measure_flow_cache`] sets the switch with its flow cache against
+//! the same switch deciding every frame in its core. Not an API.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -103,8 +104,8 @@ fn frame(len: usize) -> (NetHdr, Vec<u8>) {
     (hdr, f)
 }
 
-fn pair(case: Case) -> std::io::Result<Pair> {
-    let fabric = Fabric::new(SwitchConfig::default(), 1);
+fn pair(case: Case, config: SwitchConfig) -> std::io::Result<Pair> {
+    let fabric = Fabric::new(config, 1);
     let tx_buf = u32::try_from(HDR_LEN + case.len).unwrap_or(u32::MAX);
     let a = Guest::new(case.queue, 2048, tx_buf)?;
     let b = Guest::new(case.queue, case.rx_buf, 64)?;
@@ -220,7 +221,7 @@ fn memcpy_run(p: &Pair, case: Case) -> f64 {
 /// # Errors
 /// Guest memory could not be made.
 pub fn measure(case: Case, runs: usize) -> std::io::Result<Vec<Run>> {
-    let mut p = pair(case)?;
+    let mut p = pair(case, SwitchConfig::default())?;
     let warm = Case {
         frames: case.frames / 10,
         ..case
@@ -232,6 +233,29 @@ pub fn measure(case: Case, runs: usize) -> std::io::Result<Vec<Run>> {
             switch_fps: switch_run(&mut p, case),
             memcpy_fps: memcpy_run(&p, case),
         })
+        .collect())
+}
+
+/// Runs `case` `runs` times with the flow cache and without it, alternating (after a warm-up
+/// run of each): frames per second, with and without.
+///
+/// # Errors
+/// Guest memory could not be made.
+pub fn measure_flow_cache(case: Case, runs: usize) -> std::io::Result<Vec<(f64, f64)>> {
+    let mut with = pair(case, SwitchConfig::default())?;
+    let without_cache = SwitchConfig {
+        flow_cache: 0,
+        ..SwitchConfig::default()
+    };
+    let mut without = pair(case, without_cache)?;
+    let warm = Case {
+        frames: case.frames / 10,
+        ..case
+    };
+    switch_run(&mut with, warm);
+    switch_run(&mut without, warm);
+    Ok((0..runs)
+        .map(|_| (switch_run(&mut with, case), switch_run(&mut without, case)))
         .collect())
 }
 

@@ -7,6 +7,10 @@
 //! TCP flags only shorten timeouts (SYN-only flows and closing flows expire sooner than
 //! established ones). Sequence numbers are not checked.
 //!
+//! **Storage.** Entries live in a slab, the map giving each key its slot, so that the flow
+//! cache can refresh a flow through a [`FlowRef`] (its slot and key, checked on use) without
+//! hashing its key again.
+//!
 //! **Bounded.** At most `max_flows` entries, and at most `max_flows_per_port` opened from any
 //! one port (a guest, or an uplink for flows to published ports), so one port that opens flows
 //! as fast as it can runs out of its own share and leaves the rest to the others. A new flow
@@ -84,11 +88,24 @@ struct Entry {
     expires: Stamp,
 }
 
+/// A flow's place in the table, for [`Conntrack::refresh`]: valid while its slot still holds
+/// its key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct FlowRef {
+    slot: u32,
+    key: u128,
+    src_low: bool,
+}
+
 /// The tracked flows of a switch.
 #[derive(Debug)]
 pub(crate) struct Conntrack {
     config: ConntrackConfig,
-    flows: Map<u128, Entry>,
+    /// Each tracked key's slot in `slots`.
+    flows: Map<u128, u32>,
+    /// The entries, with their keys; `None` for a free slot (listed in `free`).
+    slots: Vec<Option<(u128, Entry)>>,
+    free: Vec<u32>,
     per_port: Vec<u32>,
     fragments: Map<u128, Stamp>,
     last_full_sweep: Stamp,
@@ -121,6 +138,8 @@ impl Conntrack {
         Self {
             config,
             flows: seeded.map(),
+            slots: Vec::new(),
+            free: Vec::new(),
             per_port: Vec::new(),
             fragments: seeded.map(),
             last_full_sweep: Stamp::MIN,
@@ -137,13 +156,30 @@ impl Conntrack {
 
     /// If `flow` is tracked and alive, refreshes it with this packet and returns `true`.
     pub fn hit(&mut self, vlan: Vlan, flow: &Flow, l4: &L4, now: Stamp) -> bool {
+        self.find(vlan, flow)
+            .is_some_and(|at| self.refresh(&at, flow.protocol, l4, now))
+    }
+
+    /// Where `flow` is tracked, alive or not.
+    pub fn find(&self, vlan: Vlan, flow: &Flow) -> Option<FlowRef> {
         let (key, src_low) = key(vlan, flow);
-        let Some(entry) = self.flows.get_mut(&key) else {
+        let slot = *self.flows.get(&key)?;
+        Some(FlowRef { slot, key, src_low })
+    }
+
+    /// [`hit`](Self::hit) for a packet of the flow at `at` (of `protocol`, with `l4`): if the
+    /// slot still holds the flow and it is alive, refreshes it and returns `true`; an expired
+    /// flow is removed.
+    pub fn refresh(&mut self, at: &FlowRef, protocol: u8, l4: &L4, now: Stamp) -> bool {
+        let Some(Some((key, entry))) = self.slots.get_mut(at.slot as usize) else {
             return false;
         };
+        if *key != at.key {
+            return false;
+        }
         if entry.expires <= now {
             let owner = entry.owner;
-            self.flows.remove(&key);
+            self.remove_slot(at.slot);
             self.release(owner);
             return false;
         }
@@ -151,7 +187,7 @@ impl Conntrack {
             L4::Ports { flags, .. } => *flags,
             _ => 0,
         };
-        let from_originator = src_low == entry.originator_low;
+        let from_originator = at.src_low == entry.originator_low;
         entry.state = match entry.state {
             _ if flags & (TCP_FIN | TCP_RST) != 0 => State::Closing,
             State::Closing if from_originator && flags & (TCP_SYN | TCP_ACK) == TCP_SYN => {
@@ -160,14 +196,27 @@ impl Conntrack {
             State::New if !from_originator => State::Replied,
             state => state,
         };
-        entry.expires = after(now, timeout(&self.config, flow.protocol, entry.state));
+        entry.expires = after(now, timeout(&self.config, protocol, entry.state));
         true
+    }
+
+    /// Frees the slot of a flow and its key.
+    fn remove_slot(&mut self, slot: u32) {
+        if let Some(taken) = self.slots.get_mut(slot as usize).and_then(Option::take) {
+            self.flows.remove(&taken.0);
+            self.free.push(slot);
+        }
+    }
+
+    fn entry(&self, key: u128) -> Option<&Entry> {
+        let slot = *self.flows.get(&key)?;
+        self.slots.get(slot as usize)?.as_ref().map(|(_, e)| e)
     }
 
     /// Whether the flow a quoted packet (in an ICMP error) belongs to is tracked.
     pub fn related(&self, vlan: Vlan, quoted: &Flow, now: Stamp) -> bool {
         let (key, _) = key(vlan, quoted);
-        self.flows.get(&key).is_some_and(|e| e.expires > now)
+        self.entry(key).is_some_and(|e| e.expires > now)
     }
 
     /// Starts tracking `flow`, opened by a packet from `owner`. `false` if there is no room.
@@ -196,9 +245,26 @@ impl Conntrack {
             state,
             expires: after(now, timeout(&self.config, flow.protocol, state)),
         };
-        if let Some(old) = self.flows.insert(key, entry) {
+        if let Some(&slot) = self.flows.get(&key)
+            && let Some(Some((_, old))) = self.slots.get_mut(slot as usize)
+        {
             // Only after `hit` missed an expired entry it did not remove; keep counts exact.
-            self.release(old.owner);
+            let owner = old.owner;
+            *old = entry;
+            self.release(owner);
+        } else {
+            let slot = match self.free.pop() {
+                Some(free) => free,
+                None => {
+                    self.slots.push(None);
+                    // At most `max_flows` slots are in use, and a u32 counts them.
+                    u32::try_from(self.slots.len() - 1).unwrap_or(u32::MAX)
+                }
+            };
+            if let Some(s) = self.slots.get_mut(slot as usize) {
+                *s = Some((key, entry));
+                self.flows.insert(key, slot);
+            }
         }
         self.per_port[slot] = self.per_port[slot].saturating_add(1);
         true
@@ -240,15 +306,33 @@ impl Conntrack {
 
     /// Drops expired flows and fragments.
     pub fn sweep(&mut self, now: Stamp) {
-        let per_port = &mut self.per_port;
-        self.flows.retain(|_, e| {
-            let keep = e.expires > now;
-            if !keep && let Some(n) = per_port.get_mut(e.owner.index()) {
+        self.remove_where(|_, e| e.expires <= now);
+        self.fragments.retain(|_, expires| *expires > now);
+    }
+
+    /// Removes the flows `gone` picks, releasing their owners' shares.
+    fn remove_where(&mut self, gone: impl Fn(u128, &Entry) -> bool) {
+        let Self {
+            flows,
+            slots,
+            free,
+            per_port,
+            ..
+        } = self;
+        flows.retain(|key, slot| {
+            let Some(Some((_, e))) = slots.get(*slot as usize) else {
+                return false;
+            };
+            if !gone(*key, e) {
+                return true;
+            }
+            if let Some(n) = per_port.get_mut(e.owner.index()) {
                 *n = n.saturating_sub(1);
             }
-            keep
+            slots[*slot as usize] = None;
+            free.push(*slot);
+            false
         });
-        self.fragments.retain(|_, expires| *expires > now);
     }
 
     /// Forgets the flows `owner` opened and those with `ip` at either end on `vlan`: the port
@@ -260,16 +344,11 @@ impl Conntrack {
             let (low, high) = ((key >> 64) as u32, (key >> 16) as u32);
             (vlan_of, Ipv4Addr::from_bits(low), Ipv4Addr::from_bits(high))
         };
-        let per_port = &mut self.per_port;
-        self.flows.retain(|key, e| {
-            let (vlan_of, low, high) = ends(*key);
+        self.remove_where(|key, e| {
+            let (vlan_of, low, high) = ends(key);
             let on_ip = vlan.is_some_and(|v| v.get() == vlan_of)
                 && ip.is_some_and(|ip| ip == low || ip == high);
-            let keep = e.owner != owner && !on_ip;
-            if !keep && let Some(n) = per_port.get_mut(e.owner.index()) {
-                *n = n.saturating_sub(1);
-            }
-            keep
+            e.owner == owner || on_ip
         });
         if let Some(n) = self.per_port.get_mut(owner.index()) {
             *n = 0;
@@ -279,6 +358,8 @@ impl Conntrack {
     /// Forgets every flow.
     pub fn flush(&mut self) {
         self.flows.clear();
+        self.slots.clear();
+        self.free.clear();
         self.per_port.iter_mut().for_each(|n| *n = 0);
         self.fragments.clear();
     }

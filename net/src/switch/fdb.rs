@@ -40,7 +40,9 @@ impl Fdb {
         self.map.len()
     }
 
-    /// Records that `mac` was seen on `port` at `now`.
+    /// Records that `mac` was seen on `port` at `now`. Returns whether that changes what a
+    /// lookup finds (a new MAC, one that moved or had aged, or an eviction), rather than only
+    /// refreshing an entry.
     pub fn learn(
         &mut self,
         mac: [u8; 6],
@@ -48,14 +50,15 @@ impl Fdb {
         now: Stamp,
         (ageing, max): (Duration, usize),
         scratch: &mut Vec<Stamp>,
-    ) {
+    ) -> bool {
         let key = mac_key(mac);
         if let Some(entry) = self.map.get_mut(&key) {
+            let changed = entry.port != port || older_than(entry.seen, now, ageing);
             *entry = Entry { port, seen: now };
-            return;
+            return changed;
         }
         if max == 0 {
-            return;
+            return false;
         }
         if self.map.len() >= max {
             self.map.retain(|_, e| !older_than(e.seen, now, ageing));
@@ -64,6 +67,7 @@ impl Fdb {
             evict_oldest(&mut self.map, max.div_ceil(16), |e| e.seen, scratch);
         }
         self.map.insert(key, Entry { port, seen: now });
+        true
     }
 
     /// The port `mac` was last seen on, unless that is `ageing` ago or more.

@@ -9,6 +9,7 @@ use super::counters::DropReason;
 use super::dhcp::Taken;
 use super::fdb::mac_key;
 use super::firewall::{self, End};
+use super::flowcache::{self, Insert, Parsed};
 use super::frame::{self, Arp, ETHERTYPE_ARP, ETHERTYPE_IPV4, Ipv4, L4};
 use super::port::{GuestPort, PortId, PortKind, UplinkMode};
 use super::table::{Stamp, stamp};
@@ -52,6 +53,8 @@ struct Accepted {
     vlan: Vlan,
     tagged: bool,
     flooded: bool,
+    /// Its one destination was found by learning.
+    learned: bool,
     /// The switch answered it (DHCP): it goes to no port, and is no drop.
     answered: bool,
 }
@@ -79,6 +82,10 @@ impl Switch {
     /// 5. destinations in the VLAN (`NoDestination`);
     /// 6. for IPv4, the firewall on each copy, after connection tracking (`Firewall`,
     ///    `ConntrackFull` when no copy is left).
+    ///
+    /// The decisions of unicast TCP and UDP frames are cached (see `flowcache`): the next
+    /// frame of the flow gets the same decision without these steps, exactly as it would
+    /// through them.
     pub fn ingress(&mut self, port: PortId, frame: &[u8], now: Instant) -> Decision<'_> {
         let now = stamp(now);
         if now >= self.next_sweep {
@@ -90,7 +97,31 @@ impl Switch {
             return Decision::Drop(DropReason::UnknownPort);
         };
         ingress.counters.received(frame.len());
-        let decided = self.decide(port, frame, now);
+        let parsed = (frame.len() <= MAX_FRAME_LEN)
+            .then(|| flowcache::parse(port, frame))
+            .flatten();
+        let decided = match parsed.as_ref().and_then(|p| self.hit(port, p, now)) {
+            Some(accepted) => Ok(accepted),
+            None => {
+                let decided = self.decide(port, frame, now);
+                if let (Some(p), Ok(a)) = (&parsed, &decided)
+                    && self.denied.is_empty()
+                    && !a.answered
+                    && let Some(flow) = self.conntrack.find(a.vlan, &p.flow)
+                {
+                    let decision = Insert {
+                        vlan: a.vlan,
+                        tagged: a.tagged,
+                        flooded: a.flooded,
+                        learned: a.learned,
+                        flow,
+                        to: &self.out,
+                    };
+                    self.cache.insert(p.key, self.epoch, &decision);
+                }
+                decided
+            }
+        };
         for denied in &self.denied {
             if let Some(Some(p)) = self.ports.get_mut(denied.index()) {
                 p.counters.tx_denied = p.counters.tx_denied.wrapping_add(1);
@@ -129,6 +160,55 @@ impl Switch {
         }
     }
 
+    /// The cached decision for `p`, if there is one and what it relied on still holds: the
+    /// flow is refreshed in connection tracking, the sender's MAC re-learned, as the steps of
+    /// [`ingress`](Self::ingress) would. `None` sends the frame through them.
+    fn hit(&mut self, port: PortId, p: &Parsed, now: Stamp) -> Option<Accepted> {
+        let entry = *self.cache.get(&p.key, self.epoch)?;
+        let from_uplink = matches!(
+            self.ports.get(port.index()),
+            Some(Some(Port {
+                kind: PortKind::Uplink(_),
+                ..
+            }))
+        );
+        let Switch {
+            config,
+            vlans,
+            conntrack,
+            out,
+            scratch,
+            cache,
+            epoch,
+            cache_hits,
+            ..
+        } = self;
+        let domain = vlans[entry.vlan.index()].as_deref_mut()?;
+        let still = (!entry.learned
+            || entry.egress().next().map(|e| e.port)
+                == domain.fdb.lookup(p.dst, now, config.mac_ageing))
+            && conntrack.refresh(&entry.flow, p.flow.protocol, &p.l4, now);
+        if !still {
+            cache.remove(&p.key);
+            return None;
+        }
+        if from_uplink {
+            let limits = (config.mac_ageing, config.max_macs_per_vlan);
+            if domain.fdb.learn(p.src, port, now, limits, scratch) {
+                *epoch = epoch.wrapping_add(1);
+            }
+        }
+        out.extend(entry.egress());
+        *cache_hits += 1;
+        Some(Accepted {
+            vlan: entry.vlan,
+            tagged: entry.tagged,
+            flooded: entry.flooded,
+            learned: entry.learned,
+            answered: false,
+        })
+    }
+
     fn decide(&mut self, port: PortId, frame: &[u8], now: Stamp) -> Result<Accepted, Refused> {
         let Switch {
             config,
@@ -139,6 +219,7 @@ impl Switch {
             denied,
             scratch,
             dhcp,
+            epoch,
             ..
         } = self;
         let ports = &*ports;
@@ -186,6 +267,7 @@ impl Switch {
                         vlan,
                         tagged,
                         flooded: false,
+                        learned: false,
                         answered: taken.map_err(refuse)? == Taken::Answered,
                     });
                 }
@@ -193,11 +275,13 @@ impl Switch {
             None => {
                 uplink_antispoof(domain, &l3).map_err(refuse)?;
                 let limits = (config.mac_ageing, config.max_macs_per_vlan);
-                domain.fdb.learn(l2.src, port, now, limits, scratch);
+                if domain.fdb.learn(l2.src, port, now, limits, scratch) {
+                    *epoch = epoch.wrapping_add(1);
+                }
             }
         }
 
-        let flooded = destinations(
+        let Found { flooded, learned } = destinations(
             ports,
             domain,
             port,
@@ -228,6 +312,7 @@ impl Switch {
             vlan,
             tagged,
             flooded,
+            learned,
             answered: false,
         })
     }
@@ -288,7 +373,15 @@ fn uplink_antispoof(domain: &Domain, l3: &L3<'_>) -> Result<(), DropReason> {
     }
 }
 
-/// Fills `out` with the ports a frame for `dst` goes to; returns whether it is a flood.
+/// How [`destinations`] found the ports.
+struct Found {
+    /// A flood (a group address, or an unknown unicast to the uplinks).
+    flooded: bool,
+    /// The one port is where the MAC was learned.
+    learned: bool,
+}
+
+/// Fills `out` with the ports a frame for `dst` goes to.
 #[allow(clippy::too_many_arguments)] // the disjoint parts of `Switch` a decision reads
 fn destinations(
     ports: &[Option<Port>],
@@ -300,7 +393,7 @@ fn destinations(
     now: Stamp,
     ageing: smoltcp::time::Duration,
     out: &mut Vec<Egress>,
-) -> bool {
+) -> Found {
     let mut push = |to: PortId| {
         if to != from
             && let Some(Some(p)) = ports.get(to.index())
@@ -319,25 +412,33 @@ fn destinations(
             .iter()
             .filter(|p| !from_uplink || !uplinks.contains(p))
             .for_each(|p| push(*p));
-        return true;
+        return Found {
+            flooded: true,
+            learned: false,
+        };
     }
+    let mut found = Found {
+        flooded: false,
+        learned: false,
+    };
     if let Some(guest) = domain.guests.get(&mac_key(dst)) {
         push(*guest);
-        return false;
+        return found;
     }
     if from_uplink {
-        return false;
+        return found;
     }
     match domain.fdb.lookup(dst, now, ageing) {
         Some(uplink) => {
             push(uplink);
-            false
+            found.learned = true;
         }
         None => {
             domain.uplinks.iter().for_each(|p| push(*p));
-            true
+            found.flooded = true;
         }
     }
+    found
 }
 
 fn end(kind: &PortKind) -> End<'_> {

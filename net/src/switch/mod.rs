@@ -40,6 +40,7 @@ mod fdb;
 pub mod firewall;
 #[doc(hidden)]
 pub mod fixture;
+mod flowcache;
 mod frame;
 mod ingress;
 mod port;
@@ -63,6 +64,7 @@ pub use vlan::{Tag, Vlan, VlanSet, write_egress};
 
 use conntrack::Conntrack;
 use fdb::{Fdb, mac_key};
+use flowcache::FlowCache;
 use table::{Map, Seeded, Stamp, after, stamp};
 
 /// Most ports on one switch.
@@ -82,6 +84,9 @@ pub struct SwitchConfig {
     pub max_macs_per_vlan: usize,
     /// Connection tracking.
     pub conntrack: ConntrackConfig,
+    /// Slots of the flow cache (rounded up to a power of two; 0 turns it off). See
+    /// [`Switch::ingress`].
+    pub flow_cache: usize,
 }
 
 impl Default for SwitchConfig {
@@ -90,6 +95,7 @@ impl Default for SwitchConfig {
             mac_ageing: Duration::from_secs(300),
             max_macs_per_vlan: 4096,
             conntrack: ConntrackConfig::default(),
+            flow_cache: 2048,
         }
     }
 }
@@ -184,6 +190,12 @@ pub struct Switch {
     next_sweep: Stamp,
     /// DHCP settings per VLAN and answers waiting for the datapath (see [`dhcp`]).
     dhcp: dhcp::Responder,
+    /// Recent decisions (see `flowcache`), valid in `epoch` only.
+    cache: FlowCache,
+    /// Moves on with every change that can alter a decision other than by time.
+    epoch: u64,
+    /// Frames decided from the cache.
+    cache_hits: u64,
 }
 
 impl Switch {
@@ -203,7 +215,16 @@ impl Switch {
             scratch: Vec::new(),
             next_sweep: Stamp::MIN,
             dhcp: dhcp::Responder::default(),
+            cache: FlowCache::new(config.flow_cache, &seeded),
+            epoch: 0,
+            cache_hits: 0,
         }
+    }
+
+    /// Invalidates every cached decision: called by everything that changes the switch's
+    /// configuration or forgets what it learned.
+    fn changed(&mut self) {
+        self.epoch = self.epoch.wrapping_add(1);
     }
 
     /// Adds a port.
@@ -239,6 +260,7 @@ impl Switch {
         } else {
             self.ports[index] = Some(port);
         }
+        self.changed();
         Ok(id)
     }
 
@@ -285,6 +307,7 @@ impl Switch {
         };
         self.conntrack.forget(id, vlan, ip);
         self.dhcp.forget(id);
+        self.changed();
         Ok(port.kind)
     }
 
@@ -323,6 +346,7 @@ impl Switch {
         if let Some(port) = self.ports.get_mut(id.index()).and_then(Option::as_mut) {
             port.kind = PortKind::Uplink(UplinkMode::Trunk { allowed });
         }
+        self.changed();
         Ok(())
     }
 
@@ -330,6 +354,7 @@ impl Switch {
     pub fn set_port_rules(&mut self, id: PortId, rules: Vec<Rule>) -> Result<(), ConfigError> {
         firewall::validate(&rules)?;
         self.guest_mut(id)?.rules = rules;
+        self.changed();
         Ok(())
     }
 
@@ -343,6 +368,7 @@ impl Switch {
             return Err(ConfigError::TooManyPublished);
         }
         self.guest_mut(id)?.published = published;
+        self.changed();
         Ok(())
     }
 
@@ -352,6 +378,7 @@ impl Switch {
         firewall::validate(&rules)?;
         self.domain_mut(vlan).rules = rules;
         self.drop_domain_if_unused(vlan);
+        self.changed();
         Ok(())
     }
 
@@ -370,6 +397,7 @@ impl Switch {
             c.validate()?;
         }
         self.dhcp.set(vlan, config);
+        self.changed();
         Ok(())
     }
 
@@ -422,6 +450,7 @@ impl Switch {
     /// Forgets every tracked flow (after a rule change that must apply to open connections).
     pub fn flush_flows(&mut self) {
         self.conntrack.flush();
+        self.changed();
     }
 
     /// Sweeps aged MACs and expired flows now. [`ingress`](Self::ingress) does this by itself
@@ -493,6 +522,11 @@ impl Switch {
     /// How many first fragments are remembered.
     pub fn fragments_len(&self) -> usize {
         self.conntrack.fragments_len()
+    }
+
+    /// How many frames were decided from the flow cache.
+    pub fn flow_cache_hits(&self) -> u64 {
+        self.cache_hits
     }
 
     /// The switch's limits.

@@ -5,6 +5,7 @@ mod bad_input;
 mod config;
 mod dhcp;
 mod firewall;
+mod flowcache;
 mod l2;
 mod spoof;
 

@@ -1,0 +1,279 @@
+//! The flow cache: the decisions of recent unicast TCP and UDP frames, so that the next frame
+//! of an established flow skips parsing, classification, anti-spoofing, the destination lookup
+//! and the firewall. Like Open vSwitch's exact-match cache, it is a direct-mapped table keyed
+//! by the ingress port and every header field the decision core reads of such a frame.
+//!
+//! **Which frames.** [`parse`] reads an untagged or single-tagged Ethernet frame carrying an
+//! IPv4 packet without options or fragmentation, TCP or UDP, to a unicast MAC and a unicast
+//! address, not DHCP (port 67 at either end). It checks exactly what `smoltcp::wire`'s checked
+//! views check of such a frame (total length within the frame, TCP data offset within the
+//! packet, UDP length within the packet), so a frame it accepts parses in the core too, and
+//! the core's decision depends on nothing but the fields in the [`Key`] and the switch's state.
+//! Every other frame goes through the core alone.
+//!
+//! **What is kept.** A frame the core forwards to at most [`MAX_EGRESS`] ports with no copy
+//! withheld by the firewall: its VLAN, whether it came tagged, whether it was flooded, and its
+//! egress ports with their tags.
+//!
+//! **Staying exact.** An entry is the core's decision for the switch's state when it was made,
+//! and is used only while that state holds:
+//! - the switch's *epoch* moves on every configuration change (ports, trunks, rules,
+//!   published ports, DHCP settings, flushed flows) and whenever learning adds, moves, revives
+//!   or evicts a MAC; an entry of an older epoch is a miss;
+//! - what expires by time is checked again on every hit, as the core would: the flow is
+//!   refreshed through connection tracking as the core would (`Conntrack::refresh`, which also
+//!   moves its TCP state on; the entry keeps the flow's slot, so no second hash), and a miss
+//!   there sends the frame through the core; a frame from an uplink refreshes
+//!   its source MAC; a destination found by learning must still be learned on the same uplink.
+//!
+//! Sweeps need not move the epoch: what they remove (aged MACs, expired flows) already fails
+//! those checks.
+//!
+//! So a frame gets the same decision, and leaves the same tables and counters, as without the
+//! cache; the unit tests and the `switch_ingress` fuzz target check that against a switch
+//! without one.
+//!
+//! **Bounded.** The table has a fixed number of entries, allocated with the switch; a new
+//! entry replaces whatever its slot held. A peer that aims many flows at one slot (it would
+//! need the switch's seed) only makes its own frames miss.
+
+use core::net::Ipv4Addr;
+
+use super::PortId;
+use super::conntrack::FlowRef;
+use super::frame::{Flow, L4};
+use super::ingress::Egress;
+use super::table::Seeded;
+use super::vlan::Vlan;
+
+/// Most egress ports of a cached decision (a unicast goes to one; an unknown unicast is flooded
+/// to the VLAN's uplinks).
+pub(crate) const MAX_EGRESS: usize = 4;
+
+const ETHERTYPE_IPV4: u16 = 0x0800;
+const TPID_8021Q: u16 = 0x8100;
+const TCP: u8 = 6;
+const UDP: u8 = 17;
+const DHCP_SERVER: u16 = 67;
+/// TCP's FIN, SYN, RST and ACK bits: the flags connection tracking reads.
+const TCP_FLAGS: u8 = 0x17;
+
+/// Every header field the core's decision on a frame [`parse`] accepts depends on, with the
+/// ingress port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct Key([u64; 4]);
+
+/// A frame [`parse`] accepted: its key and the fields a hit needs.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Parsed {
+    pub key: Key,
+    pub dst: [u8; 6],
+    pub src: [u8; 6],
+    pub flow: Flow,
+    pub l4: L4,
+}
+
+fn be16(b: &[u8], at: usize) -> Option<u16> {
+    Some(u16::from_be_bytes(*b.get(at..at + 2)?.first_chunk()?))
+}
+
+fn mac(b: &[u8], at: usize) -> Option<[u8; 6]> {
+    b.get(at..at + 6)?.first_chunk().copied()
+}
+
+fn ip(b: &[u8], at: usize) -> Option<Ipv4Addr> {
+    Some(Ipv4Addr::from(*b.get(at..at + 4)?.first_chunk::<4>()?))
+}
+
+fn mac48(mac: [u8; 6]) -> u64 {
+    let mut word = [0u8; 8];
+    word[2..].copy_from_slice(&mac);
+    u64::from_be_bytes(word)
+}
+
+/// The key of `frame` from `port`, if the cache may hold its decision (see the module
+/// documentation). Reads only in-bounds bytes; never panics.
+#[inline]
+pub(crate) fn parse(port: PortId, frame: &[u8]) -> Option<Parsed> {
+    let dst = mac(frame, 0)?;
+    let src = mac(frame, 6)?;
+    if dst[0] & 1 != 0 {
+        return None;
+    }
+    let (tci, l3) = match be16(frame, 12)? {
+        TPID_8021Q => (Some(be16(frame, 14)?), 18),
+        _ => (None, 14),
+    };
+    if be16(frame, l3 - 2)? != ETHERTYPE_IPV4 {
+        return None;
+    }
+    let packet = frame.get(l3..)?;
+    // Version 4, no options; not a fragment (offset 0, no more fragments; DF is allowed).
+    if *packet.first()? != 0x45 || be16(packet, 6)? & 0x3fff != 0 {
+        return None;
+    }
+    let total = usize::from(be16(packet, 2)?);
+    let protocol = *packet.get(9)?;
+    let (src_ip, dst_ip) = (ip(packet, 12)?, ip(packet, 16)?);
+    if total < 20 || total > packet.len() || dst_ip.is_broadcast() || dst_ip.is_multicast() {
+        return None;
+    }
+    let l4 = packet.get(20..total)?;
+    let (sport, dport) = (be16(l4, 0)?, be16(l4, 2)?);
+    let flags = match protocol {
+        TCP => {
+            let offset = usize::from(*l4.get(12)? >> 4) * 4;
+            if l4.len() < 20 || offset < 20 || offset > l4.len() {
+                return None;
+            }
+            l4[13] & TCP_FLAGS
+        }
+        UDP => {
+            let len = usize::from(be16(l4, 4)?);
+            if len < 8 || len > l4.len() || sport == DHCP_SERVER || dport == DHCP_SERVER {
+                return None;
+            }
+            0
+        }
+        _ => return None,
+    };
+    let tag = tci.map_or(0, |t| (u64::from(t) << 1) | 1);
+    let key = Key([
+        mac48(dst) << 16 | u64::from(port.get()),
+        mac48(src) << 16,
+        u64::from(src_ip.to_bits()) << 32 | u64::from(dst_ip.to_bits()),
+        u64::from(sport) << 48
+            | u64::from(dport) << 32
+            | u64::from(protocol) << 24
+            | u64::from(flags) << 17
+            | tag,
+    ]);
+    // TCP's flags as the core's parser reports them (FIN, SYN, RST, ACK at bits 0, 1, 2, 4).
+    Some(Parsed {
+        key,
+        dst,
+        src,
+        flow: Flow {
+            protocol,
+            src: src_ip,
+            dst: dst_ip,
+            sport,
+            dport,
+        },
+        l4: L4::Ports {
+            src: sport,
+            dst: dport,
+            flags,
+        },
+    })
+}
+
+/// A cached decision.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Entry {
+    key: Key,
+    epoch: u64,
+    pub vlan: Vlan,
+    pub tagged: bool,
+    pub flooded: bool,
+    /// The one destination was found by learning (recheck it on a hit).
+    pub learned: bool,
+    /// The frame's flow in connection tracking.
+    pub flow: FlowRef,
+    len: u8,
+    egress: [Option<Egress>; MAX_EGRESS],
+}
+
+impl Entry {
+    /// The egress ports, in the core's order.
+    pub fn egress(&self) -> impl Iterator<Item = Egress> + '_ {
+        self.egress[..usize::from(self.len)]
+            .iter()
+            .flatten()
+            .copied()
+    }
+}
+
+/// The decision to remember for a frame.
+pub(crate) struct Insert<'a> {
+    pub vlan: Vlan,
+    pub tagged: bool,
+    pub flooded: bool,
+    pub learned: bool,
+    pub flow: FlowRef,
+    pub to: &'a [Egress],
+}
+
+/// The table (see the module documentation).
+#[derive(Debug)]
+pub(crate) struct FlowCache {
+    entries: Box<[Option<Entry>]>,
+    seeded: Seeded,
+}
+
+impl FlowCache {
+    /// A cache of `entries` slots (rounded up to a power of two; 0 disables it).
+    pub fn new(entries: usize, seeded: &Seeded) -> Self {
+        let n = if entries == 0 {
+            0
+        } else {
+            entries.next_power_of_two()
+        };
+        Self {
+            entries: vec![None; n].into_boxed_slice(),
+            seeded: *seeded,
+        }
+    }
+
+    fn slot(&self, key: &Key) -> Option<usize> {
+        let mask = self.entries.len().checked_sub(1)?;
+        // `mask` < the table's length, a usize: the truncation keeps the low bits on purpose.
+        #[allow(clippy::cast_possible_truncation)]
+        Some(self.seeded.hash_words(&key.0) as usize & mask)
+    }
+
+    /// The entry for `key` made in `epoch`, if there is one.
+    #[inline]
+    pub fn get(&self, key: &Key, epoch: u64) -> Option<&Entry> {
+        let entry = self.entries.get(self.slot(key)?)?.as_ref()?;
+        (entry.key == *key && entry.epoch == epoch).then_some(entry)
+    }
+
+    /// Remembers `decision` for `key` in `epoch`, if it fits.
+    pub fn insert(&mut self, key: Key, epoch: u64, decision: &Insert<'_>) {
+        if decision.to.is_empty() || decision.to.len() > MAX_EGRESS {
+            return;
+        }
+        let Some(slot) = self.slot(&key) else {
+            return;
+        };
+        let mut egress = [None; MAX_EGRESS];
+        for (e, to) in egress.iter_mut().zip(decision.to) {
+            *e = Some(*to);
+        }
+        if let Some(s) = self.entries.get_mut(slot) {
+            *s = Some(Entry {
+                key,
+                epoch,
+                vlan: decision.vlan,
+                tagged: decision.tagged,
+                flooded: decision.flooded,
+                learned: decision.learned,
+                flow: decision.flow,
+                // At most MAX_EGRESS (4), checked above.
+                len: u8::try_from(decision.to.len()).unwrap_or(0),
+                egress,
+            });
+        }
+    }
+
+    /// Removes the entry for `key` (a hit that no longer holds).
+    pub fn remove(&mut self, key: &Key) {
+        if let Some(slot) = self.slot(key)
+            && let Some(s) = self.entries.get_mut(slot)
+            && s.as_ref().is_some_and(|e| e.key == *key)
+        {
+            *s = None;
+        }
+    }
+}

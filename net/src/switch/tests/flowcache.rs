@@ -1,0 +1,367 @@
+//! The flow cache against the decision core alone: two switches built the same way, one with
+//! the cache and one without, get the same frames, time and configuration changes, and must
+//! decide every frame alike and end with the same counters and tables. A test also checks
+//! that the cache was used, so a cache that never hits cannot pass for a correct one.
+
+use core::net::Ipv4Addr;
+
+use smoltcp::time::Instant;
+
+use super::super::fixture::{
+    self, A, ACK, B, BROADCAST, C, FIN, Host, Lab, R10, R20, RST, SYN, lab,
+};
+use super::super::{
+    Action, Cidr, ConntrackConfig, Direction, Duration, PortId, PortKind, PortRange, Protocol,
+    Rule, SwitchConfig, UplinkMode, VlanSet,
+};
+use super::{Fate, fate, v};
+
+/// The same lab twice: with the flow cache and without.
+struct Twin {
+    cached: Lab,
+    plain: Lab,
+}
+
+/// The lab's ports by number: A, B, C, the trunk.
+#[derive(Debug, Clone, Copy)]
+enum P {
+    A,
+    B,
+    C,
+    Trunk,
+}
+
+impl Twin {
+    fn new() -> Self {
+        Self::with(SwitchConfig::default())
+    }
+
+    fn with(config: SwitchConfig) -> Self {
+        assert!(config.flow_cache > 0);
+        Self {
+            cached: lab(config),
+            plain: lab(SwitchConfig {
+                flow_cache: 0,
+                ..config
+            }),
+        }
+    }
+
+    fn port(lab: &Lab, p: P) -> PortId {
+        match p {
+            P::A => lab.a,
+            P::B => lab.b,
+            P::C => lab.c,
+            P::Trunk => lab.trunk,
+        }
+    }
+
+    /// Sends `frame` into both; they must agree. Returns the fate.
+    fn send(&mut self, p: P, frame: &[u8], now: Instant) -> Fate {
+        let cached = fate(
+            self.cached
+                .switch
+                .ingress(Self::port(&self.cached, p), frame, now),
+        );
+        let plain = fate(
+            self.plain
+                .switch
+                .ingress(Self::port(&self.plain, p), frame, now),
+        );
+        assert_eq!(cached, plain, "{p:?} at {now}: {frame:02x?}");
+        cached
+    }
+
+    /// Applies `change` to both.
+    fn change(&mut self, change: impl Fn(&mut Lab)) {
+        change(&mut self.cached);
+        change(&mut self.plain);
+    }
+
+    /// Every counter and table size agrees.
+    fn same_state(&self) {
+        let (c, p) = (&self.cached.switch, &self.plain.switch);
+        let ports = |s: &super::super::Switch| {
+            s.ports()
+                .map(|(id, kind, counters)| (id, kind.clone(), counters.clone()))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(ports(c), ports(p));
+        for vlan in c.vlans() {
+            assert_eq!(c.vlan_counters(vlan), p.vlan_counters(vlan), "VLAN {vlan}");
+            assert_eq!(c.learned_len(vlan), p.learned_len(vlan), "VLAN {vlan}");
+        }
+        assert_eq!(c.vlans().collect::<Vec<_>>(), p.vlans().collect::<Vec<_>>());
+        assert_eq!(c.flows_len(), p.flows_len());
+        assert_eq!(p.flow_cache_hits(), 0, "the plain switch has no cache");
+    }
+
+    fn hits(&self) -> u64 {
+        self.cached.switch.flow_cache_hits()
+    }
+}
+
+fn ms(t: i64) -> Instant {
+    Instant::from_millis(t)
+}
+
+fn tcp(from: Host, to: Host, ports: (u16, u16), flags: u8) -> Vec<u8> {
+    fixture::tcp_frame(from, to, ports, flags)
+}
+
+fn trunk(frame: &[u8], vid: u16) -> Vec<u8> {
+    fixture::tagged(frame, vid)
+}
+
+#[test]
+fn a_connection_through_the_uplink_is_decided_alike_and_hits() {
+    // Established flows live 10 s unrefreshed here, so that hits alone must keep one alive.
+    let conntrack = ConntrackConfig {
+        tcp_established: Duration::from_secs(10),
+        ..ConntrackConfig::default()
+    };
+    let mut t = Twin::with(SwitchConfig {
+        conntrack,
+        ..SwitchConfig::default()
+    });
+    // A opens a connection to R10 out of the trunk; R10 answers; both sides go on.
+    t.send(P::Trunk, &trunk(&tcp(R10, A, (443, 40000), ACK), 10), ms(0))
+        .dropped();
+    t.send(P::A, &tcp(A, R10, (40000, 443), SYN), ms(1));
+    let reply = trunk(&tcp(R10, A, (443, 40000), SYN | ACK), 10);
+    assert_eq!(t.send(P::Trunk, &reply, ms(2)).ports(), [t.cached.a]);
+    for i in 0..100 {
+        let out = t.send(P::A, &tcp(A, R10, (40000, 443), ACK), ms(10 + i));
+        assert_eq!(out.ports(), [t.cached.trunk]);
+        let back = trunk(&tcp(R10, A, (443, 40000), ACK), 10);
+        assert_eq!(t.send(P::Trunk, &back, ms(10 + i)).ports(), [t.cached.a]);
+    }
+    t.same_state();
+    assert!(t.hits() >= 190, "{} hits", t.hits());
+    // For 60 s only A's frames, every 2 s and all from the cache, keep the flow alive, which
+    // lives 10 s unrefreshed: hits must refresh it, or R10's frame at the end is refused.
+    let before = t.hits();
+    for i in 1..=30 {
+        t.send(P::A, &tcp(A, R10, (40000, 443), ACK), ms(200 + i * 2000));
+    }
+    assert_eq!(t.hits() - before, 30, "A's frames came from the cache");
+    let back = trunk(&tcp(R10, A, (443, 40000), ACK), 10);
+    assert_eq!(t.send(P::Trunk, &back, ms(61_000)).ports(), [t.cached.a]);
+    // R10 resets the connection; once the closing flow times out (60 s), R10's frames, which
+    // the cache still holds, are refused again.
+    t.send(
+        P::Trunk,
+        &trunk(&tcp(R10, A, (443, 40000), RST), 10),
+        ms(62_000),
+    );
+    assert_eq!(t.send(P::Trunk, &back, ms(62_500)).ports(), [t.cached.a]);
+    assert_eq!(
+        t.send(P::Trunk, &back, ms(123_000)).dropped(),
+        super::DropReason::Firewall
+    );
+    t.same_state();
+}
+
+#[test]
+fn configuration_changes_reach_cached_flows_as_they_reach_the_core() {
+    let mut t = Twin::new();
+    let ab = fixture::udp_frame(A, B, (4000, 5000), &[1, 2, 3]);
+    let ba = fixture::udp_frame(B, A, (5000, 4000), &[]);
+    for i in 0..10 {
+        t.send(P::A, &ab, ms(i));
+        t.send(P::B, &ba, ms(i));
+    }
+    let hits = t.hits();
+    assert!(hits > 0);
+    // B denies UDP in; the flow is tracked, so it keeps passing (as documented) ...
+    let deny_udp = Rule {
+        direction: Direction::In,
+        protocol: Protocol::Udp,
+        ports: PortRange::ALL,
+        remote: Cidr::ANY,
+        action: Action::Deny,
+    };
+    t.change(|l| {
+        l.switch
+            .set_port_rules(l.b, vec![deny_udp])
+            .expect("valid rules");
+    });
+    assert_eq!(t.send(P::A, &ab, ms(20)).ports(), [t.cached.b]);
+    // ... until the flows are flushed: then it is refused, at once.
+    t.change(|l| l.switch.flush_flows());
+    assert_eq!(
+        t.send(P::A, &ab, ms(21)).dropped(),
+        super::DropReason::Firewall
+    );
+    t.change(|l| l.switch.set_port_rules(l.b, Vec::new()).expect("no rules"));
+    assert_eq!(t.send(P::A, &ab, ms(22)).ports(), [t.cached.b]);
+    // B goes; its address is another guest's now: A's cached frames find nobody there
+    // (unknown unicast from a guest floods the VLAN's uplinks).
+    t.change(|l| {
+        l.switch.remove_port(l.b).expect("B exists");
+    });
+    assert_eq!(t.send(P::A, &ab, ms(23)).ports(), [t.cached.trunk]);
+    // The trunk stops carrying VLAN 10: nowhere to go.
+    t.change(|l| {
+        let only20: VlanSet = [v(20)].into_iter().collect();
+        l.switch.set_trunk_vlans(l.trunk, only20).expect("a trunk");
+    });
+    assert_eq!(
+        t.send(P::A, &ab, ms(24)).dropped(),
+        super::DropReason::NoDestination
+    );
+    t.same_state();
+}
+
+#[test]
+fn learning_moves_and_ageing_reach_cached_flows() {
+    let config = SwitchConfig {
+        mac_ageing: smoltcp::time::Duration::from_secs(2),
+        ..SwitchConfig::default()
+    };
+    let mut t = Twin::with(config);
+    let second = PortKind::Uplink(UplinkMode::Access { vlan: v(10) });
+    let access = t
+        .cached
+        .switch
+        .add_port(second.clone())
+        .expect("valid uplink");
+    let same = t.plain.switch.add_port(second).expect("valid uplink");
+    assert_eq!(access, same);
+    let out = tcp(A, R10, (40000, 443), ACK);
+    // Unknown: flooded to both uplinks, from the cache too.
+    for i in 0..5 {
+        assert_eq!(t.send(P::A, &out, ms(i)).ports().len(), 2);
+    }
+    // R10 speaks on the trunk: learned there, A's frames go there alone.
+    // (The firewall refuses it, A publishing nothing, but R10 is learned first.)
+    let hello = trunk(&fixture::udp_frame(R10, A, (53, 53), &[]), 10);
+    t.send(P::Trunk, &hello, ms(10));
+    for i in 0..5 {
+        assert_eq!(t.send(P::A, &out, ms(11 + i)).ports(), [t.cached.trunk]);
+    }
+    // Ageing (2 s) with only cached frames to it: flooded again.
+    assert_eq!(t.send(P::A, &out, ms(2_500)).ports().len(), 2);
+    // R10 speaks again on the trunk before the sweep: its aged entry is revived, and the
+    // cached flood must give way.
+    t.send(P::Trunk, &hello, ms(2_550));
+    assert_eq!(t.send(P::A, &out, ms(2_560)).ports(), [t.cached.trunk]);
+    // R10 answers A, and from then on only R10's cached frames keep it learned, for longer
+    // than it would stay unrefreshed: hits must re-learn it, or A's frames would flood.
+    let reply = trunk(&tcp(R10, A, (443, 40000), ACK), 10);
+    assert_eq!(t.send(P::Trunk, &reply, ms(2_600)).ports(), [t.cached.a]);
+    let before = t.hits();
+    for i in 1..=6 {
+        t.send(P::Trunk, &reply, ms(2_600 + i * 1000));
+    }
+    assert_eq!(t.hits() - before, 6, "R10's frames came from the cache");
+    assert_eq!(t.send(P::A, &out, ms(8_700)).ports(), [t.cached.trunk]);
+    // R10 moves to the access port.
+    let moved = fixture::udp_frame(R10, A, (53, 53), &[]);
+    let a = fate(t.cached.switch.ingress(access, &moved, ms(8_800)));
+    assert_eq!(a, fate(t.plain.switch.ingress(access, &moved, ms(8_800))));
+    for i in 0..5 {
+        assert_eq!(t.send(P::A, &out, ms(8_900 + i)).ports(), [access]);
+    }
+    t.same_state();
+}
+
+/// A small deterministic generator (xorshift), so the workload is the same on every run.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    /// Below `n` (> 0).
+    fn below(&mut self, n: usize) -> usize {
+        let n = u64::try_from(n).unwrap_or(u64::MAX);
+        usize::try_from(self.next() % n).unwrap_or(0)
+    }
+}
+
+/// A frame of the mixed workload: TCP (any flags) and UDP among the lab's hosts, some spoofed,
+/// some to broadcast, some DHCP, some fragments, on their own ports or the wrong ones.
+fn random_frame(r: &mut Rng) -> (P, Vec<u8>) {
+    const HOSTS: [Host; 5] = [A, B, C, R10, R20];
+    const FLAGS: [u8; 6] = [SYN, SYN | ACK, ACK, FIN | ACK, RST, 0x18];
+    let from = HOSTS[r.below(5)];
+    let to = HOSTS[r.below(5)];
+    let ports = (
+        [40000, 53, 67, 80][r.below(4)],
+        [80, 443, 67, 53][r.below(4)],
+    );
+    let mut frame = match r.below(3) {
+        0 => fixture::udp_frame(from, to, ports, &[0; 4]),
+        _ => tcp(from, to, ports, FLAGS[r.below(6)]),
+    };
+    match r.below(20) {
+        0 => frame[0..6].copy_from_slice(&BROADCAST),
+        1 => frame[26..30].copy_from_slice(&Ipv4Addr::new(10, 0, 10, 99).octets()),
+        2 => fixture::fragment(&mut frame, 7, 0, true),
+        3 => frame[16..18].copy_from_slice(&[0xff, 0xff]), // total length beyond the frame
+        4 => frame[14] = 0x46,                             // options announced, not there
+        5 => frame.truncate(40),
+        _ => {}
+    }
+    let port = match (from.vlan, r.below(8)) {
+        (_, 0) => [P::A, P::B, P::C, P::Trunk][r.below(4)],
+        _ if from == A => P::A,
+        _ if from == B => P::B,
+        _ if from == C => P::C,
+        _ => P::Trunk,
+    };
+    if matches!(port, P::Trunk) {
+        let vid = if r.below(10) == 0 { 30 } else { from.vlan };
+        frame = trunk(&frame, vid);
+    }
+    (port, frame)
+}
+
+#[test]
+fn a_mixed_workload_is_decided_alike() {
+    let mut t = Twin::new();
+    let mut r = Rng(0x5eed_f10c);
+    let mut now = 0i64;
+    let mut pool: Vec<(P, Vec<u8>)> = (0..48).map(|_| random_frame(&mut r)).collect();
+    for step in 0..20_000 {
+        // Mostly microseconds apart; now and then past MAC ageing and flow timeouts.
+        now += match r.below(1000) {
+            0 => 400_000,
+            1..=10 => 10_000,
+            _ => 1,
+        };
+        if r.below(2000) == 0 {
+            t.change(|l| l.switch.flush_flows());
+        }
+        if r.below(3000) == 0 {
+            let rules = vec![Rule {
+                direction: Direction::Out,
+                protocol: Protocol::Tcp,
+                ports: PortRange::one(443),
+                remote: Cidr::ANY,
+                action: Action::Deny,
+            }];
+            let on = step % 2 == 0;
+            t.change(|l| {
+                l.switch
+                    .set_port_rules(l.a, if on { rules.clone() } else { Vec::new() })
+                    .expect("valid rules");
+            });
+        }
+        // A pool of flows, each sent many times (what a cache is for), now and then one
+        // replaced by a new one.
+        let slot = r.below(pool.len());
+        if r.below(10) == 0 {
+            pool[slot] = random_frame(&mut r);
+        }
+        let (port, frame) = &pool[slot];
+        t.send(*port, frame, ms(now));
+    }
+    t.same_state();
+    assert!(t.hits() > 2000, "only {} hits", t.hits());
+}
