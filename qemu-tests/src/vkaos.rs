@@ -219,10 +219,27 @@ pub fn tolerating_tcg_trouble(
         || message.contains("closed the connection");
     if stalled && !panicked {
         crate::say(&host.tail());
+        // The evidence this trouble lacks: is the host gone, or only the test's session? A
+        // fresh session tells them apart; its answer goes into the line.
+        let fresh = match host.wait_ready(Duration::from_secs(30)) {
+            Ok(mut c) => match c.request(Request::Status) {
+                Ok(_) => "a fresh session was answered at once".to_owned(),
+                Err(e) => format!("a fresh session connected, then: {e}"),
+            },
+            Err(e) => {
+                let e = e.to_string();
+                let first = e.lines().next().unwrap_or_default();
+                format!("no fresh session either within 30 s: {first}")
+            }
+        };
         return crate::skip(
             test,
-            "the emulated host stopped answering its management port mid-test (nested KVM \
-             under QEMU TCG; no panic on its console; see the tail above)",
+            &format!(
+                "the emulated host stopped answering its management port mid-test (nested \
+                 KVM under QEMU TCG; no panic on its console; see the tail above); the \
+                 request: {}; after it: {fresh}",
+                message.lines().next().unwrap_or_default()
+            ),
         );
     }
     std::panic::resume_unwind(failure);
