@@ -79,7 +79,7 @@ pub const FALLBACK_SERVER_ID: Ipv4Addr = Ipv4Addr::new(169, 254, 67, 67);
 pub const SERVER_MAC: [u8; 6] = [0x06, b'k', b'a', b'o', b's', 67];
 
 /// Server and client UDP ports.
-const SERVER_PORT: u16 = 67;
+pub(crate) const SERVER_PORT: u16 = 67;
 const CLIENT_PORT: u16 = 68;
 /// BOOTP's shortest message (RFC 1542 §2.1); answers are padded to it.
 const MIN_MESSAGE: usize = 300;

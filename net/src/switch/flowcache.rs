@@ -41,20 +41,17 @@ use core::net::Ipv4Addr;
 
 use super::PortId;
 use super::conntrack::FlowRef;
-use super::frame::{Flow, L4};
+use super::dhcp::SERVER_PORT;
+use super::frame::proto::{TCP, UDP};
+use super::frame::{ETHERTYPE_IPV4, Flow, L4};
 use super::ingress::Egress;
 use super::table::Seeded;
-use super::vlan::Vlan;
+use super::vlan::{TPID_8021Q, Vlan, be16};
 
 /// Most egress ports of a cached decision (a unicast goes to one; an unknown unicast is flooded
 /// to the VLAN's uplinks).
 pub(crate) const MAX_EGRESS: usize = 4;
 
-const ETHERTYPE_IPV4: u16 = 0x0800;
-const TPID_8021Q: u16 = 0x8100;
-const TCP: u8 = 6;
-const UDP: u8 = 17;
-const DHCP_SERVER: u16 = 67;
 /// TCP's FIN, SYN, RST and ACK bits: the flags connection tracking reads.
 const TCP_FLAGS: u8 = 0x17;
 
@@ -71,10 +68,6 @@ pub(crate) struct Parsed {
     pub src: [u8; 6],
     pub flow: Flow,
     pub l4: L4,
-}
-
-fn be16(b: &[u8], at: usize) -> Option<u16> {
-    Some(u16::from_be_bytes(*b.get(at..at + 2)?.first_chunk()?))
 }
 
 fn mac(b: &[u8], at: usize) -> Option<[u8; 6]> {
@@ -130,7 +123,7 @@ pub(crate) fn parse(port: PortId, frame: &[u8]) -> Option<Parsed> {
         }
         UDP => {
             let len = usize::from(be16(l4, 4)?);
-            if len < 8 || len > l4.len() || sport == DHCP_SERVER || dport == DHCP_SERVER {
+            if len < 8 || len > l4.len() || sport == SERVER_PORT || dport == SERVER_PORT {
                 return None;
             }
             0

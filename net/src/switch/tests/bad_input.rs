@@ -11,7 +11,7 @@ use super::super::fixture::{
     A, B, BROADCAST, C, R10, R20, arp, dhcp, ethernet, fragment, ipv4, tagged, tcp, udp, udp_frame,
 };
 use super::super::{Decision, DropReason, MAX_FRAME_LEN, PortId, PortKind};
-use super::{at, default_lab, send};
+use super::{XorShift, at, default_lab, send};
 
 #[test]
 fn truncated_and_inconsistent_headers_are_malformed() {
@@ -127,18 +127,6 @@ fn an_unknown_port_is_counted_nowhere() {
     );
     let total: u64 = lab.switch.ports().map(|(_, _, c)| c.rx_frames).sum();
     assert_eq!(total, 0);
-}
-
-/// A small deterministic generator, so the storm is the same at every run.
-struct XorShift(u64);
-
-impl XorShift {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
 }
 
 #[test]

@@ -14,7 +14,7 @@ use super::super::{
     Action, Cidr, ConntrackConfig, Direction, Duration, PortId, PortKind, PortRange, Protocol,
     Rule, SwitchConfig, UplinkMode, VlanSet,
 };
-use super::{Fate, fate, v};
+use super::{Fate, XorShift, fate, v};
 
 /// The same lab twice: with the flow cache and without.
 struct Twin {
@@ -266,27 +266,9 @@ fn learning_moves_and_ageing_reach_cached_flows() {
     t.same_state();
 }
 
-/// A small deterministic generator (xorshift), so the workload is the same on every run.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    /// Below `n` (> 0).
-    fn below(&mut self, n: usize) -> usize {
-        let n = u64::try_from(n).unwrap_or(u64::MAX);
-        usize::try_from(self.next() % n).unwrap_or(0)
-    }
-}
-
 /// A frame of the mixed workload: TCP (any flags) and UDP among the lab's hosts, some spoofed,
 /// some to broadcast, some DHCP, some fragments, on their own ports or the wrong ones.
-fn random_frame(r: &mut Rng) -> (P, Vec<u8>) {
+fn random_frame(r: &mut XorShift) -> (P, Vec<u8>) {
     const HOSTS: [Host; 5] = [A, B, C, R10, R20];
     const FLAGS: [u8; 6] = [SYN, SYN | ACK, ACK, FIN | ACK, RST, 0x18];
     let from = HOSTS[r.below(5)];
@@ -325,7 +307,7 @@ fn random_frame(r: &mut Rng) -> (P, Vec<u8>) {
 #[test]
 fn a_mixed_workload_is_decided_alike() {
     let mut t = Twin::new();
-    let mut r = Rng(0x5eed_f10c);
+    let mut r = XorShift(0x5eed_f10c);
     let mut now = 0i64;
     let mut pool: Vec<(P, Vec<u8>)> = (0..48).map(|_| random_frame(&mut r)).collect();
     for step in 0..20_000 {

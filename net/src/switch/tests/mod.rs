@@ -81,6 +81,25 @@ fn fate(decision: Decision<'_>) -> Fate {
     }
 }
 
+/// A small deterministic generator (xorshift), so that a generated workload is the same at
+/// every run.
+struct XorShift(u64);
+
+impl XorShift {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    /// Below `n` (> 0).
+    fn below(&mut self, n: usize) -> usize {
+        let n = u64::try_from(n).unwrap_or(u64::MAX);
+        usize::try_from(self.next() % n).unwrap_or(0)
+    }
+}
+
 fn default_lab() -> Lab {
     lab(SwitchConfig::default())
 }
