@@ -170,28 +170,41 @@ pub fn ready_line(name: &str) -> String {
     format!("kattach guest: {name} up")
 }
 
+/// The reboots a scenario asked for, so that [`tolerating_tcg_trouble`] can tell an unasked
+/// one from them.
+#[derive(Debug, Default)]
+pub struct Reboots(std::cell::Cell<usize>);
+
+impl Reboots {
+    /// Asks the host to reboot (counted first: a refusal fails the scenario anyway).
+    pub fn ask(&self, c: &mut Client) {
+        self.0.set(self.0.get() + 1);
+        assert_eq!(ask(c, Request::Reboot), Response::Accepted, "reboot");
+    }
+}
+
 /// Runs `scenario` against `host`, and turns two known failures of nested KVM under QEMU TCG
 /// into a `SKIPPED` line instead of a failure; everything else (any assertion about the
 /// product, any panic on the host's console) still fails the test:
 ///
 /// - QEMU 7.2's emulated SVM sometimes resets the whole emulated host when a nested guest
-///   triple-faults early in its boot: the host's kernel prints nothing (no panic, no oops),
-///   the machine simply starts again. `expected_boots` is how many boots the scenario makes
-///   itself (a reboot it asks for counts).
+///   triple-faults: the host's kernel prints nothing (no panic, no oops), the machine simply
+///   starts again. A boot is unasked when the console holds more boots than the first plus
+///   the reboots the scenario asked for so far ([`Reboots::ask`]).
 /// - Not yet explained: the emulated host stops answering its management port for 20 s (a
 ///   timeout, or the connection dropped) without any panic. Said loudly, with the console's
 ///   tail.
-pub fn tolerating_tcg_trouble(
-    test: &str,
-    host: &QemuHost,
-    expected_boots: usize,
-    scenario: impl FnOnce(),
-) {
-    let Err(failure) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(scenario)) else {
+pub fn tolerating_tcg_trouble(test: &str, host: &QemuHost, scenario: impl FnOnce(&Reboots)) {
+    let reboots = Reboots::default();
+    let run = std::panic::AssertUnwindSafe(|| scenario(&reboots));
+    let Err(failure) = std::panic::catch_unwind(run) else {
         return;
     };
     let console = host.console();
     let boots = console.matches("Linux version").count();
+    // The reboots asked for before the failure: one the scenario would only ask for later
+    // must not hide an unasked one before it.
+    let expected_boots = 1 + reboots.0.get();
     let panicked = console.contains("Kernel panic") || console.contains("panic: ");
     if boots > expected_boots && !panicked {
         // What the host said last before it started again: the evidence for the reset's cause.

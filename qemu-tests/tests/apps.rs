@@ -21,8 +21,8 @@ use kaos_qemu_tests::disk::DiskImage;
 use kaos_qemu_tests::netns::{self, NetNs};
 use kaos_qemu_tests::qemu::{self, QemuConfig, QemuHost};
 use kaos_qemu_tests::vkaos::{
-    ask, inspect, push_platform, refusal, tolerating_tcg_trouble, unavailable, vlan, wait_log_line,
-    wait_vm,
+    Reboots, ask, inspect, push_platform, refusal, tolerating_tcg_trouble, unavailable, vlan,
+    wait_log_line, wait_vm,
 };
 use kaos_qemu_tests::vlan_peer::VlanPeer;
 use kaos_qemu_tests::{keys, skip};
@@ -58,11 +58,11 @@ fn an_image_deployed_twice_serves_the_uplink_and_comes_back_after_a_reboot() {
     let ns = NetNs::new("apps").expect("namespace");
     let peer = VlanPeer::start(&ns, "kpeer1", 10, &format!("{PEER}/24")).expect("peer");
     let host = boot(&peer, &disk);
-    // The scenario reboots the host once itself.
-    tolerating_tcg_trouble(TEST, &host, 2, || scenario(&host, &ns));
+    // The scenario reboots the host once itself, through `reboots`.
+    tolerating_tcg_trouble(TEST, &host, |reboots| scenario(&host, &ns, reboots));
 }
 
-fn scenario(host: &QemuHost, ns: &NetNs) {
+fn scenario(host: &QemuHost, ns: &NetNs, reboots: &Reboots) {
     let mut c = host.wait_ready(BOOT).expect("endpoint");
     push_platform(&mut c, host);
     let path = qemu::app_module_from_env().expect("checked");
@@ -125,7 +125,7 @@ fn scenario(host: &QemuHost, ns: &NetNs) {
         Response::Status(s) => s.boot_id,
         other => panic!("status: {other:?}"),
     };
-    assert_eq!(ask(&mut c, Request::Reboot), Response::Accepted);
+    reboots.ask(&mut c);
     drop(c);
     host.wait_next_boot(keys::admin(), before, BOOT)
         .expect("the host boots again");

@@ -122,7 +122,7 @@ fn guests_on_vlans_reach_their_peers_and_nothing_else() {
     let peer = VlanPeer::start(&ns, "kpeer0", 10, &format!("{PEER}/24")).expect("peer");
     let host = boot(&peer);
     // The known troubles of nested KVM under TCG are told apart from the switch's failures.
-    tolerating_tcg_trouble(TEST, &host, 1, || scenario(&host, &ns, &peer));
+    tolerating_tcg_trouble(TEST, &host, |_| scenario(&host, &ns, &peer));
 }
 
 fn scenario(host: &QemuHost, ns: &NetNs, peer: &VlanPeer) {
