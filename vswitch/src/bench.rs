@@ -191,19 +191,22 @@ fn switch_run(p: &mut Pair, case: Case) -> f64 {
     got as f64 / secs
 }
 
-/// The anchor: the same frames copied buffer to buffer, header included.
+/// The anchor: the same frames copied buffer to buffer, header included. A frame longer than
+/// an RX buffer fills consecutive buffers in ring order, as the switch fills them.
 fn memcpy_run(p: &Pair, case: Case) -> f64 {
     let len = HDR_LEN + case.len;
     let chunk = case.rx_buf as usize;
     let start = Instant::now();
     let mut i = 0u64;
+    let mut buffers = 0u64;
     while i < case.frames {
         let d = u16::try_from(i % u64::from(case.queue)).unwrap_or(0);
         let src = p.a.mem.get_slice(p.a.tx.buf(d), len);
         let mut off = 0;
         while off < len {
             let n = chunk.min(len - off);
-            let slot = u16::try_from((i + off as u64) % u64::from(case.queue)).unwrap_or(0);
+            let slot = u16::try_from(buffers % u64::from(case.queue)).unwrap_or(0);
+            buffers += 1;
             if let (Ok(s), Ok(dst)) = (&src, p.b.mem.get_slice(p.b.rx.buf(slot), n))
                 && let Ok(s) = s.subslice(off, n)
             {
