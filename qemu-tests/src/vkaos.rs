@@ -183,9 +183,14 @@ impl Reboots {
     }
 }
 
-/// Runs `scenario` against `host`, and turns two known failures of nested KVM under QEMU TCG
-/// into a `SKIPPED` line instead of a failure; everything else (any assertion about the
-/// product, any panic on the host's console) still fails the test:
+/// How many hosts a scenario gets before [`tolerating_tcg_trouble`] gives up on TCG.
+const ATTEMPTS: usize = 2;
+
+/// Boots a host with `boot` and runs `scenario` against it. Two known failures of nested KVM
+/// under QEMU TCG are told apart from the product's: the scenario starts again on a freshly
+/// booted host (at most [`ATTEMPTS`] in all), and if the trouble comes back the test prints
+/// `SKIPPED` instead of failing. Everything else (any assertion about the product, any panic
+/// on the host's console) fails the test at once.
 ///
 /// - QEMU 7.2's emulated SVM sometimes resets the whole emulated host when a nested guest
 ///   triple-faults: the host's kernel prints nothing (no panic, no oops), the machine simply
@@ -193,12 +198,37 @@ impl Reboots {
 ///   the reboots the scenario asked for so far ([`Reboots::ask`]).
 /// - Not yet explained: the emulated host stops answering its management port for 20 s (a
 ///   timeout, or the connection dropped) without any panic. Said loudly, with the console's
-///   tail.
-pub fn tolerating_tcg_trouble(test: &str, host: &QemuHost, scenario: impl FnOnce(&Reboots)) {
+///   tail, the request, and whether a fresh session is answered right after.
+///
+/// `B` is what one attempt owns (the host, and whatever must be fresh with it, such as its
+/// store disk); `host` finds the host in it. It is dropped (QEMU killed) before the next boot.
+pub fn tolerating_tcg_trouble<B>(
+    test: &str,
+    mut boot: impl FnMut() -> B,
+    host: impl Fn(&B) -> &QemuHost,
+    scenario: impl Fn(&B, &Reboots),
+) {
+    for attempt in 1..=ATTEMPTS {
+        let booted = boot();
+        let Err(trouble) = attempt_once(host(&booted), |r| scenario(&booted, r)) else {
+            return;
+        };
+        if attempt == ATTEMPTS {
+            return crate::skip(test, &format!("{trouble} (on each of {ATTEMPTS} hosts)"));
+        }
+        crate::say(&format!(
+            "{test}: {trouble}; starting again on a fresh host"
+        ));
+    }
+}
+
+/// One attempt: `Err` with what the TCG trouble was (its evidence printed); any other failure
+/// is resumed.
+fn attempt_once(host: &QemuHost, scenario: impl FnOnce(&Reboots)) -> Result<(), String> {
     let reboots = Reboots::default();
     let run = std::panic::AssertUnwindSafe(|| scenario(&reboots));
     let Err(failure) = std::panic::catch_unwind(run) else {
-        return;
+        return Ok(());
     };
     let console = host.console();
     let boots = console.matches("Linux version").count();
@@ -216,10 +246,10 @@ pub fn tolerating_tcg_trouble(test: &str, host: &QemuHost, scenario: impl FnOnce
                 before[from..].join("\n")
             ));
         }
-        return crate::skip(
-            test,
-            "the emulated host reset itself mid-test (QEMU TCG's nested SVM after a guest's \
-             triple fault; no panic on its console)",
+        return Err(
+            "the emulated host reset itself mid-test (QEMU TCG's nested SVM after a \
+                    guest's triple fault; no panic on its console)"
+                .to_owned(),
         );
     }
     let message = failure
@@ -245,15 +275,12 @@ pub fn tolerating_tcg_trouble(test: &str, host: &QemuHost, scenario: impl FnOnce
                 format!("no fresh session either within 30 s: {first}")
             }
         };
-        return crate::skip(
-            test,
-            &format!(
-                "the emulated host stopped answering its management port mid-test (nested \
-                 KVM under QEMU TCG; no panic on its console; see the tail above); the \
-                 request: {}; after it: {fresh}",
-                message.lines().next().unwrap_or_default()
-            ),
-        );
+        return Err(format!(
+            "the emulated host stopped answering its management port mid-test (nested KVM \
+             under QEMU TCG; no panic on its console; see the tail above); the request: {}; \
+             after it: {fresh}",
+            message.lines().next().unwrap_or_default()
+        ));
     }
     std::panic::resume_unwind(failure);
 }

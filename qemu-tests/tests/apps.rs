@@ -53,13 +53,22 @@ fn an_image_deployed_twice_serves_the_uplink_and_comes_back_after_a_reboot() {
     {
         return skip(TEST, &reason);
     }
-    let disk = DiskImage::blank("apps-store", 64).expect("disk");
-    kaos_store::init_device(disk.path(), false, [7; 16]).expect("init the store disk");
     let ns = NetNs::new("apps").expect("namespace");
     let peer = VlanPeer::start(&ns, "kpeer1", 10, &format!("{PEER}/24")).expect("peer");
-    let host = boot(&peer, &disk);
-    // The scenario reboots the host once itself, through `reboots`.
-    tolerating_tcg_trouble(TEST, &host, |reboots| scenario(&host, &ns, reboots));
+    // Each attempt gets a fresh store disk with its host. The scenario reboots the host once
+    // itself, through `reboots`.
+    let fresh = || {
+        let disk = DiskImage::blank("apps-store", 64).expect("disk");
+        kaos_store::init_device(disk.path(), false, [7; 16]).expect("init the store disk");
+        let host = boot(&peer, &disk);
+        (host, disk)
+    };
+    tolerating_tcg_trouble(
+        TEST,
+        fresh,
+        |(host, _)| host,
+        |(host, _), reboots| scenario(host, &ns, reboots),
+    );
 }
 
 fn scenario(host: &QemuHost, ns: &NetNs, reboots: &Reboots) {
