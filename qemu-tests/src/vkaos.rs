@@ -282,6 +282,15 @@ fn attempt_once(host: &QemuHost, scenario: impl FnOnce(&Reboots)) -> Result<(), 
             message.lines().next().unwrap_or_default()
         ));
     }
+    // A real failure: the host's own panic lines, if any, are the first thing to read.
+    let panics: Vec<&str> = console.lines().filter(|l| l.contains("panic")).collect();
+    if !panics.is_empty() {
+        crate::say(&format!(
+            "--- panic lines on the host's console ---\n{}",
+            panics.join("\n")
+        ));
+    }
+    crate::say(&host.tail());
     std::panic::resume_unwind(failure);
 }
 
