@@ -3,10 +3,14 @@
 //! volatile slices. No Rust reference into guest memory is ever formed: the guest may change
 //! its buffers while the switch reads them, so what the switch decides on is a copy (see
 //! `tx`), and everything else is moved with volatile copies.
+//!
+//! A [`View`] resolves a guest memory's regions once per batch into volatile slices, so finding
+//! the region of an address and making the slice of a piece are a compare or two and a
+//! checked offset, not a walk through `GuestMemoryMmap`'s collection and its `MmapRegion`
+//! checks for every copy.
 
 use vm_memory::{
-    Address, GuestAddress, GuestMemory, GuestMemoryMmap, GuestMemoryRegion, MemoryRegionAddress,
-    VolatileSlice,
+    Address, GuestAddress, GuestMemory, GuestMemoryMmap, GuestMemoryRegion, VolatileSlice,
 };
 
 /// Most segments one chain may have (after splitting at region boundaries). Linux sends at
@@ -47,45 +51,124 @@ pub enum BadChain {
     Empty,
 }
 
+/// How many regions a [`View`] holds resolved; the rest are looked up in the memory when a
+/// piece lies in them. A vhost-user guest has a few regions (the first usually holds
+/// everything).
+const RESOLVED: usize = 4;
+
+/// A region resolved for a batch: where it starts in the guest, all of it as one slice.
+#[derive(Debug, Clone, Copy)]
+struct Resolved<'m> {
+    start: u64,
+    slice: VolatileSlice<'m, ()>,
+}
+
+/// One guest memory, its first regions resolved (see the module documentation). Made once per
+/// batch, with the memory the batch loaded; every piece is still bounds-checked against its
+/// region's slice, so a segment used with another view reads or writes only that memory.
+#[derive(Debug, Clone, Copy)]
+pub struct View<'m> {
+    mem: &'m GuestMemoryMmap,
+    resolved: [Option<Resolved<'m>>; RESOLVED],
+}
+
+impl<'m> View<'m> {
+    /// Resolves `mem`'s first regions.
+    pub fn new(mem: &'m GuestMemoryMmap) -> Self {
+        let mut resolved = [None; RESOLVED];
+        for (slot, region) in resolved.iter_mut().zip(mem.iter()) {
+            *slot = region.as_volatile_slice().ok().map(|slice| Resolved {
+                start: region.start_addr().0,
+                slice,
+            });
+        }
+        Self { mem, resolved }
+    }
+
+    /// The memory this view is of.
+    pub fn memory(&self) -> &'m GuestMemoryMmap {
+        self.mem
+    }
+
+    /// The region holding `addr`: its index, the offset of `addr` in it, and how many bytes
+    /// the region holds from there.
+    #[inline]
+    fn find(&self, addr: GuestAddress) -> Option<(u32, u64, u64)> {
+        for (i, r) in (0u32..).zip(&self.resolved) {
+            let Some(r) = r else { break };
+            let offset = addr.0.wrapping_sub(r.start);
+            if offset < r.slice.len() as u64 {
+                return Some((i, offset, r.slice.len() as u64 - offset));
+            }
+        }
+        // A linear walk over the rest: fewer than a binary search pays for.
+        let (i, region) = (0u32..)
+            .zip(self.mem.iter())
+            .skip(RESOLVED)
+            .find(|(_, r)| r.start_addr() <= addr && addr <= r.last_addr())?;
+        let offset = addr.unchecked_offset_from(region.start_addr());
+        Some((i, offset, region.len() - offset))
+    }
+
+    /// `len` bytes at guest address `addr` as one slice, if they lie in one resolved region.
+    #[inline]
+    pub fn contiguous(&self, addr: GuestAddress, len: usize) -> Option<VolatileSlice<'m, ()>> {
+        let (region, offset, room) = self.find(addr)?;
+        if (len as u64) > room {
+            return None;
+        }
+        let Some(Some(r)) = self.resolved.get(region as usize) else {
+            return None;
+        };
+        r.slice.subslice(usize::try_from(offset).ok()?, len).ok()
+    }
+
+    /// `len` bytes at `at` in `seg`, bounds-checked against its region.
+    #[inline]
+    fn slice(&self, seg: &Seg, at: u32, len: usize) -> Option<VolatileSlice<'m, ()>> {
+        let offset = usize::try_from(seg.offset.checked_add(u64::from(at))?).ok()?;
+        let region = match self.resolved.get(seg.region as usize) {
+            Some(Some(r)) => r.slice,
+            _ => self
+                .mem
+                .iter()
+                .nth(seg.region as usize)?
+                .as_volatile_slice()
+                .ok()?,
+        };
+        region.subslice(offset, len).ok()
+    }
+}
+
 /// Appends `len` bytes at `addr` as segments that each lie inside one region.
 pub(crate) fn split(
-    mem: &GuestMemoryMmap,
+    view: &View<'_>,
     mut addr: GuestAddress,
     len: u32,
     segs: &mut Vec<Seg>,
 ) -> Result<(), BadChain> {
     let mut left = len;
     while left > 0 {
-        let (region_index, region) = find(mem, addr).ok_or(BadChain::OutOfMemory)?;
-        let offset = addr.unchecked_offset_from(region.start_addr());
+        let (region, offset, room) = view.find(addr).ok_or(BadChain::OutOfMemory)?;
         // What the region holds from `addr` on, capped at `u32::MAX`; then at most `left`.
-        let n = u32::try_from(region.len() - offset)
-            .unwrap_or(u32::MAX)
-            .min(left);
+        let n = u32::try_from(room).unwrap_or(u32::MAX).min(left);
         segs.push(Seg {
-            region: region_index,
+            region,
             len: n,
             offset,
         });
+        left -= n;
+        if left == 0 {
+            break;
+        }
         addr = addr
             .checked_add(u64::from(n))
             .ok_or(BadChain::OutOfMemory)?;
-        left -= n;
         if segs.len() > MAX_SEGS * 4 {
             return Err(BadChain::Broken);
         }
     }
     Ok(())
-}
-
-/// The region holding `addr`, with its index. A linear walk: a vhost-user guest has a few
-/// regions (the first usually holds everything), fewer than a binary search pays for.
-/// Indices are `u32` (vhost-user allows a few dozen regions).
-#[inline]
-fn find(mem: &GuestMemoryMmap, addr: GuestAddress) -> Option<(u32, &vm_memory::GuestRegionMmap)> {
-    (0u32..)
-        .zip(mem.iter())
-        .find(|(_, r)| r.start_addr() <= addr && addr <= r.last_addr())
 }
 
 /// A position in a list of segments.
@@ -140,9 +223,9 @@ impl<'s> Cursor<'s> {
 /// Copies `len` bytes from `src` (in `src_mem`) to `dst` (in `dst_mem`), guest buffer to
 /// guest buffer with volatile copies. `None` if either runs out or a slice is refused.
 pub fn copy_guest(
-    src_mem: &GuestMemoryMmap,
+    src_mem: &View<'_>,
     mut src: Cursor<'_>,
-    dst_mem: &GuestMemoryMmap,
+    dst_mem: &View<'_>,
     mut dst: Cursor<'_>,
     mut len: usize,
 ) -> Option<()> {
@@ -150,8 +233,8 @@ pub fn copy_guest(
         let (sa, so, sn) = src.piece()?;
         let (da, doff, dn) = dst.piece()?;
         let n = sn.min(dn).min(len);
-        let s = slice(src_mem, sa, so, n)?;
-        let d = slice(dst_mem, da, doff, n)?;
+        let s = src_mem.slice(sa, so, n)?;
+        let d = dst_mem.slice(da, doff, n)?;
         s.copy_to_volatile_slice(d);
         src.advance(n);
         dst.advance(n);
@@ -160,12 +243,32 @@ pub fn copy_guest(
     Some(())
 }
 
+/// Copies `len` bytes from `src` (in `src_mem`) into `dst`, a slice of another guest's memory.
+/// `None` if `src` runs out or a slice is refused.
+pub fn copy_to_slice(
+    src_mem: &View<'_>,
+    mut src: Cursor<'_>,
+    dst: VolatileSlice<'_, ()>,
+    len: usize,
+) -> Option<()> {
+    let mut done = 0;
+    while done < len {
+        let (sa, so, sn) = src.piece()?;
+        let n = sn.min(len - done);
+        let s = src_mem.slice(sa, so, n)?;
+        s.copy_to_volatile_slice(dst.subslice(done, n).ok()?);
+        src.advance(n);
+        done += n;
+    }
+    Some(())
+}
+
 /// Copies host bytes into the segments at `dst`.
-pub fn copy_in(dst_mem: &GuestMemoryMmap, mut dst: Cursor<'_>, mut data: &[u8]) -> Option<()> {
+pub fn copy_in(dst_mem: &View<'_>, mut dst: Cursor<'_>, mut data: &[u8]) -> Option<()> {
     while !data.is_empty() {
         let (da, doff, dn) = dst.piece()?;
         let n = dn.min(data.len());
-        slice(dst_mem, da, doff, n)?.copy_from(&data[..n]);
+        dst_mem.slice(da, doff, n)?.copy_from(&data[..n]);
         dst.advance(n);
         data = &data[n..];
     }
@@ -173,29 +276,16 @@ pub fn copy_in(dst_mem: &GuestMemoryMmap, mut dst: Cursor<'_>, mut data: &[u8]) 
 }
 
 /// Copies from the segments at `src` into host bytes.
-pub fn copy_out(src_mem: &GuestMemoryMmap, mut src: Cursor<'_>, mut out: &mut [u8]) -> Option<()> {
+pub fn copy_out(src_mem: &View<'_>, mut src: Cursor<'_>, mut out: &mut [u8]) -> Option<()> {
     while !out.is_empty() {
         let (sa, so, sn) = src.piece()?;
         let n = sn.min(out.len());
         let (now, rest) = out.split_at_mut(n);
-        slice(src_mem, sa, so, n)?.copy_to(now);
+        src_mem.slice(sa, so, n)?.copy_to(now);
         src.advance(n);
         out = rest;
     }
     Some(())
-}
-
-/// `len` bytes at `at` in `seg`, straight from its region (no search).
-#[inline]
-fn slice<'m>(
-    mem: &'m GuestMemoryMmap,
-    seg: &Seg,
-    at: u32,
-    len: usize,
-) -> Option<VolatileSlice<'m, ()>> {
-    let region = mem.iter().nth(seg.region as usize)?;
-    let offset = seg.offset.checked_add(u64::from(at))?;
-    region.get_slice(MemoryRegionAddress(offset), len).ok()
 }
 
 #[cfg(test)]
@@ -216,19 +306,20 @@ mod tests {
         .expect("guest memory");
         let data: Vec<u8> = (0..=255u8).cycle().take(600).collect();
         mem.write_slice(&data, GuestAddress(0xf00)).expect("write");
+        let view = View::new(&mem);
         let mut segs = Vec::new();
-        split(&mem, GuestAddress(0xf00), 600, &mut segs).expect("inside memory");
+        split(&view, GuestAddress(0xf00), 600, &mut segs).expect("inside memory");
         assert_eq!(segs.len(), 2);
         let mut out = vec![0u8; 600];
-        copy_out(&mem, Cursor::new(&segs, 0), &mut out).expect("copy out");
+        copy_out(&view, Cursor::new(&segs, 0), &mut out).expect("copy out");
         assert_eq!(out, data);
 
         let mut far = Vec::new();
-        split(&mem, GuestAddress(0x10_0100), 600, &mut far).expect("inside memory");
+        split(&view, GuestAddress(0x10_0100), 600, &mut far).expect("inside memory");
         copy_guest(
-            &mem,
+            &view,
             Cursor::new(&segs, 10),
-            &mem,
+            &view,
             Cursor::new(&far, 0),
             590,
         )
@@ -237,20 +328,55 @@ mod tests {
         mem.read_slice(&mut back, GuestAddress(0x10_0100))
             .expect("read");
         assert_eq!(back, data[10..]);
-        copy_in(&mem, Cursor::new(&far, 590), &[9; 10]).expect("copy in");
+        copy_in(&view, Cursor::new(&far, 590), &[9; 10]).expect("copy in");
         assert_eq!(
             mem.read_obj::<u8>(GuestAddress(0x10_0100 + 599)).ok(),
             Some(9)
         );
 
         assert_eq!(
-            split(&mem, GuestAddress(0x2000), 1, &mut Vec::new()),
+            split(&view, GuestAddress(0x2000), 1, &mut Vec::new()),
             Err(BadChain::OutOfMemory)
         );
         assert_eq!(
-            split(&mem, GuestAddress(0x1f00), 0x200, &mut Vec::new()),
+            split(&view, GuestAddress(0x1f00), 0x200, &mut Vec::new()),
             Err(BadChain::OutOfMemory)
         );
-        assert_eq!(copy_out(&mem, Cursor::new(&segs, 1), &mut [0; 600]), None);
+        assert_eq!(copy_out(&view, Cursor::new(&segs, 1), &mut [0; 600]), None);
+    }
+
+    /// A memory of more regions than a view resolves: pieces in the later ones are found and
+    /// copied through the memory itself, and a piece crossing from a resolved region into an
+    /// unresolved one lands where its guest address says.
+    #[test]
+    fn regions_beyond_the_resolved_ones() {
+        #[allow(clippy::cast_possible_truncation)] // 4
+        const RESOLVED_U32: u32 = RESOLVED as u32;
+        let ranges: Vec<_> = (0..RESOLVED as u64 + 3)
+            .map(|i| (GuestAddress(i * 0x1000), 0x1000))
+            .collect();
+        let mem = GuestMemoryMmap::<()>::from_ranges(&ranges).expect("guest memory");
+        let view = View::new(&mem);
+        let last = (RESOLVED as u64 + 2) * 0x1000;
+        let data: Vec<u8> = (0..=255u8).cycle().take(0x1800).collect();
+        let at = GuestAddress(RESOLVED as u64 * 0x1000 - 0x800);
+        mem.write_slice(&data, at).expect("write");
+        let mut segs = Vec::new();
+        split(&view, at, 0x1800, &mut segs).expect("inside memory");
+        assert_eq!(
+            segs.iter().map(|s| (s.region, s.len)).collect::<Vec<_>>(),
+            [(RESOLVED_U32 - 1, 0x800), (RESOLVED_U32, 0x1000)]
+        );
+        let mut out = vec![0u8; 0x1800];
+        copy_out(&view, Cursor::new(&segs, 0), &mut out).expect("copy out");
+        assert_eq!(out, data);
+        let mut far = Vec::new();
+        split(&view, GuestAddress(last + 0x10), 0x20, &mut far).expect("inside memory");
+        copy_in(&view, Cursor::new(&far, 0), &[7; 0x20]).expect("copy in");
+        assert_eq!(mem.read_obj::<u8>(GuestAddress(last + 0x2f)).ok(), Some(7));
+        assert_eq!(
+            split(&view, GuestAddress(last + 0x1000), 1, &mut Vec::new()),
+            Err(BadChain::OutOfMemory)
+        );
     }
 }

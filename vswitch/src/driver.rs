@@ -275,6 +275,17 @@ impl Guest {
         self.tx.push(&self.mem, &parts)
     }
 
+    /// Queues a frame for sending as Linux does with `VERSION_1`: the header and the frame in
+    /// one descriptor. `None` if it does not fit a TX buffer.
+    pub fn send_whole(&mut self, hdr: NetHdr, frame: &[u8]) -> Option<u16> {
+        let mut bytes = hdr.emit(0).to_vec();
+        bytes.extend_from_slice(frame);
+        if bytes.len() > self.tx.buf_len as usize {
+            return None;
+        }
+        self.tx.push(&self.mem, &[Part::Read(&bytes)])
+    }
+
     /// Posts `n` RX buffers (one descriptor each).
     pub fn post_rx(&mut self, n: usize) -> usize {
         let len = self.rx.buf_len;

@@ -17,7 +17,7 @@ use vm_memory::{
     VolatileMemory, VolatileSlice,
 };
 
-use crate::chain::{BadChain, MAX_SEGS, Seg, split};
+use crate::chain::{BadChain, MAX_SEGS, Seg, View, split};
 
 const F_NEXT: u16 = 1;
 const F_WRITE: u16 = 2;
@@ -31,6 +31,8 @@ type Descriptor = [u64; 2];
 #[derive(Debug)]
 pub struct Ring<'m> {
     mem: &'m GuestMemoryMmap,
+    /// The memory's regions, resolved for the batch.
+    view: View<'m>,
     /// The descriptor table, one `[u64; 2]` per entry.
     desc: VolatileArrayRef<'m, Descriptor>,
     avail: VolatileSlice<'m, ()>,
@@ -71,6 +73,7 @@ impl<'m> Ring<'m> {
         // pointer offset and one volatile load or store, not a checked sub-slice.
         Some(Self {
             mem,
+            view: View::new(mem),
             desc: array(mem, queue.desc_table(), n)?,
             avail: slice(queue.avail_ring(), 6 + 2 * n)?,
             avail_ring: array(mem, queue.avail_ring().checked_add(4)?, n)?,
@@ -83,6 +86,11 @@ impl<'m> Ring<'m> {
             published: queue.next_used(),
             avail_idx: queue.next_avail(),
         })
+    }
+
+    /// The queue's memory, resolved for the batch: what its chains' segments are copied with.
+    pub fn view(&self) -> &View<'m> {
+        &self.view
     }
 
     /// Stores the positions back into `queue` (after [`publish`](Self::publish)).
@@ -150,7 +158,7 @@ impl<'m> Ring<'m> {
                 return Err(BadChain::Direction);
             }
             total = total.checked_add(dlen).ok_or(BadChain::Broken)?;
-            split(self.mem, GuestAddress(addr), dlen, segs)?;
+            split(&self.view, GuestAddress(addr), dlen, segs)?;
             if flags & F_NEXT == 0 {
                 return if total == 0 {
                     Err(BadChain::Empty)
@@ -161,6 +169,33 @@ impl<'m> Ring<'m> {
             i = next;
         }
         Err(BadChain::Broken)
+    }
+
+    /// Chain `head`'s only descriptor, if it is one descriptor (no `NEXT`, not indirect) of
+    /// the given direction with at least one byte: its guest address and length. `None` says
+    /// nothing about the chain's validity: the caller walks it with [`chain`](Self::chain).
+    /// The fast path of small frames, which Linux sends and receives in one descriptor each.
+    #[inline]
+    pub fn single(&self, head: u16, writable: bool) -> Option<(GuestAddress, u32)> {
+        if usize::from(head) >= self.desc.len() {
+            return None;
+        }
+        let [addr, word] = self.desc.load(usize::from(head)).map(u64::from_le);
+        #[allow(clippy::cast_possible_truncation)] // the word's fields, on purpose
+        let (dlen, flags) = (word as u32, (word >> 32) as u16);
+        let want = if writable { F_WRITE } else { 0 };
+        (flags & (F_NEXT | F_INDIRECT | F_WRITE) == want && dlen > 0)
+            .then_some((GuestAddress(addr), dlen))
+    }
+
+    /// The head of the next available chain, without taking it (after [`pending`](Self::pending)
+    /// said there is one).
+    #[inline]
+    pub fn peek(&self) -> u16 {
+        let head = self
+            .avail_ring
+            .load(usize::from(self.next_avail & (self.size - 1)));
+        u16::from_le(head)
     }
 
     /// Writes a used entry (not yet visible to the driver: see [`publish`](Self::publish)).

@@ -16,7 +16,7 @@ use vhost_user_backend::VringT;
 use virtio_queue::QueueT;
 use vm_memory::{GuestAddressSpace, GuestMemoryMmap};
 
-use crate::chain::{self, Cursor, Seg};
+use crate::chain::{self, Cursor, Seg, View};
 use crate::fabric::{Attached, Fabric};
 use crate::head::{self, HEAD_LEN, WHOLE_MAX};
 use crate::port::{Counters, DatapathDrop, GuestNic, TX};
@@ -93,10 +93,10 @@ pub fn tx_batch(fabric: &Fabric, nic: &GuestNic) -> Progress {
     let Some(mut ring) = Ring::new(mem, queue) else {
         return Progress::default();
     };
-    take(&mut ring, mem, nic, s);
+    take(&mut ring, nic, s);
     let frames = s.descs.len();
     decide(fabric, nic.id, s);
-    forward(mem, s);
+    forward(ring.view(), s);
     answer(nic, s);
     for &desc in &s.descs {
         ring.push_used(desc, 0);
@@ -113,7 +113,7 @@ pub fn tx_batch(fabric: &Fabric, nic: &GuestNic) -> Progress {
 }
 
 /// Step 1: pops and checks up to `BATCH` chains.
-fn take(ring: &mut Ring<'_>, mem: &GuestMemoryMmap, nic: &GuestNic, s: &mut TxScratch) {
+fn take(ring: &mut Ring<'_>, nic: &GuestNic, s: &mut TxScratch) {
     s.segs.clear();
     s.frames.clear();
     s.descs.clear();
@@ -128,17 +128,20 @@ fn take(ring: &mut Ring<'_>, mem: &GuestMemoryMmap, nic: &GuestNic, s: &mut TxSc
         let i = s.descs.len();
         s.descs.push(desc);
         let start = s.segs.len();
-        let frame = ring
-            .chain(desc, false, &mut s.segs)
-            .map_err(|_| DatapathDrop::BadChain)
-            .and_then(|total| {
-                check(
-                    mem,
-                    &s.segs[start..],
-                    total as usize,
-                    &mut s.heads[i * SLOT..(i + 1) * SLOT],
-                )
-            });
+        let slot = &mut s.heads[i * SLOT..(i + 1) * SLOT];
+        let frame = match small(ring, desc) {
+            // One descriptor holding a frame decided on whole: copied into its slot straight
+            // from the resolved region, no segments (the frame has no tail).
+            Some(bytes) => {
+                let total = bytes.len();
+                bytes.copy_to(&mut slot[..total]);
+                accept(slot, total)
+            }
+            None => ring
+                .chain(desc, false, &mut s.segs)
+                .map_err(|_| DatapathDrop::BadChain)
+                .and_then(|total| check(ring.view(), &s.segs[start..], total as usize, slot)),
+        };
         match frame {
             Ok(mut f) => {
                 bytes += f.len as u64;
@@ -158,9 +161,22 @@ fn take(ring: &mut Ring<'_>, mem: &GuestMemoryMmap, nic: &GuestNic, s: &mut TxSc
     Counters::add(&nic.counters.rx_bytes, bytes);
 }
 
+/// Chain `desc` as one slice of guest memory, if it is a single descriptor in one resolved
+/// region holding a header and a frame of at most [`WHOLE_MAX`] bytes (anything else, including
+/// what is refused, takes the general path of [`check`]).
+#[inline]
+fn small<'m>(ring: &Ring<'m>, desc: u16) -> Option<vm_memory::VolatileSlice<'m, ()>> {
+    let (addr, len) = ring.single(desc, false)?;
+    let len = len as usize;
+    if !(HDR_LEN + 14..=HDR_LEN + WHOLE_MAX).contains(&len) {
+        return None;
+    }
+    ring.view().contiguous(addr, len)
+}
+
 /// Reads a chain's header and head into `slot` (a [`SLOT`]: the header, then the head).
 fn check(
-    mem: &GuestMemoryMmap,
+    mem: &View<'_>,
     segs: &[Seg],
     total: usize,
     slot: &mut [u8],
@@ -173,10 +189,19 @@ fn check(
         return Err(DatapathDrop::Oversize);
     }
     let head_len = if len <= WHOLE_MAX { len } else { HEAD_LEN };
-    let slot = slot
+    let copied = slot
         .get_mut(..HDR_LEN + head_len)
         .ok_or(DatapathDrop::BadChain)?;
-    chain::copy_out(mem, Cursor::new(segs, 0), slot).ok_or(DatapathDrop::BadChain)?;
+    chain::copy_out(mem, Cursor::new(segs, 0), copied).ok_or(DatapathDrop::BadChain)?;
+    accept(slot, total)
+}
+
+/// Checks the header of a chain of `total` bytes (at least a header and an Ethernet header,
+/// at most a header and [`MAX_FRAME_LEN`]) whose header and head are in `slot`.
+#[inline]
+fn accept(slot: &[u8], total: usize) -> Result<TxFrame, DatapathDrop> {
+    let len = total - HDR_LEN;
+    let head_len = if len <= WHOLE_MAX { len } else { HEAD_LEN };
     let (raw, _) = slot
         .split_first_chunk::<HDR_LEN>()
         .ok_or(DatapathDrop::BadChain)?;
@@ -258,7 +283,7 @@ fn answer(nic: &GuestNic, s: &mut TxScratch) {
 }
 
 /// Step 3: delivers the copies, receiver by receiver.
-fn forward(mem: &GuestMemoryMmap, s: &mut TxScratch) {
+fn forward(mem: &View<'_>, s: &mut TxScratch) {
     s.copies.sort_unstable_by_key(|c| (c.port, c.frame));
     let TxScratch {
         segs,

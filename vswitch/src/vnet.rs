@@ -8,9 +8,8 @@ use virtio_bindings::virtio_net::{
     VIRTIO_NET_F_HOST_TSO4, VIRTIO_NET_F_HOST_TSO6, VIRTIO_NET_F_MRG_RXBUF,
 };
 use virtio_bindings::virtio_ring::{VIRTIO_RING_F_EVENT_IDX, VIRTIO_RING_F_INDIRECT_DESC};
-use vm_memory::GuestMemoryMmap;
 
-use crate::chain::{self, Cursor, Seg};
+use crate::chain::{self, Cursor, Seg, View};
 
 /// Bytes of the header (`virtio_net_hdr_v1`: with `VIRTIO_F_VERSION_1` it always has
 /// `num_buffers`).
@@ -188,7 +187,7 @@ impl NetHdr {
 /// `frame_len` bytes): the Internet checksum of bytes `start..` (whose checksum field holds the
 /// pseudo-header sum, as `NEEDS_CSUM` senders leave it) is written at `start + offset`.
 pub fn complete_csum(
-    mem: &GuestMemoryMmap,
+    mem: &View<'_>,
     segs: &[Seg],
     frame_len: usize,
     start: usize,
@@ -232,22 +231,12 @@ pub fn fold(mut sum: u64) -> u16 {
 }
 
 /// Reads `out.len()` bytes at byte `at` of the concatenated segments.
-pub(crate) fn read_frame(
-    mem: &GuestMemoryMmap,
-    segs: &[Seg],
-    at: usize,
-    out: &mut [u8],
-) -> Option<()> {
+pub(crate) fn read_frame(mem: &View<'_>, segs: &[Seg], at: usize, out: &mut [u8]) -> Option<()> {
     chain::copy_out(mem, Cursor::new(segs, at), out)
 }
 
 /// Writes `data` at byte `at` of the concatenated segments.
-pub(crate) fn write_frame(
-    mem: &GuestMemoryMmap,
-    segs: &[Seg],
-    at: usize,
-    data: &[u8],
-) -> Option<()> {
+pub(crate) fn write_frame(mem: &View<'_>, segs: &[Seg], at: usize, data: &[u8]) -> Option<()> {
     chain::copy_in(mem, Cursor::new(segs, at), data)
 }
 

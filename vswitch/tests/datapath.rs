@@ -87,6 +87,39 @@ fn forged_frames_are_dropped_and_counted() {
     assert_eq!(lab.core_drops(a, DropReason::SpoofedArp), 1);
 }
 
+/// Frames sent as one descriptor (header and frame together, as Linux sends them) or split,
+/// received into one buffer that holds them exactly or into mergeable buffers one byte too
+/// small: every combination arrives as sent, at each length where the datapath changes how it
+/// copies (an ARP request, the longest decided on whole, one byte more, the longest).
+#[test]
+fn frames_arrive_as_sent_however_their_descriptors_fall() {
+    use kaos_vswitch::head::WHOLE_MAX;
+    for len in [42, 64, WHOLE_MAX, WHOLE_MAX + 1, 1514] {
+        let frame = if len == 42 {
+            arp_request(A, B)
+        } else {
+            tcp_with(A, B, len - 54)
+        };
+        assert_eq!(frame.len(), len);
+        let exact = u32::try_from(vnet::HDR_LEN + len).expect("small");
+        for (rx_buf, buffers) in [(exact, 1), (exact - 1, 2)] {
+            let mut lab = Lab::new();
+            let a = lab.add(A, Offloads::ALL, RX_BUF, 8);
+            let b = lab.add(B, Offloads::ALL, rx_buf, 8);
+            lab.members[a].send_whole(&frame);
+            lab.members[a].send(&frame);
+            assert_eq!(lab.tx(a).frames, 2);
+            let got = lab.members[b].inbox();
+            assert_eq!(got.len(), 2, "{len} bytes into {rx_buf}-byte buffers");
+            for (hdr, num, bytes) in got {
+                assert_eq!(num, buffers, "{len} bytes into {rx_buf}-byte buffers");
+                assert_eq!(hdr, NetHdr::default());
+                assert_eq!(bytes, frame, "{len} bytes into {rx_buf}-byte buffers");
+            }
+        }
+    }
+}
+
 #[test]
 fn mergeable_buffers_carry_a_frame_over_small_ones() {
     let mut lab = Lab::new();

@@ -41,6 +41,13 @@ impl Member {
         self.guest.send(hdr, frame).expect("a free TX descriptor");
     }
 
+    /// Sends `frame` with its header in the same descriptor.
+    pub fn send_whole(&mut self, frame: &[u8]) {
+        self.guest
+            .send_whole(NetHdr::default(), frame)
+            .expect("a free TX descriptor that holds the frame");
+    }
+
     /// Every frame received so far.
     pub fn inbox(&mut self) -> Vec<(NetHdr, u16, Vec<u8>)> {
         std::iter::from_fn(|| self.guest.recv()).collect()
