@@ -30,6 +30,10 @@ pub struct Frame<'a> {
     pub tail: Option<(&'a View<'a>, Cursor<'a>, usize)>,
     /// Whether `head` carries an 802.1Q tag (frames from uplinks).
     pub tagged: bool,
+    /// `hdr` as delivered unchanged into one buffer (`num_buffers` 1), then `head`: written
+    /// to a receiver in one copy when its offloads pass `hdr` as it is. `None` for frames
+    /// without such a copy at hand.
+    pub staged: Option<&'a [u8]>,
 }
 
 impl Frame<'_> {
@@ -98,7 +102,15 @@ impl<'a> GuestRx<'a> {
     pub fn deliver(&mut self, f: &Frame<'_>, s: &mut RxScratch) -> Result<(), DatapathDrop> {
         let (hdr, soft) = match f.hdr.deliver(self.offloads) {
             None => return Err(DatapathDrop::GsoUnsupported),
-            Some(Delivery::Pass(h)) => (h, None),
+            Some(Delivery::Pass(h)) => {
+                if let Some(staged) = f.staged
+                    && !f.tagged
+                    && let Some(done) = self.fill_one(None, staged, f.tail)
+                {
+                    return done;
+                }
+                (h, None)
+            }
             Some(Delivery::SoftCsum { start, offset }) => {
                 (NetHdr::default(), Some((start, offset)))
             }
@@ -134,7 +146,7 @@ impl<'a> GuestRx<'a> {
     ) -> Result<(), DatapathDrop> {
         let total = HDR_LEN + frame_len;
         if soft.is_none()
-            && let Some(done) = self.fill_one(head, f.tail, total, hdr)
+            && let Some(done) = self.fill_one(Some(&hdr.emit(1)), head, f.tail)
         {
             return done;
         }
@@ -187,18 +199,20 @@ impl<'a> GuestRx<'a> {
         Ok(())
     }
 
-    /// The fast path: the frame into the next RX chain if that is one descriptor in one
-    /// resolved region with room for all `total` bytes (what Linux posts, with or without
-    /// `MRG_RXBUF`). `None` if the chain is not such a one: nothing was taken, and the general
-    /// path walks it.
+    /// The fast path: `hdr` (if not already at the start of `bytes`, as in a frame's
+    /// [`staged`](Frame::staged) copy), `bytes` and the tail into the next RX chain, if that is
+    /// one descriptor in one resolved region with room for it all (what Linux posts, with or
+    /// without `MRG_RXBUF`). `None` if the chain is not such a one: nothing was taken, and the
+    /// general path walks it.
     #[inline]
     fn fill_one(
         &mut self,
-        head: &[u8],
+        hdr: Option<&[u8; HDR_LEN]>,
+        bytes: &[u8],
         tail: Option<(&View<'_>, Cursor<'_>, usize)>,
-        total: usize,
-        hdr: NetHdr,
     ) -> Option<Result<(), DatapathDrop>> {
+        let lead = if hdr.is_some() { HDR_LEN } else { 0 };
+        let total = lead + bytes.len() + tail.map_or(0, |t| t.2);
         if self.ring.pending()? == 0 {
             return None;
         }
@@ -208,16 +222,19 @@ impl<'a> GuestRx<'a> {
             return None;
         }
         let buf = self.ring.view().contiguous(addr, total)?;
-        buf.copy_from(&hdr.emit(1));
-        let copied = buf.offset(HDR_LEN).ok().and_then(|rest| {
-            rest.copy_from(head);
+        let copied = (|| {
+            if let Some(h) = hdr {
+                buf.copy_from(h);
+            }
+            buf.offset(lead).ok()?.copy_from(bytes);
             match tail {
                 Some((src_mem, src, len)) => {
-                    chain::copy_to_slice(src_mem, src, rest.offset(head.len()).ok()?, len)
+                    let rest = buf.offset(lead + bytes.len()).ok()?;
+                    chain::copy_to_slice(src_mem, src, rest, len)
                 }
                 None => Some(()),
             }
-        });
+        })();
         if copied.is_none() {
             return Some(Err(DatapathDrop::BadRxChain));
         }

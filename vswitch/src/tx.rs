@@ -199,7 +199,7 @@ fn check(
 /// Checks the header of a chain of `total` bytes (at least a header and an Ethernet header,
 /// at most a header and [`MAX_FRAME_LEN`]) whose header and head are in `slot`.
 #[inline]
-fn accept(slot: &[u8], total: usize) -> Result<TxFrame, DatapathDrop> {
+fn accept(slot: &mut [u8], total: usize) -> Result<TxFrame, DatapathDrop> {
     let len = total - HDR_LEN;
     let head_len = if len <= WHOLE_MAX { len } else { HEAD_LEN };
     let (raw, _) = slot
@@ -208,6 +208,11 @@ fn accept(slot: &[u8], total: usize) -> Result<TxFrame, DatapathDrop> {
     let hdr = NetHdr::parse(raw)
         .checked(len)
         .ok_or(DatapathDrop::BadHeader)?;
+    // The sender's header is parsed: its place now holds the header a receiver gets when
+    // its offloads pass it unchanged, into one buffer (see `Frame::staged`).
+    if let Some(room) = slot.first_chunk_mut::<HDR_LEN>() {
+        *room = hdr.emit(1);
+    }
     Ok(TxFrame {
         desc: 0,
         segs: (0, 0),
@@ -274,6 +279,7 @@ fn answer(nic: &GuestNic, s: &mut TxScratch) {
             head: a,
             tail: None,
             tagged: false,
+            staged: None,
         };
         if let Err(why) = to.deliver(&f, &mut s.rx) {
             nic.counters.drop(why);
@@ -306,7 +312,8 @@ fn forward(mem: &View<'_>, s: &mut TxScratch) {
         let frame = |c: &Copy| {
             let f = frames[c.frame].as_ref()?;
             let fsegs = &segs[f.segs.0..f.segs.1];
-            let head = &heads[head_range(c.frame, f.head_len)];
+            let staged = &heads[c.frame * SLOT..c.frame * SLOT + HDR_LEN + f.head_len];
+            let head = &staged[HDR_LEN..];
             let tail_len = f.len - f.head_len;
             let tail =
                 (tail_len > 0).then(|| (mem, Cursor::new(fsegs, HDR_LEN + f.head_len), tail_len));
@@ -315,6 +322,7 @@ fn forward(mem: &View<'_>, s: &mut TxScratch) {
                 head,
                 tail,
                 tagged: f.tagged,
+                staged: Some(staged),
             })
         };
         match target {

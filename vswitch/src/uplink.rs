@@ -102,6 +102,7 @@ fn forward(fabric: &Fabric, port: &UplinkPort, frame: &[u8], s: &mut UplinkRx) {
             head: frame,
             tail: None,
             tagged,
+            staged: None,
         };
         let mem = nic.mem.memory();
         let Some(mut to) = GuestRx::open(nic, &mem) else {

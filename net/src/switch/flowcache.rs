@@ -70,12 +70,21 @@ pub(crate) struct Parsed {
     pub l4: L4,
 }
 
-fn mac(b: &[u8], at: usize) -> Option<[u8; 6]> {
-    b.get(at..at + 6)?.first_chunk().copied()
+/// `N` bytes at `at` of a fixed-size array (`at + N` within it: a constant in every call, so
+/// the check is made at compile time).
+#[inline]
+fn word<const N: usize>(b: &[u8], at: usize) -> [u8; N] {
+    let mut w = [0u8; N];
+    if let Some(src) = b.get(at..at + N) {
+        w.copy_from_slice(src);
+    }
+    w
 }
 
-fn ip(b: &[u8], at: usize) -> Option<Ipv4Addr> {
-    Some(Ipv4Addr::from(*b.get(at..at + 4)?.first_chunk::<4>()?))
+/// The big-endian `u16` at `at` (see [`word`]).
+#[inline]
+fn be(b: &[u8], at: usize) -> u16 {
+    u16::from_be_bytes(word(b, at))
 }
 
 fn mac48(mac: [u8; 6]) -> u64 {
@@ -88,12 +97,14 @@ fn mac48(mac: [u8; 6]) -> u64 {
 /// documentation). Reads only in-bounds bytes; never panics.
 #[inline]
 pub(crate) fn parse(port: PortId, frame: &[u8]) -> Option<Parsed> {
-    let dst = mac(frame, 0)?;
-    let src = mac(frame, 6)?;
+    // Fixed-size views, each length checked once: every field below is read at a constant
+    // offset of an array.
+    let eth: &[u8; 14] = frame.first_chunk()?;
+    let (dst, src) = (word::<6>(eth, 0), word::<6>(eth, 6));
     if dst[0] & 1 != 0 {
         return None;
     }
-    let (tci, l3) = match be16(frame, 12)? {
+    let (tci, l3) = match be(eth, 12) {
         TPID_8021Q => (Some(be16(frame, 14)?), 18),
         _ => (None, 14),
     };
@@ -101,32 +112,38 @@ pub(crate) fn parse(port: PortId, frame: &[u8]) -> Option<Parsed> {
         return None;
     }
     let packet = frame.get(l3..)?;
+    let ip: &[u8; 20] = packet.first_chunk()?;
     // Version 4, no options; not a fragment (offset 0, no more fragments; DF is allowed).
-    if *packet.first()? != 0x45 || be16(packet, 6)? & 0x3fff != 0 {
+    if ip[0] != 0x45 || be(ip, 6) & 0x3fff != 0 {
         return None;
     }
-    let total = usize::from(be16(packet, 2)?);
-    let protocol = *packet.get(9)?;
-    let (src_ip, dst_ip) = (ip(packet, 12)?, ip(packet, 16)?);
+    let total = usize::from(be(ip, 2));
+    let protocol = ip[9];
+    let (src_ip, dst_ip) = (
+        Ipv4Addr::from(word::<4>(ip, 12)),
+        Ipv4Addr::from(word::<4>(ip, 16)),
+    );
     if total < 20 || total > packet.len() || dst_ip.is_broadcast() || dst_ip.is_multicast() {
         return None;
     }
     let l4 = packet.get(20..total)?;
-    let (sport, dport) = (be16(l4, 0)?, be16(l4, 2)?);
-    let flags = match protocol {
+    let (sport, dport, flags) = match protocol {
         TCP => {
-            let offset = usize::from(*l4.get(12)? >> 4) * 4;
-            if l4.len() < 20 || offset < 20 || offset > l4.len() {
+            let tcp: &[u8; 20] = l4.first_chunk()?;
+            let offset = usize::from(tcp[12] >> 4) * 4;
+            if offset < 20 || offset > l4.len() {
                 return None;
             }
-            l4[13] & TCP_FLAGS
+            (be(tcp, 0), be(tcp, 2), tcp[13] & TCP_FLAGS)
         }
         UDP => {
-            let len = usize::from(be16(l4, 4)?);
+            let udp: &[u8; 8] = l4.first_chunk()?;
+            let len = usize::from(be(udp, 4));
+            let (sport, dport) = (be(udp, 0), be(udp, 2));
             if len < 8 || len > l4.len() || sport == SERVER_PORT || dport == SERVER_PORT {
                 return None;
             }
-            0
+            (sport, dport, 0)
         }
         _ => return None,
     };
@@ -174,16 +191,15 @@ pub(crate) struct Entry {
     /// The frame's flow in connection tracking.
     pub flow: FlowRef,
     len: u8,
-    egress: [Option<Egress>; MAX_EGRESS],
+    /// The first `len` are the decision's; the rest repeat the first.
+    egress: [Egress; MAX_EGRESS],
 }
 
 impl Entry {
     /// The egress ports, in the core's order.
-    pub fn egress(&self) -> impl Iterator<Item = Egress> + '_ {
-        self.egress[..usize::from(self.len)]
-            .iter()
-            .flatten()
-            .copied()
+    #[inline]
+    pub fn egress(&self) -> &[Egress] {
+        self.egress.get(..usize::from(self.len)).unwrap_or(&[])
     }
 }
 
@@ -234,15 +250,18 @@ impl FlowCache {
 
     /// Remembers `decision` for `key` in `epoch`, if it fits.
     pub fn insert(&mut self, key: Key, epoch: u64, decision: &Insert<'_>) {
-        if decision.to.is_empty() || decision.to.len() > MAX_EGRESS {
+        let Some(&first) = decision.to.first() else {
+            return;
+        };
+        if decision.to.len() > MAX_EGRESS {
             return;
         }
         let Some(slot) = self.slot(&key) else {
             return;
         };
-        let mut egress = [None; MAX_EGRESS];
+        let mut egress = [first; MAX_EGRESS];
         for (e, to) in egress.iter_mut().zip(decision.to) {
-            *e = Some(*to);
+            *e = *to;
         }
         if let Some(s) = self.entries.get_mut(slot) {
             *s = Some(Entry {

@@ -164,16 +164,9 @@ impl Switch {
     /// flow is refreshed in connection tracking, the sender's MAC re-learned, as the steps of
     /// [`ingress`](Self::ingress) would. `None` sends the frame through them.
     fn hit(&mut self, port: PortId, p: &Parsed, now: Stamp) -> Option<Accepted> {
-        let entry = *self.cache.get(&p.key, self.epoch)?;
-        let from_uplink = matches!(
-            self.ports.get(port.index()),
-            Some(Some(Port {
-                kind: PortKind::Uplink(_),
-                ..
-            }))
-        );
         let Switch {
             config,
+            ports,
             vlans,
             conntrack,
             out,
@@ -183,30 +176,39 @@ impl Switch {
             cache_hits,
             ..
         } = self;
+        let entry = cache.get(&p.key, *epoch)?;
         let domain = vlans[entry.vlan.index()].as_deref_mut()?;
         let still = (!entry.learned
-            || entry.egress().next().map(|e| e.port)
+            || entry.egress().first().map(|e| e.port)
                 == domain.fdb.lookup(p.dst, now, config.mac_ageing))
             && conntrack.refresh(&entry.flow, p.flow.protocol, &p.l4, now);
         if !still {
             cache.remove(&p.key);
             return None;
         }
+        out.extend_from_slice(entry.egress());
+        let accepted = Accepted {
+            vlan: entry.vlan,
+            tagged: entry.tagged,
+            flooded: entry.flooded,
+            learned: entry.learned,
+            answered: false,
+        };
+        let from_uplink = matches!(
+            ports.get(port.index()),
+            Some(Some(Port {
+                kind: PortKind::Uplink(_),
+                ..
+            }))
+        );
         if from_uplink {
             let limits = (config.mac_ageing, config.max_macs_per_vlan);
             if domain.fdb.learn(p.src, port, now, limits, scratch) {
                 *epoch = epoch.wrapping_add(1);
             }
         }
-        out.extend(entry.egress());
         *cache_hits += 1;
-        Some(Accepted {
-            vlan: entry.vlan,
-            tagged: entry.tagged,
-            flooded: entry.flooded,
-            learned: entry.learned,
-            answered: false,
-        })
+        Some(accepted)
     }
 
     fn decide(&mut self, port: PortId, frame: &[u8], now: Stamp) -> Result<Accepted, Refused> {
