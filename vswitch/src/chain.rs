@@ -263,6 +263,26 @@ pub fn copy_to_slice(
     Some(())
 }
 
+/// Copies `src`, a slice of another guest's memory, into the segments at `dst`. `None` if
+/// they run out or a slice is refused.
+pub fn copy_slice_in(
+    dst_mem: &View<'_>,
+    mut dst: Cursor<'_>,
+    src: VolatileSlice<'_, ()>,
+) -> Option<()> {
+    let mut done = 0;
+    while done < src.len() {
+        let (da, doff, dn) = dst.piece()?;
+        let n = dn.min(src.len() - done);
+        src.subslice(done, n)
+            .ok()?
+            .copy_to_volatile_slice(dst_mem.slice(da, doff, n)?);
+        dst.advance(n);
+        done += n;
+    }
+    Some(())
+}
+
 /// Copies host bytes into the segments at `dst`.
 pub fn copy_in(dst_mem: &View<'_>, mut dst: Cursor<'_>, mut data: &[u8]) -> Option<()> {
     while !data.is_empty() {

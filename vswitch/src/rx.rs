@@ -7,7 +7,7 @@ use std::sync::RwLockWriteGuard;
 
 use kaos_net::switch::{Tag, write_egress};
 use vhost_user_backend::{VringState, VringT};
-use vm_memory::GuestMemoryMmap;
+use vm_memory::{GuestMemoryMmap, VolatileSlice};
 
 use crate::chain::{self, Cursor, MAX_SEGS, Seg, View};
 use crate::port::{Counters, DatapathDrop, GuestNic, Mem, RX, UplinkPort};
@@ -26,8 +26,8 @@ pub struct Frame<'a> {
     pub hdr: NetHdr,
     /// The first bytes, as decided on.
     pub head: &'a [u8],
-    /// The rest: the sender's memory, where it starts there, how long it is.
-    pub tail: Option<(&'a View<'a>, Cursor<'a>, usize)>,
+    /// The rest, still in the sender's memory.
+    pub tail: Option<Tail<'a>>,
     /// Whether `head` carries an 802.1Q tag (frames from uplinks).
     pub tagged: bool,
     /// `hdr` as delivered unchanged into one buffer (`num_buffers` 1), then `head`: written
@@ -39,12 +39,64 @@ pub struct Frame<'a> {
 impl Frame<'_> {
     /// Bytes of the frame, without the virtio-net header.
     pub fn len(&self) -> usize {
-        self.head.len() + self.tail.map_or(0, |t| t.2)
+        self.head.len() + self.tail.map_or(0, |t| t.len())
     }
 
     /// Whether the frame is empty (never, for a decided frame).
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+/// The rest of a frame after its decided head, still in the sender's memory.
+#[derive(Debug, Clone, Copy)]
+pub enum Tail<'a> {
+    /// In the segments of the sender's chain: its memory, where the tail starts there, how
+    /// long it is.
+    Segs(&'a View<'a>, Cursor<'a>, usize),
+    /// In one slice of the sender's memory (a chain of one descriptor).
+    Slice(VolatileSlice<'a, ()>),
+}
+
+impl Tail<'_> {
+    /// Its length in bytes.
+    pub fn len(&self) -> usize {
+        match self {
+            Self::Segs(_, _, len) => *len,
+            Self::Slice(s) => s.len(),
+        }
+    }
+
+    /// Whether it is empty (a frame without a tail has `None` instead).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Copies it into `dst`, a slice of the receiver's memory of at least its length.
+    fn copy_to_slice(&self, dst: VolatileSlice<'_, ()>) -> Option<()> {
+        match *self {
+            Self::Segs(mem, src, len) => chain::copy_to_slice(mem, src, dst, len),
+            Self::Slice(s) => {
+                s.copy_to_volatile_slice(dst.subslice(0, s.len()).ok()?);
+                Some(())
+            }
+        }
+    }
+
+    /// Copies it into the receiver's segments at `dst`.
+    fn copy_to_segs(&self, dst_mem: &View<'_>, dst: Cursor<'_>) -> Option<()> {
+        match *self {
+            Self::Segs(mem, src, len) => chain::copy_guest(mem, src, dst_mem, dst, len),
+            Self::Slice(s) => chain::copy_slice_in(dst_mem, dst, s),
+        }
+    }
+
+    /// Copies it into host bytes (`out` as long as it).
+    fn copy_out(&self, out: &mut [u8]) -> Option<()> {
+        match *self {
+            Self::Segs(mem, src, _) => chain::copy_out(mem, src, out),
+            Self::Slice(s) => (s.copy_to(out) == out.len()).then_some(()),
+        }
     }
 }
 
@@ -105,7 +157,7 @@ impl<'a> GuestRx<'a> {
             Some(Delivery::Pass(h)) => {
                 if let Some(staged) = f.staged
                     && !f.tagged
-                    && let Some(done) = self.fill_one(None, staged, f.tail)
+                    && let Some(done) = self.fill_one(None, staged, f.tail.as_ref())
                 {
                     return done;
                 }
@@ -126,7 +178,7 @@ impl<'a> GuestRx<'a> {
             Vec::new()
         };
         let head_bytes: &[u8] = if f.tagged { &head } else { f.head };
-        let tail_len = f.tail.map_or(0, |t| t.2);
+        let tail_len = f.tail.map_or(0, |t| t.len());
         let frame_len = head_bytes.len() + tail_len;
         let r = self.fill(head_bytes, f, frame_len, hdr, soft, s);
         if f.tagged {
@@ -146,7 +198,7 @@ impl<'a> GuestRx<'a> {
     ) -> Result<(), DatapathDrop> {
         let total = HDR_LEN + frame_len;
         if soft.is_none()
-            && let Some(done) = self.fill_one(Some(&hdr.emit(1)), head, f.tail)
+            && let Some(done) = self.fill_one(Some(&hdr.emit(1)), head, f.tail.as_ref())
         {
             return done;
         }
@@ -170,9 +222,9 @@ impl<'a> GuestRx<'a> {
             let mem = self.ring.view();
             let start = Cursor::new(&s.segs, 0);
             chain::copy_in(mem, start, stage).ok_or(DatapathDrop::BadRxChain)?;
-            if let Some((src_mem, src, len)) = f.tail {
+            if let Some(tail) = &f.tail {
                 let at = Cursor::new(&s.segs, HDR_LEN + head.len());
-                chain::copy_guest(src_mem, src, mem, at, len).ok_or(DatapathDrop::BadRxChain)?;
+                tail.copy_to_segs(mem, at).ok_or(DatapathDrop::BadRxChain)?;
             }
             if let Some((start, offset)) = soft {
                 vnet::complete_csum(mem, &s.segs, frame_len, start, offset)
@@ -209,10 +261,10 @@ impl<'a> GuestRx<'a> {
         &mut self,
         hdr: Option<&[u8; HDR_LEN]>,
         bytes: &[u8],
-        tail: Option<(&View<'_>, Cursor<'_>, usize)>,
+        tail: Option<&Tail<'_>>,
     ) -> Option<Result<(), DatapathDrop>> {
         let lead = if hdr.is_some() { HDR_LEN } else { 0 };
-        let total = lead + bytes.len() + tail.map_or(0, |t| t.2);
+        let total = lead + bytes.len() + tail.map_or(0, Tail::len);
         if self.ring.pending()? == 0 {
             return None;
         }
@@ -228,10 +280,7 @@ impl<'a> GuestRx<'a> {
             }
             buf.offset(lead).ok()?.copy_from(bytes);
             match tail {
-                Some((src_mem, src, len)) => {
-                    let rest = buf.offset(lead + bytes.len()).ok()?;
-                    chain::copy_to_slice(src_mem, src, rest, len)
-                }
+                Some(tail) => tail.copy_to_slice(buf.offset(lead + bytes.len()).ok()?),
                 None => Some(()),
             }
         })();
@@ -317,11 +366,12 @@ pub fn deliver_uplink(
     tag: Tag,
     s: &mut RxScratch,
 ) -> Result<(), DatapathDrop> {
-    let tail_len = f.tail.map_or(0, |t| t.2);
+    let tail_len = f.tail.map_or(0, |t| t.len());
     s.gather.resize(f.head.len() + 4 + tail_len, 0);
     let n = write_egress(f.head, f.tagged, tag, &mut s.gather).ok_or(DatapathDrop::BadHeader)?;
-    if let Some((mem, src, len)) = f.tail {
-        chain::copy_out(mem, src, &mut s.gather[n..n + len]).ok_or(DatapathDrop::BadChain)?;
+    if let Some(tail) = &f.tail {
+        tail.copy_out(&mut s.gather[n..n + tail_len])
+            .ok_or(DatapathDrop::BadChain)?;
     }
     let len = n + tail_len;
     let hdr = (f.hdr.needs_csum() || f.hdr.is_gso()).then(|| {

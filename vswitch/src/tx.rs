@@ -14,14 +14,14 @@
 use kaos_net::switch::{Decision, MAX_FRAME_LEN, PortId, Tag};
 use vhost_user_backend::VringT;
 use virtio_queue::QueueT;
-use vm_memory::{GuestAddressSpace, GuestMemoryMmap};
+use vm_memory::{GuestAddress, GuestAddressSpace, GuestMemoryMmap};
 
 use crate::chain::{self, Cursor, Seg, View};
 use crate::fabric::{Attached, Fabric};
 use crate::head::{self, HEAD_LEN, WHOLE_MAX};
 use crate::port::{Counters, DatapathDrop, GuestNic, TX};
 use crate::ring::Ring;
-use crate::rx::{self, Frame, GuestRx, RxScratch};
+use crate::rx::{self, Frame, GuestRx, RxScratch, Tail};
 use crate::vnet::{HDR_LEN, NetHdr};
 
 /// Most frames taken from a TX queue per call: the bound on one port's work per wakeup.
@@ -38,12 +38,33 @@ fn head_range(i: usize, len: usize) -> std::ops::Range<usize> {
 
 #[derive(Debug, Clone, Copy)]
 struct TxFrame {
-    desc: u16,
-    segs: (usize, usize),
-    len: usize,
-    head_len: usize,
+    /// Where its tail is.
+    at: At,
+    /// Bytes, without the virtio-net header (at most `MAX_FRAME_LEN`).
+    len: u32,
+    /// Bytes of it in its slot (at most `WHOLE_MAX`).
+    head_len: u16,
     hdr: NetHdr,
     tagged: bool,
+}
+
+/// Where a frame's bytes are in the sender's memory.
+#[derive(Debug, Clone, Copy)]
+enum At {
+    /// In the batch's segments `start..end`.
+    Segs(u32, u32),
+    /// In one resolved region, from this guest address: a chain of one descriptor.
+    Whole(u64),
+}
+
+impl TxFrame {
+    fn len(&self) -> usize {
+        self.len as usize
+    }
+
+    fn head_len(&self) -> usize {
+        usize::from(self.head_len)
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -129,13 +150,22 @@ fn take(ring: &mut Ring<'_>, nic: &GuestNic, s: &mut TxScratch) {
         s.descs.push(desc);
         let start = s.segs.len();
         let slot = &mut s.heads[i * SLOT..(i + 1) * SLOT];
-        let frame = match small(ring, desc) {
-            // One descriptor holding a frame decided on whole: copied into its slot straight
-            // from the resolved region, no segments (the frame has no tail).
-            Some(bytes) => {
+        let frame = match one(ring, desc) {
+            // One descriptor: its header and head are copied into the slot straight from
+            // the resolved region, and its tail is found again at delivery; no segments.
+            Some((addr, bytes)) => {
                 let total = bytes.len();
-                bytes.copy_to(&mut slot[..total]);
-                accept(slot, total)
+                let copied = total.min(HDR_LEN + WHOLE_MAX);
+                let copied = if copied < total {
+                    HDR_LEN + HEAD_LEN
+                } else {
+                    copied
+                };
+                bytes.copy_to(&mut slot[..copied]);
+                accept(slot, total).map(|f| TxFrame {
+                    at: At::Whole(addr),
+                    ..f
+                })
             }
             None => ring
                 .chain(desc, false, &mut s.segs)
@@ -144,9 +174,12 @@ fn take(ring: &mut Ring<'_>, nic: &GuestNic, s: &mut TxScratch) {
         };
         match frame {
             Ok(mut f) => {
-                bytes += f.len as u64;
-                f.desc = desc;
-                f.segs = (start, s.segs.len());
+                bytes += u64::from(f.len);
+                if let At::Segs(from, to) = &mut f.at {
+                    // At most `BATCH * MAX_SEGS * 4` segments.
+                    *from = u32::try_from(start).unwrap_or(u32::MAX);
+                    *to = u32::try_from(s.segs.len()).unwrap_or(u32::MAX);
+                }
                 s.frames.push(Some(f));
             }
             Err(why) => {
@@ -161,17 +194,17 @@ fn take(ring: &mut Ring<'_>, nic: &GuestNic, s: &mut TxScratch) {
     Counters::add(&nic.counters.rx_bytes, bytes);
 }
 
-/// Chain `desc` as one slice of guest memory, if it is a single descriptor in one resolved
-/// region holding a header and a frame of at most [`WHOLE_MAX`] bytes (anything else, including
-/// what is refused, takes the general path of [`check`]).
+/// Chain `desc` as one slice of guest memory (and its guest address), if it is a single
+/// descriptor in one resolved region holding a header and a frame of acceptable length
+/// (anything else, including what is refused, takes the general path of [`check`]).
 #[inline]
-fn small<'m>(ring: &Ring<'m>, desc: u16) -> Option<vm_memory::VolatileSlice<'m, ()>> {
+fn one<'m>(ring: &Ring<'m>, desc: u16) -> Option<(u64, vm_memory::VolatileSlice<'m, ()>)> {
     let (addr, len) = ring.single(desc, false)?;
     let len = len as usize;
-    if !(HDR_LEN + 14..=HDR_LEN + WHOLE_MAX).contains(&len) {
+    if !(HDR_LEN + 14..=HDR_LEN + MAX_FRAME_LEN).contains(&len) {
         return None;
     }
-    ring.view().contiguous(addr, len)
+    Some((addr.0, ring.view().contiguous(addr, len)?))
 }
 
 /// Reads a chain's header and head into `slot` (a [`SLOT`]: the header, then the head).
@@ -214,10 +247,10 @@ fn accept(slot: &mut [u8], total: usize) -> Result<TxFrame, DatapathDrop> {
         *room = hdr.emit(1);
     }
     Ok(TxFrame {
-        desc: 0,
-        segs: (0, 0),
-        len,
-        head_len,
+        at: At::Segs(0, 0),
+        // At most MAX_FRAME_LEN and WHOLE_MAX.
+        len: u32::try_from(len).map_err(|_| DatapathDrop::Oversize)?,
+        head_len: u16::try_from(head_len).map_err(|_| DatapathDrop::Oversize)?,
         hdr,
         tagged: false,
     })
@@ -235,8 +268,9 @@ fn decide(fabric: &Fabric, from: PortId, s: &mut TxScratch) {
     let now = fabric.now();
     for (i, slot) in s.frames.iter_mut().enumerate() {
         let Some(f) = slot else { continue };
-        let head = &mut s.heads[head_range(i, f.head_len)];
-        let patch = head::clamp(head, f.len);
+        let head = &mut s.heads[head_range(i, f.head_len())];
+        // A frame decided on whole needs no clamping (see `head`).
+        let patch = (f.head_len() < f.len()).then(|| head::clamp(head, f.len()));
         if let Decision::Forward(fwd) = core.switch.ingress(from, head, now) {
             f.tagged = fwd.ingress_tagged;
             let vlan = fwd.vlan;
@@ -247,17 +281,22 @@ fn decide(fabric: &Fabric, from: PortId, s: &mut TxScratch) {
                     tag: e.tag,
                 });
             }
-            core.count_vlan(vlan, f.len);
+            core.count_vlan(vlan, f.len());
         }
-        head::restore(head, patch);
+        if let Some(patch) = patch {
+            head::restore(head, patch);
+        }
     }
     let answers = core.switch.take_answers();
     s.answers
         .extend(answers.filter(|(p, _)| *p == from).map(|(_, f)| f));
+    let mut last = None;
     for c in &s.copies {
-        if !s.targets.iter().any(|(p, _)| *p == c.port) {
+        // Copies come in frame order: most follow one to the same port.
+        if last != Some(c.port) && !s.targets.iter().any(|(p, _)| *p == c.port) {
             s.targets.push((c.port, core.attached(c.port).cloned()));
         }
+        last = Some(c.port);
     }
 }
 
@@ -290,7 +329,10 @@ fn answer(nic: &GuestNic, s: &mut TxScratch) {
 
 /// Step 3: delivers the copies, receiver by receiver.
 fn forward(mem: &View<'_>, s: &mut TxScratch) {
-    s.copies.sort_unstable_by_key(|c| (c.port, c.frame));
+    // Pushed in frame order, so often already sorted (one receiver).
+    if !s.copies.is_sorted_by_key(|c| (c.port, c.frame)) {
+        s.copies.sort_unstable_by_key(|c| (c.port, c.frame));
+    }
     let TxScratch {
         segs,
         frames,
@@ -311,12 +353,21 @@ fn forward(mem: &View<'_>, s: &mut TxScratch) {
         };
         let frame = |c: &Copy| {
             let f = frames[c.frame].as_ref()?;
-            let fsegs = &segs[f.segs.0..f.segs.1];
-            let staged = &heads[c.frame * SLOT..c.frame * SLOT + HDR_LEN + f.head_len];
+            let staged = &heads[c.frame * SLOT..c.frame * SLOT + HDR_LEN + f.head_len()];
             let head = &staged[HDR_LEN..];
-            let tail_len = f.len - f.head_len;
-            let tail =
-                (tail_len > 0).then(|| (mem, Cursor::new(fsegs, HDR_LEN + f.head_len), tail_len));
+            let tail_len = f.len() - f.head_len();
+            let skip = HDR_LEN + f.head_len();
+            let tail = match f.at {
+                _ if tail_len == 0 => None,
+                At::Whole(addr) => {
+                    let at = GuestAddress(addr.checked_add(skip as u64)?);
+                    Some(Tail::Slice(mem.contiguous(at, tail_len)?))
+                }
+                At::Segs(from, to) => {
+                    let fsegs = segs.get(from as usize..to as usize)?;
+                    Some(Tail::Segs(mem, Cursor::new(fsegs, skip), tail_len))
+                }
+            };
             Some(Frame {
                 hdr: f.hdr,
                 head,

@@ -97,9 +97,11 @@ impl Switch {
             return Decision::Drop(DropReason::UnknownPort);
         };
         ingress.counters.received(frame.len());
-        let parsed = (frame.len() <= MAX_FRAME_LEN)
-            .then(|| flowcache::parse(port, frame))
-            .flatten();
+        let parsed = if frame.len() <= MAX_FRAME_LEN {
+            flowcache::parse(port, frame)
+        } else {
+            None
+        };
         let decided = match parsed.as_ref().and_then(|p| self.hit(port, p, now)) {
             Some(accepted) => Ok(accepted),
             None => {
@@ -186,7 +188,9 @@ impl Switch {
             cache.remove(&p.key);
             return None;
         }
-        out.extend_from_slice(entry.egress());
+        for e in entry.egress() {
+            out.push(*e);
+        }
         let accepted = Accepted {
             vlan: entry.vlan,
             tagged: entry.tagged,
