@@ -243,9 +243,20 @@ impl FlowCache {
 
     /// The entry for `key` made in `epoch`, if there is one.
     #[inline]
-    pub fn get(&self, key: &Key, epoch: u64) -> Option<&Entry> {
-        let entry = self.entries.get(self.slot(key)?)?.as_ref()?;
-        (entry.key == *key && entry.epoch == epoch).then_some(entry)
+    pub fn get(&self, key: &Key, epoch: u64) -> Option<(usize, &Entry)> {
+        let slot = self.slot(key)?;
+        let entry = self.entries.get(slot)?.as_ref()?;
+        (entry.key == *key && entry.epoch == epoch).then_some((slot, entry))
+    }
+
+    /// The egress ports of the entry in `slot` (from [`get`](Self::get)); empty if there is
+    /// none.
+    #[inline]
+    pub fn egress_at(&self, slot: usize) -> &[Egress] {
+        match self.entries.get(slot) {
+            Some(Some(entry)) => entry.egress(),
+            _ => &[],
+        }
     }
 
     /// Remembers `decision` for `key` in `epoch`, if it fits.

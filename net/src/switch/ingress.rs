@@ -102,8 +102,9 @@ impl Switch {
         } else {
             None
         };
+        // A hit's egress ports stay in its cache slot; the core's go to `out`.
         let decided = match parsed.as_ref().and_then(|p| self.hit(port, p, now)) {
-            Some(accepted) => Ok(accepted),
+            Some((accepted, slot)) => Ok((accepted, Some(slot))),
             None => {
                 let decided = self.decide(port, frame, now);
                 if let (Some(p), Ok(a)) = (&parsed, &decided)
@@ -121,7 +122,7 @@ impl Switch {
                     };
                     self.cache.insert(p.key, self.epoch, &decision);
                 }
-                decided
+                decided.map(|a| (a, None))
             }
         };
         for denied in &self.denied {
@@ -130,13 +131,17 @@ impl Switch {
             }
         }
         match decided {
-            Ok(accepted) => {
+            Ok((accepted, slot)) => {
                 if accepted.answered
                     && let Some(Some(p)) = self.ports.get_mut(port.index())
                 {
                     p.counters.answered();
                 }
-                for egress in &self.out {
+                let to = match slot {
+                    Some(slot) => self.cache.egress_at(slot),
+                    None => &self.out,
+                };
+                for egress in to {
                     if let Some(Some(p)) = self.ports.get_mut(egress.port.index()) {
                         p.counters.sent(frame.len());
                     }
@@ -147,7 +152,7 @@ impl Switch {
                 Decision::Forward(Forward {
                     vlan: accepted.vlan,
                     ingress_tagged: accepted.tagged,
-                    to: &self.out,
+                    to,
                 })
             }
             Err((vlan, reason)) => {
@@ -165,20 +170,19 @@ impl Switch {
     /// The cached decision for `p`, if there is one and what it relied on still holds: the
     /// flow is refreshed in connection tracking, the sender's MAC re-learned, as the steps of
     /// [`ingress`](Self::ingress) would. `None` sends the frame through them.
-    fn hit(&mut self, port: PortId, p: &Parsed, now: Stamp) -> Option<Accepted> {
+    fn hit(&mut self, port: PortId, p: &Parsed, now: Stamp) -> Option<(Accepted, usize)> {
         let Switch {
             config,
             ports,
             vlans,
             conntrack,
-            out,
             scratch,
             cache,
             epoch,
             cache_hits,
             ..
         } = self;
-        let entry = cache.get(&p.key, *epoch)?;
+        let (slot, entry) = cache.get(&p.key, *epoch)?;
         let domain = vlans[entry.vlan.index()].as_deref_mut()?;
         let still = (!entry.learned
             || entry.egress().first().map(|e| e.port)
@@ -187,9 +191,6 @@ impl Switch {
         if !still {
             cache.remove(&p.key);
             return None;
-        }
-        for e in entry.egress() {
-            out.push(*e);
         }
         let accepted = Accepted {
             vlan: entry.vlan,
@@ -212,7 +213,7 @@ impl Switch {
             }
         }
         *cache_hits += 1;
-        Some(accepted)
+        Some((accepted, slot))
     }
 
     fn decide(&mut self, port: PortId, frame: &[u8], now: Stamp) -> Result<Accepted, Refused> {
