@@ -156,8 +156,13 @@ impl Conntrack {
 
     /// If `flow` is tracked and alive, refreshes it with this packet and returns `true`.
     pub fn hit(&mut self, vlan: Vlan, flow: &Flow, l4: &L4, now: Stamp) -> bool {
-        self.find(vlan, flow)
-            .is_some_and(|at| self.refresh(&at, flow.protocol, l4, now))
+        self.find(vlan, flow).is_some_and(|at| {
+            let flags = match l4 {
+                L4::Ports { flags, .. } => *flags,
+                _ => 0,
+            };
+            self.refresh(&at, flow.protocol, flags, now)
+        })
     }
 
     /// Where `flow` is tracked, alive or not.
@@ -167,10 +172,10 @@ impl Conntrack {
         Some(FlowRef { slot, key, src_low })
     }
 
-    /// [`hit`](Self::hit) for a packet of the flow at `at` (of `protocol`, with `l4`): if the
+    /// [`hit`](Self::hit) for a packet of the flow at `at` (of `protocol`, with TCP `flags`): if the
     /// slot still holds the flow and it is alive, refreshes it and returns `true`; an expired
     /// flow is removed.
-    pub fn refresh(&mut self, at: &FlowRef, protocol: u8, l4: &L4, now: Stamp) -> bool {
+    pub fn refresh(&mut self, at: &FlowRef, protocol: u8, flags: u8, now: Stamp) -> bool {
         let Some(Some((key, entry))) = self.slots.get_mut(at.slot as usize) else {
             return false;
         };
@@ -183,10 +188,6 @@ impl Conntrack {
             self.release(owner);
             return false;
         }
-        let flags = match l4 {
-            L4::Ports { flags, .. } => *flags,
-            _ => 0,
-        };
         let from_originator = at.src_low == entry.originator_low;
         entry.state = match entry.state {
             _ if flags & (TCP_FIN | TCP_RST) != 0 => State::Closing,

@@ -43,7 +43,7 @@ use super::PortId;
 use super::conntrack::FlowRef;
 use super::dhcp::SERVER_PORT;
 use super::frame::proto::{TCP, UDP};
-use super::frame::{ETHERTYPE_IPV4, Flow, L4};
+use super::frame::{ETHERTYPE_IPV4, Flow};
 use super::ingress::Egress;
 use super::table::Seeded;
 use super::vlan::{TPID_8021Q, Vlan, be16};
@@ -60,14 +60,53 @@ const TCP_FLAGS: u8 = 0x17;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub(crate) struct Key([u64; 4]);
 
-/// A frame [`parse`] accepted: its key and the fields a hit needs.
+/// A frame [`parse`] accepted: its key, from which the fields a hit needs are read back
+/// (32 bytes to move around rather than the fields and the key).
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Parsed {
     pub key: Key,
-    pub dst: [u8; 6],
-    pub src: [u8; 6],
-    pub flow: Flow,
-    pub l4: L4,
+}
+
+impl Parsed {
+    fn mac(word: u64) -> [u8; 6] {
+        let b = (word >> 16).to_be_bytes();
+        [b[2], b[3], b[4], b[5], b[6], b[7]]
+    }
+
+    /// The destination MAC.
+    pub fn dst(&self) -> [u8; 6] {
+        Self::mac(self.key.0[0])
+    }
+
+    /// The source MAC.
+    pub fn src(&self) -> [u8; 6] {
+        Self::mac(self.key.0[1])
+    }
+
+    /// TCP's FIN, SYN, RST and ACK bits (0 for UDP).
+    #[allow(clippy::cast_possible_truncation)] // the key's fields, on purpose
+    pub fn flags(&self) -> u8 {
+        (self.key.0[3] >> 17) as u8 & TCP_FLAGS
+    }
+
+    /// The IP protocol (TCP or UDP).
+    #[allow(clippy::cast_possible_truncation)] // the key's fields, on purpose
+    pub fn protocol(&self) -> u8 {
+        (self.key.0[3] >> 24) as u8
+    }
+
+    /// The flow, as the core's parser reports it.
+    #[allow(clippy::cast_possible_truncation)] // the key's fields, on purpose
+    pub fn flow(&self) -> Flow {
+        let [_, _, ips, ports] = self.key.0;
+        Flow {
+            protocol: self.protocol(),
+            src: Ipv4Addr::from_bits((ips >> 32) as u32),
+            dst: Ipv4Addr::from_bits(ips as u32),
+            sport: (ports >> 48) as u16,
+            dport: (ports >> 32) as u16,
+        }
+    }
 }
 
 /// `N` bytes at `at` of a fixed-size array (`at + N` within it: a constant in every call, so
@@ -158,24 +197,7 @@ pub(crate) fn parse(port: PortId, frame: &[u8]) -> Option<Parsed> {
             | u64::from(flags) << 17
             | tag,
     ]);
-    // TCP's flags as the core's parser reports them (FIN, SYN, RST, ACK at bits 0, 1, 2, 4).
-    Some(Parsed {
-        key,
-        dst,
-        src,
-        flow: Flow {
-            protocol,
-            src: src_ip,
-            dst: dst_ip,
-            sport,
-            dport,
-        },
-        l4: L4::Ports {
-            src: sport,
-            dst: dport,
-            flags,
-        },
-    })
+    Some(Parsed { key })
 }
 
 /// A cached decision.

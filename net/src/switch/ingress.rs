@@ -110,7 +110,7 @@ impl Switch {
                 if let (Some(p), Ok(a)) = (&parsed, &decided)
                     && self.denied.is_empty()
                     && !a.answered
-                    && let Some(flow) = self.conntrack.find(a.vlan, &p.flow)
+                    && let Some(flow) = self.conntrack.find(a.vlan, &p.flow())
                 {
                     let decision = Insert {
                         vlan: a.vlan,
@@ -186,8 +186,8 @@ impl Switch {
         let domain = vlans[entry.vlan.index()].as_deref_mut()?;
         let still = (!entry.learned
             || entry.egress().first().map(|e| e.port)
-                == domain.fdb.lookup(p.dst, now, config.mac_ageing))
-            && conntrack.refresh(&entry.flow, p.flow.protocol, &p.l4, now);
+                == domain.fdb.lookup(p.dst(), now, config.mac_ageing))
+            && conntrack.refresh(&entry.flow, p.protocol(), p.flags(), now);
         if !still {
             cache.remove(&p.key);
             return None;
@@ -208,7 +208,7 @@ impl Switch {
         );
         if from_uplink {
             let limits = (config.mac_ageing, config.max_macs_per_vlan);
-            if domain.fdb.learn(p.src, port, now, limits, scratch) {
+            if domain.fdb.learn(p.src(), port, now, limits, scratch) {
                 *epoch = epoch.wrapping_add(1);
             }
         }
