@@ -275,10 +275,13 @@ impl<'a> GuestRx<'a> {
         }
         let buf = self.ring.view().contiguous(addr, total)?;
         let copied = (|| {
-            if let Some(h) = hdr {
-                buf.copy_from(h);
+            match hdr {
+                Some(h) => {
+                    buf.copy_from(h);
+                    buf.offset(lead).ok()?.copy_from(bytes);
+                }
+                None => buf.copy_from(bytes),
             }
-            buf.offset(lead).ok()?.copy_from(bytes);
             match tail {
                 Some(tail) => tail.copy_to_slice(buf.offset(lead + bytes.len()).ok()?),
                 None => Some(()),
