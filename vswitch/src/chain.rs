@@ -85,11 +85,6 @@ impl<'m> View<'m> {
         Self { mem, resolved }
     }
 
-    /// The memory this view is of.
-    pub fn memory(&self) -> &'m GuestMemoryMmap {
-        self.mem
-    }
-
     /// The region holding `addr`: its index, the offset of `addr` in it, and how many bytes
     /// the region holds from there.
     #[inline]
