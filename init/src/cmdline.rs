@@ -9,6 +9,7 @@
 //! | `kaos.store=` | `auto`, `memory`, or a disk (`vdb`, `/dev/nvme0n1`) | `auto` |
 //! | `kaos.authorize=` | client keys, `BASE64[:ROLE]`, comma-separated (role: `admin`) | none |
 //! | `kaos.uplink=` | the virtual switch's uplink NIC: `IF` (an 802.1Q trunk of every VLAN) or `IF:access=VLAN` | none |
+//! | `kaos.vm_cpus=` | the CPUs every VMM (and so every guest vCPU) may run on: `0`, `2-7`, `0,2-3` | all |
 //!
 //! A bad value is reported and replaced by the default: a typo must not keep a host from booting.
 
@@ -37,6 +38,8 @@ pub struct Settings {
     pub authorize: Vec<(kaos_protocol::keys::PublicKey, kaos_protocol::Role)>,
     /// The virtual switch's uplink, if any.
     pub uplink: Option<Uplink>,
+    /// The CPUs VMMs are confined to; empty: all.
+    pub vm_cpus: Vec<usize>,
 }
 
 /// A physical NIC the virtual switch attaches to (`kaos.uplink=`).
@@ -81,6 +84,7 @@ impl Default for Settings {
             store: StoreChoice::Auto,
             authorize: Vec::new(),
             uplink: None,
+            vm_cpus: Vec::new(),
         }
     }
 }
@@ -114,10 +118,32 @@ impl Settings {
                 .authorize
                 .extend(crate::access::parse_cmdline_keys(value)?),
             "uplink" => self.uplink = Some(Uplink::parse(value)?),
+            "vm_cpus" => self.vm_cpus = cpu_list(value)?,
             _ => return Err("unknown key".into()),
         }
         Ok(())
     }
+}
+
+/// Most CPUs a list may name (the kernel's `CPU_SETSIZE`).
+pub const MAX_CPUS: usize = 1024;
+
+/// A CPU list as the kernel writes them (`0`, `2-7`, `0,2-3`): sorted, each CPU once.
+fn cpu_list(value: &str) -> Result<Vec<usize>, String> {
+    let bad = || format!("expected CPU numbers below {MAX_CPUS} and ranges, e.g. 0,2-3");
+    let mut cpus = Vec::new();
+    for part in value.split(',') {
+        let (from, to) = part.split_once('-').unwrap_or((part, part));
+        let from: usize = from.parse().map_err(|_| bad())?;
+        let to: usize = to.parse().map_err(|_| bad())?;
+        if from > to || to >= MAX_CPUS {
+            return Err(bad());
+        }
+        cpus.extend(from..=to);
+    }
+    cpus.sort_unstable();
+    cpus.dedup();
+    Ok(cpus)
 }
 
 fn interface_name(value: &str) -> Result<String, String> {
@@ -212,6 +238,18 @@ mod tests {
         );
         assert_eq!(s, Settings::default());
         assert_eq!(problems.len(), 7, "{problems:?}");
+    }
+
+    #[test]
+    fn vm_cpus_are_a_cpu_list() {
+        let (s, problems) = Settings::from_cmdline("kaos.vm_cpus=3,0-1,1");
+        assert!(problems.is_empty(), "{problems:?}");
+        assert_eq!(s.vm_cpus, [0, 1, 3]);
+        for bad in ["", "a", "2-1", "0,", "1024", "0-1024", "-1"] {
+            let (s, problems) = Settings::from_cmdline(&format!("kaos.vm_cpus={bad}"));
+            assert_eq!(problems.len(), 1, "{bad:?}");
+            assert!(s.vm_cpus.is_empty(), "{bad:?}");
+        }
     }
 
     #[test]

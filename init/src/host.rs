@@ -73,6 +73,8 @@ pub struct Guests {
     pub sandbox: bool,
     /// The virtual switch's uplink (`kaos.uplink=`).
     pub uplink: Option<crate::cmdline::Uplink>,
+    /// The CPUs VMMs are confined to (`kaos.vm_cpus=`); empty: all.
+    pub vm_cpus: Vec<usize>,
 }
 
 impl Host {
@@ -89,6 +91,7 @@ impl Host {
             runtime_dir,
             sandbox,
             uplink,
+            vm_cpus,
         } = guests;
         let net = Arc::new(crate::network::Network::new(uplink, sandbox));
         let mut boot_id = [0u8; 16];
@@ -112,7 +115,7 @@ impl Host {
             }),
             power: Mutex::new(None),
             access: Access::new(keys),
-            vms: Arc::new(Vms::new(runtime_dir, sandbox, net.clone())),
+            vms: Arc::new(Vms::new(runtime_dir, sandbox, net.clone()).confined_to(vm_cpus)),
             net,
             uploads: Uploads::default(),
         })

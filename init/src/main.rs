@@ -44,6 +44,7 @@ usage: kattach                       (as PID 1: the KaOS host init)
                 [--disk PATH]... [--store auto|memory|DISK] [--state-file PATH]
                 [--authorized-keys FILE] [--authorize BASE64[:ROLE]]
                 [--runtime-dir DIR] [--no-vm-sandbox] [--uplink IFACE[:access=VLAN]]
+                [--vm-cpus LIST]
        kattach vmm run --kernel FILE [--initrd FILE] --vcpus N --memory SIZE [--cmdline TEXT]
        kattach switch --control-fd N [--uplink SPEC]...   (started by the host)
        kattach --version";
@@ -121,6 +122,7 @@ fn pid1_main(init_exec_ms: u32) -> ! {
             runtime_dir: std::path::PathBuf::from("/run/kaos/platform"),
             sandbox: true,
             uplink: settings.uplink.clone(),
+            vm_cpus: settings.vm_cpus.clone(),
         },
     );
     host.mark(|t| &mut t.mounts_ms);
@@ -211,6 +213,7 @@ fn hosted_main(init_exec_ms: u32, settings: Settings, hosted: Hosted) -> ! {
             }),
             sandbox: hosted.vm_sandbox,
             uplink: settings.uplink.clone(),
+            vm_cpus: settings.vm_cpus.clone(),
         },
     );
     let choice = match hosted.state_file {
@@ -260,6 +263,7 @@ fn parse_hosted(args: &[String]) -> Result<(Settings, Hosted), String> {
             "--hostname" => settings.set("hostname", value()?)?,
             "--log" => settings.set("log", value()?)?,
             "--uplink" => settings.set("uplink", value()?)?,
+            "--vm-cpus" => settings.set("vm_cpus", value()?)?,
             "--store" => settings.set("store", value()?)?,
             "--disk" => disks.push(value()?.into()),
             "--state-file" => state_file = Some(value()?.into()),

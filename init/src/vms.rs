@@ -204,6 +204,8 @@ pub struct Vms {
     exe: PathBuf,
     /// Whether to pass `--no-sandbox` (hosted tests without privileges).
     sandbox: bool,
+    /// The CPUs every VMM is confined to (`kaos.vm_cpus=`); `None`: all.
+    cpus: Option<rustix::thread::CpuSet>,
     /// The host is going down: nothing starts or restarts any more.
     shutting_down: std::sync::atomic::AtomicBool,
     /// The virtual switch, which gets a port for each NIC of a starting VM.
@@ -230,9 +232,38 @@ impl Vms {
             runtime_dir,
             exe: PathBuf::from("/proc/self/exe"),
             sandbox,
+            cpus: None,
             shutting_down: std::sync::atomic::AtomicBool::new(false),
             net,
         }
+    }
+
+    /// Confines every VMM to `cpus` (empty: no confinement). CPUs this machine lacks are
+    /// left out, with a warning; if none is left, VMMs run anywhere.
+    pub fn confined_to(mut self, cpus: Vec<usize>) -> Self {
+        if cpus.is_empty() {
+            return self;
+        }
+        use rustix::thread::{CpuSet, sched_getaffinity};
+        let online = sched_getaffinity(None).ok();
+        let mut set = CpuSet::new();
+        let mut kept = Vec::new();
+        for cpu in cpus {
+            // `cpu` < MAX_CPUS (CPU_SETSIZE), checked when the list was parsed.
+            if online.as_ref().is_none_or(|o| o.is_set(cpu)) {
+                set.set(cpu);
+                kept.push(cpu);
+            } else {
+                log::warn!("kaos.vm_cpus: CPU {cpu} is not available to the host; left out");
+            }
+        }
+        if kept.is_empty() {
+            log::warn!("kaos.vm_cpus: none of its CPUs is available; VMMs run on any");
+            return self;
+        }
+        log::info!("VMMs confined to CPUs {kept:?}");
+        self.cpus = Some(set);
+        self
     }
 
     /// Reads the VMs from the store and starts those meant to run (autostart after a boot).
@@ -773,8 +804,9 @@ impl Vms {
         cmd.stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
-        // SAFETY: the closure runs in the child between fork and exec and only makes the
-        // async-signal-safe prctl call.
+        let cpus = self.cpus;
+        // SAFETY: the closure runs in the child between fork and exec and only makes
+        // async-signal-safe calls (fcntl, dup2, prctl, sched_setaffinity).
         unsafe {
             use std::os::unix::process::CommandExt as _;
             cmd.pre_exec(move || {
@@ -796,6 +828,10 @@ impl Vms {
                 // the VMM goes too instead of running orphaned.
                 if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
                     return Err(std::io::Error::last_os_error());
+                }
+                // The VMM and every vCPU thread it starts inherit the confinement.
+                if let Some(set) = &cpus {
+                    rustix::thread::sched_setaffinity(None, set)?;
                 }
                 Ok(())
             });

@@ -295,6 +295,57 @@ fn children_running(parent: u32, needle: &str) -> Vec<u32> {
     found
 }
 
+/// `kaos.vm_cpus=` (`--vm-cpus` hosted): every VMM, and every thread it has (threads inherit
+/// the mask), may run only on the listed CPUs; the host itself is not confined.
+#[test]
+fn a_vm_cpu_list_confines_every_vmm_thread() {
+    const TEST: &str = "a_vm_cpu_list_confines_every_vmm_thread";
+    if let Some(reason) = netns::unavailable() {
+        skip(TEST, &reason);
+        return;
+    }
+    if !tiny::kvm_usable(TEST) {
+        return;
+    }
+    let host = HostedHost::launch_with(Path::new(KATTACH), "kaos-cpus", &["--vm-cpus", "0"])
+        .expect("launch");
+    drop(host.wait_ready(READY).expect("ready"));
+    let mut c = host.client().expect("client");
+    let idle = module(
+        "tiny-idle",
+        &tiny::idle_code(b"kattach guest: pinned up (tiny)\n"),
+        0,
+    );
+    kaosctl::upload::push(&mut c, &idle, |_| {}).expect("push");
+    create(&mut c, spec("pinned", "tiny-idle", RestartPolicy::Never));
+    let up = wait_vm(&mut c, &host, "pinned", |i| i.guest_up);
+    let vmm = up.pid.expect("a VMM pid");
+    let allowed = |path: String| {
+        let status = std::fs::read_to_string(&path).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+            .map(|v| v.trim().to_string())
+            .unwrap_or_else(|| panic!("no Cpus_allowed_list in {path}"))
+    };
+    let threads: Vec<String> = std::fs::read_dir(format!("/proc/{vmm}/task"))
+        .expect("the VMM's threads")
+        .filter_map(|e| Some(e.ok()?.file_name().to_string_lossy().into_owned()))
+        .collect();
+    assert!(!threads.is_empty());
+    for t in &threads {
+        assert_eq!(
+            allowed(format!("/proc/{vmm}/task/{t}/status")),
+            "0",
+            "thread {t}"
+        );
+    }
+    let online = std::thread::available_parallelism().map_or(1, usize::from);
+    if online > 1 {
+        assert_ne!(allowed(format!("/proc/{}/status", host.pid())), "0");
+    }
+}
+
 fn nic_on(vlan: u16) -> kaos_protocol::NicSpec {
     kaos_protocol::NicSpec {
         vlan,
