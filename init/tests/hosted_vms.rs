@@ -22,6 +22,12 @@ const READY: Duration = Duration::from_secs(10);
 const SETTLE: Duration = Duration::from_secs(30);
 
 fn launch(test: &str) -> Option<HostedHost> {
+    launch_with(test, "kaos-vms", &[])
+}
+
+/// A hosted host named `name` with these extra arguments, ready; `None` (the skip said) where
+/// it cannot run.
+fn launch_with(test: &str, name: &str, args: &[&str]) -> Option<HostedHost> {
     if let Some(reason) = netns::unavailable() {
         skip(test, &reason);
         return None;
@@ -29,7 +35,7 @@ fn launch(test: &str) -> Option<HostedHost> {
     if !tiny::kvm_usable(test) {
         return None;
     }
-    let host = HostedHost::launch_with(Path::new(KATTACH), "kaos-vms", &[]).expect("launch");
+    let host = HostedHost::launch_with(Path::new(KATTACH), name, args).expect("launch");
     drop(host.wait_ready(READY).expect("ready"));
     Some(host)
 }
@@ -299,17 +305,10 @@ fn children_running(parent: u32, needle: &str) -> Vec<u32> {
 /// the mask), may run only on the listed CPUs; the host itself is not confined.
 #[test]
 fn a_vm_cpu_list_confines_every_vmm_thread() {
-    const TEST: &str = "a_vm_cpu_list_confines_every_vmm_thread";
-    if let Some(reason) = netns::unavailable() {
-        skip(TEST, &reason);
+    let test = "a_vm_cpu_list_confines_every_vmm_thread";
+    let Some(host) = launch_with(test, "kaos-cpus", &["--vm-cpus", "0"]) else {
         return;
-    }
-    if !tiny::kvm_usable(TEST) {
-        return;
-    }
-    let host = HostedHost::launch_with(Path::new(KATTACH), "kaos-cpus", &["--vm-cpus", "0"])
-        .expect("launch");
-    drop(host.wait_ready(READY).expect("ready"));
+    };
     let mut c = host.client().expect("client");
     let idle = module(
         "tiny-idle",
