@@ -152,19 +152,21 @@ impl<'a> GuestRx<'a> {
 
     /// Delivers one frame, or says why not (the caller counts it on this port).
     pub fn deliver(&mut self, f: &Frame<'_>, s: &mut RxScratch) -> Result<(), DatapathDrop> {
-        let (hdr, soft) = match f.hdr.deliver(self.offloads) {
+        // `one`: the frame may still go into one RX chain (not yet tried with the staged
+        // copy; no checksum to complete, which the general path does).
+        let (hdr, soft, one) = match f.hdr.deliver(self.offloads) {
             None => return Err(DatapathDrop::GsoUnsupported),
-            Some(Delivery::Pass(h)) => {
-                if let Some(staged) = f.staged
-                    && !f.tagged
-                    && let Some(done) = self.fill_one(None, staged, f.tail.as_ref())
-                {
-                    return done;
+            Some(Delivery::Pass(h)) => match f.staged {
+                Some(staged) if !f.tagged => {
+                    if let Some(done) = self.fill_one(None, staged, f.tail.as_ref()) {
+                        return done;
+                    }
+                    (h, None, false)
                 }
-                (h, None)
-            }
+                _ => (h, None, true),
+            },
             Some(Delivery::SoftCsum { start, offset }) => {
-                (NetHdr::default(), Some((start, offset)))
+                (NetHdr::default(), Some((start, offset)), false)
             }
         };
         let head = if f.tagged {
@@ -180,7 +182,13 @@ impl<'a> GuestRx<'a> {
         let head_bytes: &[u8] = if f.tagged { &head } else { f.head };
         let tail_len = f.tail.map_or(0, |t| t.len());
         let frame_len = head_bytes.len() + tail_len;
-        let r = self.fill(head_bytes, f, frame_len, hdr, soft, s);
+        let once = one
+            .then(|| self.fill_one(Some(&hdr.emit(1)), head_bytes, f.tail.as_ref()))
+            .flatten();
+        let r = match once {
+            Some(done) => done,
+            None => self.fill(head_bytes, f, frame_len, hdr, soft, s),
+        };
         if f.tagged {
             s.untag = head;
         }
@@ -197,11 +205,6 @@ impl<'a> GuestRx<'a> {
         s: &mut RxScratch,
     ) -> Result<(), DatapathDrop> {
         let total = HDR_LEN + frame_len;
-        if soft.is_none()
-            && let Some(done) = self.fill_one(Some(&hdr.emit(1)), head, f.tail.as_ref())
-        {
-            return done;
-        }
         let start = self.ring.next_avail;
         s.segs.clear();
         s.chains.clear();
