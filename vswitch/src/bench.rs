@@ -33,16 +33,29 @@ pub struct Case {
     pub queue: u16,
     /// Frames per measured run.
     pub frames: u64,
+    /// UDP flows the frames belong to, frame `i` to flow `i % flows`: with one, every frame
+    /// after the first of a batch repeats the one before it (a bulk sender); with more, no
+    /// two frames in a row are of one flow, and each is looked up in the flow cache.
+    pub flows: u16,
 }
 
-/// The three cases of issue 6.
-pub const CASES: [Case; 3] = [
+/// The three cases of issue 6, and 64-byte frames of many flows.
+pub const CASES: [Case; 4] = [
     Case {
         name: "64 B frames",
         len: 64,
         rx_buf: 2048,
         queue: 256,
         frames: 2_000_000,
+        flows: 1,
+    },
+    Case {
+        name: "256 flows of 64 B frames",
+        len: 64,
+        rx_buf: 2048,
+        queue: 256,
+        frames: 2_000_000,
+        flows: 256,
     },
     Case {
         name: "1514 B frames",
@@ -50,6 +63,7 @@ pub const CASES: [Case; 3] = [
         rx_buf: 2048,
         queue: 256,
         frames: 1_000_000,
+        flows: 1,
     },
     Case {
         name: "64 KiB TSO frames",
@@ -57,6 +71,7 @@ pub const CASES: [Case; 3] = [
         rx_buf: 4096,
         queue: 1024,
         frames: 20_000,
+        flows: 1,
     },
 ];
 
@@ -79,9 +94,11 @@ struct Pair {
     b_avail: u16,
 }
 
-fn frame(len: usize) -> (NetHdr, Vec<u8>) {
+/// Frame `flow` of a case: UDP from source port 4000 + `flow` (a TSO frame is always one
+/// TCP flow).
+fn frame(len: usize, flow: u16) -> (NetHdr, Vec<u8>) {
     if len <= 1514 {
-        let mut f = fixture::udp_frame(A, B, (4000, 5000), &[]);
+        let mut f = fixture::udp_frame(A, B, (4000 + flow, 5000), &[]);
         let pad = len.saturating_sub(f.len());
         let udp_len = u16::try_from(8 + pad).unwrap_or(u16::MAX);
         f.extend(std::iter::repeat_n(0x5a, pad));
@@ -122,10 +139,10 @@ fn pair(case: Case, config: SwitchConfig) -> std::io::Result<Pair> {
     let nic_b = add(B, &b)?;
     // Every TX descriptor holds the frame, every RX descriptor is a writable buffer: from
     // here the drivers only republish them.
-    let (hdr, f) = frame(case.len);
-    let mut bytes = hdr.emit(0).to_vec();
-    bytes.extend_from_slice(&f);
     for i in 0..case.queue {
+        let (hdr, f) = frame(case.len, i % case.flows.max(1));
+        let mut bytes = hdr.emit(0).to_vec();
+        bytes.extend_from_slice(&f);
         let _ = a.mem.write_slice(&bytes, a.tx.buf(i));
         a.tx.raw(&a.mem, i, a.tx.buf(i).0, tx_buf, 0, 0);
         b.rx.raw(&b.mem, i, b.rx.buf(i).0, case.rx_buf, F_WRITE, 0);

@@ -161,7 +161,7 @@ impl Conntrack {
                 L4::Ports { flags, .. } => *flags,
                 _ => 0,
             };
-            self.refresh(&at, flow.protocol, flags, now)
+            self.refresh(&at, flow.protocol, flags, now).is_some()
         })
     }
 
@@ -173,20 +173,25 @@ impl Conntrack {
     }
 
     /// [`hit`](Self::hit) for a packet of the flow at `at` (of `protocol`, with TCP `flags`): if the
-    /// slot still holds the flow and it is alive, refreshes it and returns `true`; an expired
-    /// flow is removed.
-    pub fn refresh(&mut self, at: &FlowRef, protocol: u8, flags: u8, now: Stamp) -> bool {
+    /// slot still holds the flow and it is alive, refreshes it and returns when it now
+    /// expires; an expired flow is removed.
+    ///
+    /// Refreshing again with the same packet fields and `now` changes nothing (the state
+    /// moves on to where the same flags leave it, the expiry is the same), as long as the
+    /// flow is still alive at `now`: the switch relies on that for a run of frames of one
+    /// flow (`LastHit`).
+    pub fn refresh(&mut self, at: &FlowRef, protocol: u8, flags: u8, now: Stamp) -> Option<Stamp> {
         let Some(Some((key, entry))) = self.slots.get_mut(at.slot as usize) else {
-            return false;
+            return None;
         };
         if *key != at.key {
-            return false;
+            return None;
         }
         if entry.expires <= now {
             let owner = entry.owner;
             self.remove_slot(at.slot);
             self.release(owner);
-            return false;
+            return None;
         }
         let from_originator = at.src_low == entry.originator_low;
         entry.state = match entry.state {
@@ -198,7 +203,7 @@ impl Conntrack {
             state => state,
         };
         entry.expires = after(now, timeout(&self.config, protocol, entry.state));
-        true
+        Some(entry.expires)
     }
 
     /// Frees the slot of a flow and its key.

@@ -9,7 +9,7 @@ use super::counters::DropReason;
 use super::dhcp::Taken;
 use super::fdb::mac_key;
 use super::firewall::{self, End};
-use super::flowcache::{self, Insert, Parsed};
+use super::flowcache::{self, Insert, Key, Parsed};
 use super::frame::{self, Arp, ETHERTYPE_ARP, ETHERTYPE_IPV4, Ipv4, L4};
 use super::port::{GuestPort, PortId, PortKind, UplinkMode};
 use super::table::{Stamp, stamp};
@@ -49,6 +49,7 @@ pub struct Egress {
 }
 
 /// What a frame was accepted as, for the counters.
+#[derive(Debug, Clone, Copy)]
 struct Accepted {
     vlan: Vlan,
     tagged: bool,
@@ -60,6 +61,24 @@ struct Accepted {
 }
 
 type Refused = (Option<Vlan>, DropReason);
+
+/// A cache hit, kept for the frame after it. A frame with the same [`Key`] (the same port and
+/// every header field the decision reads, TCP flags included) decided at the same `now` in the
+/// same epoch, with no other frame in between, would repeat the hit's checks on a state they
+/// left as they found it: the flow's refresh with the same flags and `now` is a no-op while
+/// it stays alive at `now`; a sender's MAC learned again at the same `now`, and the lookup of
+/// a learned destination, change and answer nothing new; no sweep runs twice at one `now`.
+/// So the run of frames of one flow that a bulk sender's batch is costs one lookup; each frame
+/// is still counted. Any frame that is not such a hit, any configuration change and any
+/// sweep forget it.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct LastHit {
+    key: Key,
+    now: Stamp,
+    epoch: u64,
+    slot: usize,
+    accepted: Accepted,
+}
 
 enum L3<'a> {
     Arp(Arp),
@@ -106,6 +125,7 @@ impl Switch {
         let decided = match parsed.as_ref().and_then(|p| self.hit(port, p, now)) {
             Some((accepted, slot)) => Ok((accepted, Some(slot))),
             None => {
+                self.last_hit = None;
                 let decided = self.decide(port, frame, now);
                 if let (Some(p), Ok(a)) = (&parsed, &decided)
                     && self.denied.is_empty()
@@ -171,6 +191,14 @@ impl Switch {
     /// flow is refreshed in connection tracking, the sender's MAC re-learned, as the steps of
     /// [`ingress`](Self::ingress) would. `None` sends the frame through them.
     fn hit(&mut self, port: PortId, p: &Parsed, now: Stamp) -> Option<(Accepted, usize)> {
+        if let Some(last) = &self.last_hit
+            && last.key == p.key
+            && last.now == now
+            && last.epoch == self.epoch
+        {
+            self.cache_hits += 1;
+            return Some((last.accepted, last.slot));
+        }
         let Switch {
             config,
             ports,
@@ -187,11 +215,12 @@ impl Switch {
         let still = (!entry.learned
             || entry.egress().first().map(|e| e.port)
                 == domain.fdb.lookup(p.dst(), now, config.mac_ageing))
-            && conntrack.refresh(&entry.flow, p.protocol(), p.flags(), now);
-        if !still {
+        .then(|| conntrack.refresh(&entry.flow, p.protocol(), p.flags(), now))
+        .flatten();
+        let Some(expires) = still else {
             cache.remove(&p.key);
             return None;
-        }
+        };
         let accepted = Accepted {
             vlan: entry.vlan,
             tagged: entry.tagged,
@@ -213,6 +242,14 @@ impl Switch {
             }
         }
         *cache_hits += 1;
+        // A flow that expires at `now` (a zero timeout) would be gone for the next frame.
+        self.last_hit = (expires > now).then_some(LastHit {
+            key: p.key,
+            now,
+            epoch: self.epoch,
+            slot,
+            accepted,
+        });
         Some((accepted, slot))
     }
 

@@ -196,6 +196,8 @@ pub struct Switch {
     epoch: u64,
     /// Frames decided from the cache.
     cache_hits: u64,
+    /// The hit the last frame was, while nothing has moved since (see `LastHit`).
+    last_hit: Option<ingress::LastHit>,
 }
 
 impl Switch {
@@ -218,6 +220,7 @@ impl Switch {
             cache: FlowCache::new(config.flow_cache, &seeded),
             epoch: 0,
             cache_hits: 0,
+            last_hit: None,
         }
     }
 
@@ -225,6 +228,7 @@ impl Switch {
     /// configuration or forgets what it learned.
     fn changed(&mut self) {
         self.epoch = self.epoch.wrapping_add(1);
+        self.last_hit = None;
     }
 
     /// Adds a port.
@@ -460,6 +464,7 @@ impl Switch {
     }
 
     fn sweep(&mut self, now: Stamp) {
+        self.last_hit = None;
         let ageing = self.config.mac_ageing;
         for vlan in &self.active {
             if let Some(domain) = self.vlans[vlan.index()].as_mut() {
