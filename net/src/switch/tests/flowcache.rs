@@ -347,3 +347,72 @@ fn a_mixed_workload_is_decided_alike() {
     t.same_state();
     assert!(t.hits() > 2000, "only {} hits", t.hits());
 }
+
+/// Frames of one flow in a row at one `now`, as a bulk sender's batch is: the second and later
+/// reuse the first's hit (`LastHit`), which must leave what a full lookup would, through a
+/// TCP connection's states, a learning uplink, and changes and sweeps between two frames.
+#[test]
+fn runs_of_one_flow_at_one_instant_are_decided_alike() {
+    let mut t = Twin::new();
+    let out = |flags| tcp(A, R10, (40000, 443), flags);
+    let back = |flags| trunk(&tcp(R10, A, (443, 40000), flags), 10);
+    run(&mut t, P::A, &out(SYN), 1);
+    run(&mut t, P::Trunk, &back(SYN | ACK), 2);
+    for i in 0..5 {
+        run(&mut t, P::A, &out(ACK), 10 + 2 * i);
+        run(&mut t, P::Trunk, &back(ACK), 11 + 2 * i);
+    }
+    // A change between two frames of a run, then the run goes on.
+    t.send(P::A, &out(ACK), ms(30));
+    t.change(|l| l.switch.flush_flows());
+    run(&mut t, P::A, &out(ACK), 30);
+    run(&mut t, P::Trunk, &back(ACK), 30);
+    run(&mut t, P::A, &out(FIN | ACK), 40);
+    run(&mut t, P::Trunk, &back(FIN | ACK), 41);
+    run(&mut t, P::Trunk, &back(ACK), 42);
+    // Guest to guest, and a sweep between two frames of a run.
+    let ab = fixture::udp_frame(A, B, (4000, 5000), &[]);
+    run(&mut t, P::A, &ab, 50);
+    t.send(P::A, &ab, ms(60));
+    t.change(|l| l.switch.expire(ms(60)));
+    run(&mut t, P::A, &ab, 60);
+    t.same_state();
+    assert!(t.hits() > 60, "only {} hits", t.hits());
+}
+
+/// A hit that leaves its flow expiring at the very `now` it was refreshed (a zero timeout):
+/// the next frame of the run finds the flow gone, as the core does, rather than reusing the
+/// hit.
+#[test]
+fn a_run_does_not_outlive_a_flow_that_expires_at_once() {
+    let conntrack = ConntrackConfig {
+        udp_replied: Duration::ZERO,
+        ..ConntrackConfig::default()
+    };
+    let mut t = Twin::with(SwitchConfig {
+        conntrack,
+        ..SwitchConfig::default()
+    });
+    let out = fixture::udp_frame(A, R10, (4000, 53), &[]);
+    let back = trunk(&fixture::udp_frame(R10, A, (53, 4000), &[]), 10);
+    // The reply is cached while its flow is replied (and expires at once); A opens the flow
+    // again, so the reply's next hit moves a new flow to replied at `now`.
+    run(&mut t, P::A, &out, 0);
+    assert_eq!(t.send(P::Trunk, &back, ms(1)).ports(), [t.cached.a]);
+    run(&mut t, P::A, &out, 2);
+    assert_eq!(t.send(P::Trunk, &back, ms(3)).ports(), [t.cached.a]);
+    assert_eq!(
+        t.send(P::Trunk, &back, ms(3)).dropped(),
+        super::DropReason::Firewall
+    );
+    t.same_state();
+}
+
+/// Sends `frame` five times at `at` (a run of one flow); each time decided alike, and as the
+/// first.
+fn run(t: &mut Twin, p: P, frame: &[u8], at: i64) {
+    let first = t.send(p, frame, ms(at));
+    for _ in 0..4 {
+        assert_eq!(t.send(p, frame, ms(at)), first);
+    }
+}
