@@ -108,14 +108,15 @@ impl<'m> View<'m> {
     /// `len` bytes at guest address `addr` as one slice, if they lie in one resolved region.
     #[inline]
     pub fn contiguous(&self, addr: GuestAddress, len: usize) -> Option<VolatileSlice<'m, ()>> {
-        let (region, offset, room) = self.find(addr)?;
-        if (len as u64) > room {
-            return None;
+        for r in &self.resolved {
+            let r = r.as_ref()?;
+            let offset = addr.0.wrapping_sub(r.start);
+            if offset < r.slice.len() as u64 {
+                // `subslice` checks that all `len` bytes are in the region.
+                return r.slice.subslice(usize::try_from(offset).ok()?, len).ok();
+            }
         }
-        let Some(Some(r)) = self.resolved.get(region as usize) else {
-            return None;
-        };
-        r.slice.subslice(usize::try_from(offset).ok()?, len).ok()
+        None
     }
 
     /// `len` bytes at `at` in `seg`, bounds-checked against its region.

@@ -152,13 +152,47 @@ impl<'a> GuestRx<'a> {
 
     /// Delivers one frame, or says why not (the caller counts it on this port).
     pub fn deliver(&mut self, f: &Frame<'_>, s: &mut RxScratch) -> Result<(), DatapathDrop> {
+        self.deliver_from(f, s, true)
+    }
+
+    /// The fast lane for a sender's untagged frame: `staged` (its header as a receiver gets it
+    /// unchanged, then its head) and its tail into the next RX chain, if this receiver's
+    /// offloads pass `hdr` unchanged and that chain is one descriptor with room for it all.
+    /// `None`: nothing was taken; the caller goes on with [`deliver_rest`](Self::deliver_rest).
+    #[inline]
+    pub fn deliver_staged(
+        &mut self,
+        hdr: &NetHdr,
+        staged: &[u8],
+        tail: Option<&Tail<'_>>,
+    ) -> Option<Result<(), DatapathDrop>> {
+        if !hdr.passes(self.offloads) {
+            return None;
+        }
+        self.fill_one(None, staged, tail)
+    }
+
+    /// [`deliver`](Self::deliver) for a frame [`deliver_staged`](Self::deliver_staged) did not
+    /// take (so its staged copy is not tried again).
+    pub fn deliver_rest(&mut self, f: &Frame<'_>, s: &mut RxScratch) -> Result<(), DatapathDrop> {
+        self.deliver_from(f, s, false)
+    }
+
+    fn deliver_from(
+        &mut self,
+        f: &Frame<'_>,
+        s: &mut RxScratch,
+        staged_untried: bool,
+    ) -> Result<(), DatapathDrop> {
         // `one`: the frame may still go into one RX chain (not yet tried with the staged
         // copy; no checksum to complete, which the general path does).
         let (hdr, soft, one) = match f.hdr.deliver(self.offloads) {
             None => return Err(DatapathDrop::GsoUnsupported),
             Some(Delivery::Pass(h)) => match f.staged {
                 Some(staged) if !f.tagged => {
-                    if let Some(done) = self.fill_one(None, staged, f.tail.as_ref()) {
+                    if staged_untried
+                        && let Some(done) = self.fill_one(None, staged, f.tail.as_ref())
+                    {
                         return done;
                     }
                     (h, None, false)

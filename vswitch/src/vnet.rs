@@ -158,6 +158,13 @@ impl NetHdr {
         })
     }
 
+    /// Whether a receiver with offloads `to` gets this header as it is
+    /// ([`Delivery::Pass`]).
+    #[inline]
+    pub fn passes(&self, to: Offloads) -> bool {
+        matches!(self.deliver(to), Some(Delivery::Pass(_)))
+    }
+
     /// How a receiver with `to`'s offloads takes this (checked) header; `None` for a GSO
     /// frame it did not negotiate.
     pub fn deliver(&self, to: Offloads) -> Option<Delivery> {

@@ -126,26 +126,24 @@ fn be(b: &[u8], at: usize) -> u16 {
     u16::from_be_bytes(word(b, at))
 }
 
-fn mac48(mac: [u8; 6]) -> u64 {
-    let mut word = [0u8; 8];
-    word[2..].copy_from_slice(&mac);
-    u64::from_be_bytes(word)
-}
-
 /// The key of `frame` from `port`, if the cache may hold its decision (see the module
 /// documentation). Reads only in-bounds bytes; never panics.
 #[inline]
 pub(crate) fn parse(port: PortId, frame: &[u8]) -> Option<Parsed> {
     // Fixed-size views, each length checked once: every field below is read at a constant
-    // offset of an array.
+    // offset of an array, and the key's words are loaded as they lie in the frame.
     let eth: &[u8; 14] = frame.first_chunk()?;
-    let (dst, src) = (word::<6>(eth, 0), word::<6>(eth, 6));
-    if dst[0] & 1 != 0 {
+    // The destination MAC in the top 48 bits of one big-endian word; the source MAC in those
+    // of the next, its low 16 bits the EtherType (or TPID).
+    let dst = u64::from_be_bytes(word(eth, 0));
+    let src = u64::from_be_bytes(word(eth, 6));
+    if dst >> 56 & 1 != 0 {
         return None;
     }
-    let (tci, l3) = match be(eth, 12) {
-        TPID_8021Q => (Some(be16(frame, 14)?), 18),
-        _ => (None, 14),
+    #[allow(clippy::cast_possible_truncation)] // the word's low 16 bits, on purpose
+    let (tag, l3) = match src as u16 {
+        TPID_8021Q => ((u64::from(be16(frame, 14)?) << 1) | 1, 18),
+        _ => (0, 14),
     };
     if be16(frame, l3 - 2)? != ETHERTYPE_IPV4 {
         return None;
@@ -158,22 +156,23 @@ pub(crate) fn parse(port: PortId, frame: &[u8]) -> Option<Parsed> {
     }
     let total = usize::from(be(ip, 2));
     let protocol = ip[9];
-    let (src_ip, dst_ip) = (
-        Ipv4Addr::from(word::<4>(ip, 12)),
-        Ipv4Addr::from(word::<4>(ip, 16)),
-    );
+    // The source address in the top half, the destination in the bottom one.
+    let ips = u64::from_be_bytes(word(ip, 12));
+    #[allow(clippy::cast_possible_truncation)] // the bottom half, on purpose
+    let dst_ip = Ipv4Addr::from_bits(ips as u32);
     if total < 20 || total > packet.len() || dst_ip.is_broadcast() || dst_ip.is_multicast() {
         return None;
     }
     let l4 = packet.get(20..total)?;
-    let (sport, dport, flags) = match protocol {
+    // The source port in the top half, the destination port in the bottom one.
+    let (ports, flags) = match protocol {
         TCP => {
             let tcp: &[u8; 20] = l4.first_chunk()?;
             let offset = usize::from(tcp[12] >> 4) * 4;
             if offset < 20 || offset > l4.len() {
                 return None;
             }
-            (be(tcp, 0), be(tcp, 2), tcp[13] & TCP_FLAGS)
+            (u32::from_be_bytes(word(tcp, 0)), tcp[13] & TCP_FLAGS)
         }
         UDP => {
             let udp: &[u8; 8] = l4.first_chunk()?;
@@ -182,20 +181,17 @@ pub(crate) fn parse(port: PortId, frame: &[u8]) -> Option<Parsed> {
             if len < 8 || len > l4.len() || sport == SERVER_PORT || dport == SERVER_PORT {
                 return None;
             }
-            (sport, dport, 0)
+            (u32::from_be_bytes(word(udp, 0)), 0)
         }
         _ => return None,
     };
-    let tag = tci.map_or(0, |t| (u64::from(t) << 1) | 1);
+    // The MACs without the 16 bits after them.
+    let macs = !0xffff;
     let key = Key([
-        mac48(dst) << 16 | u64::from(port.get()),
-        mac48(src) << 16,
-        u64::from(src_ip.to_bits()) << 32 | u64::from(dst_ip.to_bits()),
-        u64::from(sport) << 48
-            | u64::from(dport) << 32
-            | u64::from(protocol) << 24
-            | u64::from(flags) << 17
-            | tag,
+        dst & macs | u64::from(port.get()),
+        src & macs,
+        ips,
+        u64::from(ports) << 32 | u64::from(protocol) << 24 | u64::from(flags) << 17 | tag,
     ]);
     Some(Parsed { key })
 }
