@@ -115,7 +115,7 @@ impl<'m> Ring<'m> {
     }
 
     /// Takes the next available chain's head.
-    #[inline]
+    #[inline(always)]
     pub fn pop(&mut self) -> Option<u16> {
         let head = self
             .avail_ring
@@ -198,8 +198,14 @@ impl<'m> Ring<'m> {
         u16::from_le(head)
     }
 
+    /// Takes the chain [`peek`](Self::peek) showed.
+    #[inline(always)]
+    pub fn take_peeked(&mut self) {
+        self.next_avail = self.next_avail.wrapping_add(1);
+    }
+
     /// Writes a used entry (not yet visible to the driver: see [`publish`](Self::publish)).
-    #[inline]
+    #[inline(always)]
     pub fn push_used(&mut self, head: u16, len: u32) {
         // The entry (id, then length, both little-endian u32) as one little-endian u64: one
         // store (`VolatileRef` stores unaligned-safe), where a `[u8; 8]` would be eight.

@@ -327,7 +327,7 @@ impl<'a> GuestRx<'a> {
         if copied.is_none() {
             return Some(Err(DatapathDrop::BadRxChain));
         }
-        let _ = self.ring.pop();
+        self.ring.take_peeked();
         // `total` <= `cap`, a u32.
         self.ring
             .push_used(desc, u32::try_from(total).unwrap_or(cap));

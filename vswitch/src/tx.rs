@@ -67,11 +67,20 @@ impl TxFrame {
     }
 }
 
+/// Frames `from..to` of the batch, each to be copied to `port` with `tag`: consecutive
+/// frames with the same destination share one (most of a batch, from a bulk sender).
 #[derive(Debug, Clone, Copy)]
 struct Copy {
     port: PortId,
-    frame: usize,
     tag: Tag,
+    from: usize,
+    to: usize,
+}
+
+impl Copy {
+    fn frames(&self) -> std::ops::Range<usize> {
+        self.from..self.to
+    }
 }
 
 /// A port's scratch space for its batches (allocated once, reused).
@@ -275,11 +284,16 @@ fn decide(fabric: &Fabric, from: PortId, s: &mut TxScratch) {
             f.tagged = fwd.ingress_tagged;
             let vlan = fwd.vlan;
             for e in fwd.to {
-                s.copies.push(Copy {
-                    port: e.port,
-                    frame: i,
-                    tag: e.tag,
-                });
+                match s.copies.last_mut() {
+                    // The frame before this one went there too (a unicast run).
+                    Some(c) if c.to == i && c.port == e.port && c.tag == e.tag => c.to = i + 1,
+                    _ => s.copies.push(Copy {
+                        port: e.port,
+                        tag: e.tag,
+                        from: i,
+                        to: i + 1,
+                    }),
+                }
             }
             core.count_vlan(vlan, f.len());
         }
@@ -330,8 +344,8 @@ fn answer(nic: &GuestNic, s: &mut TxScratch) {
 /// Step 3: delivers the copies, receiver by receiver.
 fn forward(mem: &View<'_>, s: &mut TxScratch) {
     // Pushed in frame order, so often already sorted (one receiver).
-    if !s.copies.is_sorted_by_key(|c| (c.port, c.frame)) {
-        s.copies.sort_unstable_by_key(|c| (c.port, c.frame));
+    if !s.copies.is_sorted_by_key(|c| (c.port, c.from)) {
+        s.copies.sort_unstable_by_key(|c| (c.port, c.from));
     }
     let TxScratch {
         segs,
@@ -352,35 +366,23 @@ fn forward(mem: &View<'_>, s: &mut TxScratch) {
             continue;
         };
         // A copy's frame: its state, its staged header and head, its tail.
-        let parts = |c: &Copy| {
-            let f = frames[c.frame].as_ref()?;
-            let staged = &heads[c.frame * SLOT..c.frame * SLOT + HDR_LEN + f.head_len()];
-            let tail_len = f.len() - f.head_len();
-            let skip = HDR_LEN + f.head_len();
-            let tail = match f.at {
-                _ if tail_len == 0 => None,
-                At::Whole(addr) => {
-                    let at = GuestAddress(addr.checked_add(skip as u64)?);
-                    Some(Tail::Slice(mem.contiguous(at, tail_len)?))
-                }
-                At::Segs(from, to) => {
-                    let fsegs = segs.get(from as usize..to as usize)?;
-                    Some(Tail::Segs(mem, Cursor::new(fsegs, skip), tail_len))
-                }
-            };
-            Some((f, staged, tail))
+        let parts = |i: usize| {
+            let f = frames.get(i)?.as_ref()?;
+            let at = i * SLOT;
+            let staged = heads.get(at..at + HDR_LEN + f.head_len())?;
+            Some((f, staged, tail(f, mem, segs)?))
         };
         match target {
             Attached::Guest(nic) => {
                 let to_mem = nic.mem.memory();
                 let Some(mut to) = GuestRx::open(nic, &to_mem) else {
-                    for _ in group {
+                    for _ in group.iter().flat_map(Copy::frames) {
                         nic.counters.drop(DatapathDrop::NoRxBuffers);
                     }
                     continue;
                 };
-                for c in group {
-                    let Some((f, staged, tail)) = parts(c) else {
+                for i in group.iter().flat_map(Copy::frames) {
+                    let Some((f, staged, tail)) = parts(i) else {
                         continue;
                     };
                     // Most frames take the fast lane; the rest go the whole way.
@@ -400,10 +402,12 @@ fn forward(mem: &View<'_>, s: &mut TxScratch) {
             Attached::Uplink(up) => {
                 let mut io = up.io.lock().unwrap_or_else(|p| p.into_inner());
                 for c in group {
-                    if let Some(f) = parts(c).map(|(f, staged, tail)| frame(f, staged, tail))
-                        && let Err(why) = rx::deliver_uplink(up, io.as_mut(), &f, c.tag, rx)
-                    {
-                        up.counters.drop(why);
+                    for i in c.frames() {
+                        if let Some(f) = parts(i).map(|(f, staged, tail)| frame(f, staged, tail))
+                            && let Err(why) = rx::deliver_uplink(up, io.as_mut(), &f, c.tag, rx)
+                        {
+                            up.counters.drop(why);
+                        }
                     }
                 }
                 io.flush();
@@ -421,4 +425,25 @@ fn frame<'a>(f: &TxFrame, staged: &'a [u8], tail: Option<Tail<'a>>) -> Frame<'a>
         tagged: f.tagged,
         staged: Some(staged),
     }
+}
+
+/// Where the rest of `f` after its head is in the sender's memory: `Some(None)` if nothing is
+/// left, `None` if it cannot be found (never, for a frame `take` accepted).
+#[inline]
+fn tail<'a>(f: &TxFrame, mem: &'a View<'a>, segs: &'a [Seg]) -> Option<Option<Tail<'a>>> {
+    let tail_len = f.len() - f.head_len();
+    if tail_len == 0 {
+        return Some(None);
+    }
+    let skip = HDR_LEN + f.head_len();
+    Some(Some(match f.at {
+        At::Whole(addr) => {
+            let at = GuestAddress(addr.checked_add(skip as u64)?);
+            Tail::Slice(mem.contiguous(at, tail_len)?)
+        }
+        At::Segs(from, to) => {
+            let fsegs = segs.get(from as usize..to as usize)?;
+            Tail::Segs(mem, Cursor::new(fsegs, skip), tail_len)
+        }
+    }))
 }

@@ -167,6 +167,7 @@ impl NetHdr {
 
     /// How a receiver with `to`'s offloads takes this (checked) header; `None` for a GSO
     /// frame it did not negotiate.
+    #[inline]
     pub fn deliver(&self, to: Offloads) -> Option<Delivery> {
         if self.is_gso() {
             let kind = self.gso_type & !GSO_ECN;
