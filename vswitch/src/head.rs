@@ -26,39 +26,45 @@ const ETHERTYPE_IPV4: u16 = 0x0800;
 const TPID_8021Q: u16 = 0x8100;
 const UDP: u8 = 17;
 
-/// The fields [`clamp`] changed, to put back.
+/// The fields [`clamp`] changed, to put back: each field's offset in the head (0 for none: no
+/// length field is at 0) and its old bytes.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Patch {
-    saved: [Option<(usize, [u8; 2])>; 2],
+    saved: [(u16, [u8; 2]); 2],
 }
 
 fn be16(b: &[u8], at: usize) -> Option<u16> {
-    Some(u16::from_be_bytes([*b.get(at)?, *b.get(at + 1)?]))
+    let field = b.get(at..at + 2)?;
+    Some(u16::from_be_bytes([field[0], field[1]]))
 }
 
-fn set16(b: &mut [u8], at: usize, v: u16, saved: &mut Option<(usize, [u8; 2])>) {
-    if let Some(field) = b.get_mut(at..at + 2) {
-        *saved = Some((at, [field[0], field[1]]));
+fn set16(b: &mut [u8], at: usize, v: u16, saved: &mut (u16, [u8; 2])) {
+    if let (Some(field), Ok(offset)) = (b.get_mut(at..at + 2), u16::try_from(at)) {
+        *saved = (offset, [field[0], field[1]]);
         field.copy_from_slice(&v.to_be_bytes());
     }
 }
 
 /// Makes `head`, the first bytes of a frame of `frame_len` bytes, decidable as the whole frame
 /// would be (see the module documentation). Returns what to [`restore`].
+///
+/// A head shorter than its frame is [`HEAD_LEN`] bytes (one of any other length is left as it
+/// is): every field read is at a bounded offset of that array, checked at compile time.
 pub fn clamp(head: &mut [u8], frame_len: usize) -> Patch {
     let mut patch = Patch::default();
     if head.len() >= frame_len {
         return patch;
     }
-    let (mut et_at, mut ethertype) = (12, be16(head, 12));
-    if ethertype == Some(TPID_8021Q) {
-        et_at = 16;
-        ethertype = be16(head, 16);
-    }
-    if ethertype != Some(ETHERTYPE_IPV4) {
+    let Ok(head) = <&mut [u8; HEAD_LEN]>::try_from(head) else {
+        return patch;
+    };
+    let ip = match be16(head, 12) {
+        Some(TPID_8021Q) => 18,
+        _ => 14,
+    };
+    if be16(head, ip - 2) != Some(ETHERTYPE_IPV4) {
         return patch;
     }
-    let ip = et_at + 2;
     let (Some(&vihl), Some(total)) = (head.get(ip), be16(head, ip + 2)) else {
         return patch;
     };
@@ -88,8 +94,11 @@ pub fn clamp(head: &mut [u8], frame_len: usize) -> Patch {
 
 /// Puts back what [`clamp`] changed.
 pub fn restore(head: &mut [u8], patch: Patch) {
-    for (at, bytes) in patch.saved.into_iter().flatten() {
-        if let Some(field) = head.get_mut(at..at + 2) {
+    for (at, bytes) in patch.saved {
+        let at = usize::from(at);
+        if at != 0
+            && let Some(field) = head.get_mut(at..at + 2)
+        {
             field.copy_from_slice(&bytes);
         }
     }
