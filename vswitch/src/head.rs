@@ -50,6 +50,7 @@ fn set16(b: &mut [u8], at: usize, v: u16, saved: &mut (u16, [u8; 2])) {
 ///
 /// A head shorter than its frame is [`HEAD_LEN`] bytes (one of any other length is left as it
 /// is): every field read is at a bounded offset of that array, checked at compile time.
+#[inline(never)] // out of the way of the short frames' decision loop
 pub fn clamp(head: &mut [u8], frame_len: usize) -> Patch {
     let mut patch = Patch::default();
     if head.len() >= frame_len {

@@ -243,6 +243,9 @@ fn check(
 #[inline]
 fn accept(slot: &mut [u8], total: usize) -> Result<TxFrame, DatapathDrop> {
     let len = total - HDR_LEN;
+    if len > MAX_FRAME_LEN {
+        return Err(DatapathDrop::Oversize);
+    }
     let head_len = if len <= WHOLE_MAX { len } else { HEAD_LEN };
     let (raw, _) = slot
         .split_first_chunk::<HDR_LEN>()
@@ -257,9 +260,11 @@ fn accept(slot: &mut [u8], total: usize) -> Result<TxFrame, DatapathDrop> {
     }
     Ok(TxFrame {
         at: At::Segs(0, 0),
-        // At most MAX_FRAME_LEN and WHOLE_MAX.
-        len: u32::try_from(len).map_err(|_| DatapathDrop::Oversize)?,
-        head_len: u16::try_from(head_len).map_err(|_| DatapathDrop::Oversize)?,
+        // At most MAX_FRAME_LEN (checked above) and WHOLE_MAX: no truncation.
+        #[allow(clippy::cast_possible_truncation)]
+        len: len as u32,
+        #[allow(clippy::cast_possible_truncation)]
+        head_len: head_len as u16,
         hdr,
         tagged: false,
     })
