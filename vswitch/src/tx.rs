@@ -217,6 +217,7 @@ fn one<'m>(ring: &Ring<'m>, desc: u16) -> Option<(u64, vm_memory::VolatileSlice<
 }
 
 /// Reads a chain's header and head into `slot` (a [`SLOT`]: the header, then the head).
+#[inline(never)] // the general path, out of the way of the one-descriptor loop
 fn check(
     mem: &View<'_>,
     segs: &[Seg],
