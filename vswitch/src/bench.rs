@@ -194,12 +194,14 @@ fn republish(mem: &GuestMemoryMmap, q: &DriverQueue, idx: &mut u16, n: u16) {
     let Ok(ring) = mem.get_slice(q.avail, 4 + 2 * usize::from(q.size)) else {
         return;
     };
+    // The ring's entries as one array: one 2-byte store each, as a driver's (`write_obj`
+    // would go through a copy loop, `get_ref` per entry through a checked sub-slice).
+    let Ok(entries) = ring.get_array_ref::<u16>(4, usize::from(q.size)) else {
+        return;
+    };
     for k in 0..n {
-        let i = idx.wrapping_add(k);
-        // One 2-byte store, as a driver's (`write_obj` would go through a copy loop).
-        if let Ok(slot) = ring.get_ref::<u16>(4 + 2 * usize::from(i % q.size)) {
-            slot.store(i % q.size);
-        }
+        let i = idx.wrapping_add(k) % q.size;
+        entries.store(usize::from(i), i);
     }
     *idx = idx.wrapping_add(n);
     let _ = ring.store(*idx, 2, Ordering::Release);
