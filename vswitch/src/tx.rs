@@ -371,13 +371,6 @@ fn forward(mem: &View<'_>, s: &mut TxScratch) {
         let Some((_, Some(target))) = target else {
             continue;
         };
-        // A copy's frame: its state, its staged header and head, its tail.
-        let parts = |i: usize| {
-            let f = frames.get(i)?.as_ref()?;
-            let at = i * SLOT;
-            let staged = heads.get(at..at + HDR_LEN + f.head_len())?;
-            Some((f, staged, tail(f, mem, segs)?))
-        };
         match target {
             Attached::Guest(nic) => {
                 let to_mem = nic.mem.memory();
@@ -388,7 +381,7 @@ fn forward(mem: &View<'_>, s: &mut TxScratch) {
                     continue;
                 };
                 for i in group.iter().flat_map(Copy::frames) {
-                    let Some((f, staged, tail)) = parts(i) else {
+                    let Some((f, staged, tail)) = parts(frames, heads, mem, segs, i) else {
                         continue;
                     };
                     // Most frames take the fast lane; the rest go the whole way.
@@ -409,7 +402,7 @@ fn forward(mem: &View<'_>, s: &mut TxScratch) {
                 let mut io = up.io.lock().unwrap_or_else(|p| p.into_inner());
                 for c in group {
                     for i in c.frames() {
-                        if let Some(f) = parts(i).map(|(f, staged, tail)| frame(f, staged, tail))
+                        if let Some(f) = parts(frames, heads, mem, segs, i).map(|(f, staged, tail)| frame(f, staged, tail))
                             && let Err(why) = rx::deliver_uplink(up, io.as_mut(), &f, c.tag, rx)
                         {
                             up.counters.drop(why);
@@ -431,6 +424,22 @@ fn frame<'a>(f: &TxFrame, staged: &'a [u8], tail: Option<Tail<'a>>) -> Frame<'a>
         tagged: f.tagged,
         staged: Some(staged),
     }
+}
+
+/// Frame `i` of the batch: its state, its staged header and head, its tail (inlined: a call
+/// returning all of it costs the fast lane a fifth of its work).
+#[inline(always)]
+fn parts<'a>(
+    frames: &'a [Option<TxFrame>],
+    heads: &'a [u8],
+    mem: &'a View<'a>,
+    segs: &'a [Seg],
+    i: usize,
+) -> Option<(&'a TxFrame, &'a [u8], Option<Tail<'a>>)> {
+    let f = frames.get(i)?.as_ref()?;
+    let at = i * SLOT;
+    let staged = heads.get(at..at + HDR_LEN + f.head_len())?;
+    Some((f, staged, tail(f, mem, segs)?))
 }
 
 /// Where the rest of `f` after its head is in the sender's memory: `Some(None)` if nothing is
