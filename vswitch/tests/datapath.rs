@@ -395,3 +395,50 @@ fn a_64k_tso_frame_fills_linux_sized_mergeable_buffers() {
     assert_eq!(usize::from(at_b[0].1), buffers, "num_buffers");
     assert!(buffers > 32, "more buffers than the old limit: {buffers}");
 }
+
+/// One batch whose frames go to two receivers interleaved, with a flood to both and a dropped
+/// frame among them: each receiver gets its frames in the order they were sent (the delivery
+/// list keeps runs of frames per receiver, sorted by receiver and first frame), and the
+/// dropped one nowhere.
+#[test]
+fn a_batch_for_two_receivers_arrives_in_order_at_each() {
+    let d = fixture::Host {
+        mac: [0x02, 0, 0, 0, 0x10, 0x0d],
+        ip: std::net::Ipv4Addr::new(10, 0, 10, 13),
+        vlan: 10,
+    };
+    let mut lab = Lab::new();
+    let (a, b, dd) = (
+        lab.add(A, Offloads::ALL, RX_BUF, 128),
+        lab.add(B, Offloads::ALL, RX_BUF, 128),
+        lab.add(d, Offloads::ALL, RX_BUF, 128),
+    );
+    let to = |host: fixture::Host, port: u16| fixture::udp_frame(A, host, (port, 53), b"x");
+    let mut forged = to(B, 9);
+    forged[6..12].copy_from_slice(&[0x02, 0, 0, 0, 0x66, 0x66]);
+    let flood = arp_request(A, B);
+    let sent = [
+        to(B, 1),
+        to(B, 2),
+        to(d, 3),
+        to(B, 4),
+        flood.clone(),
+        to(d, 5),
+        to(d, 6),
+        forged,
+        to(d, 7),
+        to(B, 8),
+    ];
+    for f in &sent {
+        lab.members[a].send(f);
+    }
+    assert_eq!(lab.tx(a).frames, sent.len());
+    let at = |lab: &mut Lab, i: usize| -> Vec<Vec<u8>> {
+        lab.members[i].inbox().into_iter().map(|m| m.2).collect()
+    };
+    let want_b = [&sent[0], &sent[1], &sent[3], &flood, &sent[9]];
+    let want_d = [&sent[2], &flood, &sent[5], &sent[6], &sent[8]];
+    assert_eq!(at(&mut lab, b), want_b.map(|f| f.clone()));
+    assert_eq!(at(&mut lab, dd), want_d.map(|f| f.clone()));
+    assert_eq!(lab.core_drops(a, DropReason::SpoofedMac), 1);
+}
