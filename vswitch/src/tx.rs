@@ -402,7 +402,8 @@ fn forward(mem: &View<'_>, s: &mut TxScratch) {
                 let mut io = up.io.lock().unwrap_or_else(|p| p.into_inner());
                 for c in group {
                     for i in c.frames() {
-                        if let Some(f) = parts(frames, heads, mem, segs, i).map(|(f, staged, tail)| frame(f, staged, tail))
+                        if let Some(f) = parts(frames, heads, mem, segs, i)
+                            .map(|(f, staged, tail)| frame(f, staged, tail))
                             && let Err(why) = rx::deliver_uplink(up, io.as_mut(), &f, c.tag, rx)
                         {
                             up.counters.drop(why);
