@@ -4,6 +4,7 @@
 //! can reuse them; `main.rs` only parses the command line and dispatches.
 
 pub mod bench;
+pub mod bench_dpdk;
 pub mod bench_mgmt;
 pub mod bench_store;
 pub mod bench_switch;
