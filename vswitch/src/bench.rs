@@ -18,6 +18,7 @@ use vm_memory::{Bytes, GuestMemory, GuestMemoryMmap, VolatileMemory};
 use crate::driver::{DriverQueue, F_WRITE, Guest};
 use crate::fabric::{Attached, Fabric};
 use crate::port::{Counters, GuestNic};
+use crate::ring::AVAIL_F_NO_INTERRUPT;
 use crate::tx;
 use crate::vnet::{GSO_TCPV4, HDR_LEN, NEEDS_CSUM, NetHdr, Offloads};
 
@@ -44,9 +45,6 @@ pub struct Case {
     /// published OVS-DPDK and Snabb figures are measured.
     pub woken: bool,
 }
-
-/// `VRING_AVAIL_F_NO_INTERRUPT`.
-const NO_INTERRUPT: u16 = 1;
 
 /// The three cases of issue 6; 64-byte frames of many flows, and to drivers woken per batch.
 pub const CASES: [Case; 5] = [
@@ -180,8 +178,8 @@ fn pair(case: Case, config: SwitchConfig) -> std::io::Result<Pair> {
     };
     if !case.woken {
         // Both drivers poll: `VRING_AVAIL_F_NO_INTERRUPT` on the queues the switch serves.
-        let _ = p.a.mem.write_obj(NO_INTERRUPT, p.a.tx.avail);
-        let _ = p.b.mem.write_obj(NO_INTERRUPT, p.b.rx.avail);
+        let _ = p.a.mem.write_obj(AVAIL_F_NO_INTERRUPT, p.a.tx.avail);
+        let _ = p.b.mem.write_obj(AVAIL_F_NO_INTERRUPT, p.b.rx.avail);
     }
     republish(&p.b.mem, &p.b.rx, &mut p.b_avail, case.queue);
     Ok(p)

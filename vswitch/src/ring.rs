@@ -22,7 +22,8 @@ use crate::chain::{BadChain, MAX_SEGS, Seg, View, split};
 const F_NEXT: u16 = 1;
 const F_WRITE: u16 = 2;
 const F_INDIRECT: u16 = 4;
-const AVAIL_F_NO_INTERRUPT: u16 = 1;
+/// The driver asks for no interrupt when used entries are published (`VRING_AVAIL_F_NO_INTERRUPT`).
+pub(crate) const AVAIL_F_NO_INTERRUPT: u16 = 1;
 
 /// A descriptor as two little-endian words: the address; length, flags and next.
 type Descriptor = [u64; 2];
