@@ -22,7 +22,10 @@
 //! `kaos_net::switch::fixture`; `src/seeds.rs` does not write them yet.
 //!
 //! Every frame also goes through a second switch, built the same way but without the flow
-//! cache: the two must decide alike, and end with the same counters and tables.
+//! cache: the two must decide alike, and end with the same counters and tables. Records in a
+//! row on one port with no time step go through the cached switch as one `Batch`, as a guest's
+//! TX queue does, so runs of one flow are counted at their end there and frame by frame in
+//! the plain one.
 //!
 //! Checked for every frame: a forward goes to ports that exist, each once, never the ingress
 //! port, never an uplink when it came from one, all carrying the frame's VLAN (the guest's or
@@ -38,7 +41,7 @@ use kaos_fuzz::input::Input;
 use kaos_net::switch::fixture::{self, A, B, C, Lab, R10, R20};
 use kaos_net::switch::{
     Action, Cidr, ConntrackConfig, Decision, Direction, DropReason, Egress, Instant, MAX_FRAME_LEN,
-    PortId, PortKind, PortRange, Protocol, Rule, SwitchConfig, Tag, UplinkMode, write_egress,
+    PortId, PortKind, PortRange, Protocol, Rule, Switch, SwitchConfig, Tag, UplinkMode, write_egress,
 };
 use libfuzzer_sys::fuzz_target;
 
@@ -135,6 +138,13 @@ fn lab_with(flow_cache: usize) -> (Lab, PortId) {
     s.set_vlan_rules(fixture::vlan(20), vec![ping])
         .expect("valid rules");
     (lab, access)
+}
+
+/// One record of the input, fixed up.
+struct Record {
+    which: usize,
+    now_ms: i64,
+    frame: Vec<u8>,
 }
 
 /// A decision, owned (a `Decision` borrows its switch).
@@ -272,31 +282,56 @@ fn vlan_of(frame: &[u8], kind: &PortKind) -> u16 {
     }
 }
 
-fn step(rig: &mut Rig, which: usize, frame: &[u8], now: Instant, out: &mut [u8]) {
+/// Frames from port `which` at `now`, through one `Batch` of the cached switch and one by one
+/// through the plain one.
+fn step(rig: &mut Rig, which: usize, now: Instant, frames: &[Record], out: &mut [u8]) {
     let ports = ports(rig);
     let port = ports.get(which).copied().unwrap_or(PortId::new(999));
     let kind = rig.lab.switch.port(port).cloned();
-    let decision = rig.lab.switch.ingress(port, frame, now);
-    assert_eq!(
-        owned(&decision),
-        owned(&rig.plain.switch.ingress(port, frame, now)),
-        "the flow cache decided otherwise than the core"
-    );
-    let Some(kind) = kind else {
-        assert_eq!(decision, Decision::Drop(DropReason::UnknownPort));
-        return;
-    };
-    rig.received[which] += 1;
-    let Decision::Forward(f) = decision else {
-        return;
-    };
-    let (vlan, ingress_tagged, to) = (f.vlan, f.ingress_tagged, f.to.to_vec());
-    rig.forwarded[which] += 1;
+    let Rig {
+        lab,
+        plain,
+        received,
+        forwarded,
+        ..
+    } = rig;
+    let mut batch = lab.switch.batch(port, now);
+    for r in frames {
+        let decision = owned(&batch.ingress(&r.frame));
+        assert_eq!(
+            decision,
+            owned(&plain.switch.ingress(port, &r.frame, now)),
+            "the flow cache decided otherwise than the core"
+        );
+        let Some(kind) = &kind else {
+            assert_eq!(decision, Err(DropReason::UnknownPort));
+            continue;
+        };
+        received[which] += 1;
+        let Ok(f) = decision else {
+            continue;
+        };
+        forwarded[which] += 1;
+        check(&plain.switch, port, kind, &r.frame, f, out);
+    }
+}
+
+/// What a forward of `frame` from `port` must be, read from the raw bytes; `switch` is
+/// configured as the one that decided it.
+fn check(
+    switch: &Switch,
+    port: PortId,
+    kind: &PortKind,
+    frame: &[u8],
+    (vlan, ingress_tagged, to): (u16, bool, Vec<Egress>),
+    out: &mut [u8],
+) {
+    let vlan = fixture::vlan(vlan);
     assert!(frame.len() <= MAX_FRAME_LEN);
     assert!(!to.is_empty(), "a forward to nowhere");
     assert_eq!(
         vlan.get(),
-        vlan_of(frame, &kind),
+        vlan_of(frame, kind),
         "classified into another VLAN"
     );
     assert_eq!(ingress_tagged, be16(frame, 12) == 0x8100);
@@ -308,9 +343,7 @@ fn step(rig: &mut Rig, which: usize, frame: &[u8], now: Instant, out: &mut [u8])
             "two copies to {}",
             e.port
         );
-        let target = rig
-            .lab
-            .switch
+        let target = switch
             .port(e.port)
             .expect("forwarded to a port that does not exist");
         assert!(
@@ -330,7 +363,7 @@ fn step(rig: &mut Rig, which: usize, frame: &[u8], now: Instant, out: &mut [u8])
             frame.len() + if tagged_out { 4 } else { 0 }
         );
     }
-    if let Some((mac, ip)) = own(Some(&kind)) {
+    if let Some((mac, ip)) = own(Some(kind)) {
         check_guest_frame(frame, mac, ip);
     }
 }
@@ -346,6 +379,7 @@ fn run(data: &[u8], out: &mut [u8]) {
     let mut rig = rig();
     let mut input = Input::new(data);
     let mut now_ms = 0i64;
+    let mut records = Vec::new();
     while !input.is_empty() {
         let which = usize::from(input.byte().unwrap_or(0) % 6);
         let s = i64::from(input.byte().unwrap_or(0));
@@ -358,7 +392,23 @@ fn run(data: &[u8], out: &mut [u8]) {
             .and_then(|p| rig.lab.switch.port(*p))
             .cloned();
         fix(&mut frame, fixups, kind.as_ref());
-        step(&mut rig, which, &frame, Instant::from_millis(now_ms), out);
+        records.push(Record {
+            which,
+            now_ms,
+            frame,
+        });
+    }
+    // Frames in a row from one port at one instant are one batch, as a TX queue's are.
+    let mut rest = &records[..];
+    while let Some(first) = rest.first() {
+        let n = rest
+            .iter()
+            .take_while(|r| (r.which, r.now_ms) == (first.which, first.now_ms))
+            .count();
+        let (batch, next) = rest.split_at(n);
+        rest = next;
+        let now = Instant::from_millis(first.now_ms);
+        step(&mut rig, first.which, now, batch, out);
     }
     for (i, port) in ports(&rig).into_iter().enumerate() {
         let c = rig

@@ -34,10 +34,10 @@ impl Core {
         self.ports.get(usize::from(id.get()))?.as_ref()
     }
 
-    /// Counts a forwarded frame's whole length on its VLAN.
-    pub fn count_vlan(&mut self, vlan: Vlan, len: usize) {
+    /// Counts forwarded frames' whole `bytes` on their VLAN.
+    pub fn count_vlan(&mut self, vlan: Vlan, bytes: u64) {
         if let Some(b) = self.vlan_bytes.get_mut(usize::from(vlan.get())) {
-            *b = b.wrapping_add(len as u64);
+            *b = b.wrapping_add(bytes);
         }
     }
 

@@ -11,7 +11,7 @@
 //!    anyone holding an RX lock, so no two ports can deadlock.
 //! 4. Every chain goes back to the sender as used, and the sender is signalled once.
 
-use kaos_net::switch::{Decision, MAX_FRAME_LEN, PortId, Tag};
+use kaos_net::switch::{Decision, MAX_FRAME_LEN, PortId, Tag, Vlan};
 use vhost_user_backend::VringT;
 use virtio_queue::QueueT;
 use vm_memory::{GuestAddress, GuestAddressSpace, GuestMemoryMmap};
@@ -92,6 +92,8 @@ pub struct TxScratch {
     heads: Vec<u8>,
     copies: Vec<Copy>,
     targets: Vec<(PortId, Option<Attached>)>,
+    /// Whole bytes forwarded per VLAN, when a batch's frames were on more than one.
+    vlan_bytes: Vec<(Vlan, u64)>,
     rx: RxScratch,
     /// The switch's own answers to this batch (DHCP), for the sender.
     answers: Vec<Vec<u8>>,
@@ -281,12 +283,15 @@ fn decide(fabric: &Fabric, from: PortId, s: &mut TxScratch) {
     }
     let mut core = fabric.lock();
     let now = fabric.now();
+    // The whole bytes forwarded, per VLAN (a guest's frames are all on its one VLAN).
+    let mut forwarded: Option<(Vlan, u64)> = None;
+    let mut batch = core.switch.batch(from, now);
     for (i, slot) in s.frames.iter_mut().enumerate() {
         let Some(f) = slot else { continue };
         let head = &mut s.heads[head_range(i, f.head_len())];
         // A frame decided on whole needs no clamping (see `head`).
         let patch = (f.head_len() < f.len()).then(|| head::clamp(head, f.len()));
-        if let Decision::Forward(fwd) = core.switch.ingress(from, head, now) {
+        if let Decision::Forward(fwd) = batch.ingress(head) {
             f.tagged = fwd.ingress_tagged;
             let vlan = fwd.vlan;
             for e in fwd.to {
@@ -301,11 +306,22 @@ fn decide(fabric: &Fabric, from: PortId, s: &mut TxScratch) {
                     }),
                 }
             }
-            core.count_vlan(vlan, f.len());
+            match &mut forwarded {
+                Some((v, bytes)) if *v == vlan => *bytes += f.len() as u64,
+                _ => {
+                    if let Some((v, bytes)) = forwarded.replace((vlan, f.len() as u64)) {
+                        s.vlan_bytes.push((v, bytes));
+                    }
+                }
+            }
         }
         if let Some(patch) = patch {
             head::restore(head, patch);
         }
+    }
+    drop(batch);
+    for (vlan, bytes) in s.vlan_bytes.drain(..).chain(forwarded) {
+        core.count_vlan(vlan, bytes);
     }
     let answers = core.switch.take_answers();
     s.answers

@@ -161,8 +161,12 @@ pub struct PortCounters {
 
 impl PortCounters {
     pub(crate) fn received(&mut self, len: usize) {
-        self.rx_frames = self.rx_frames.wrapping_add(1);
-        self.rx_bytes = self.rx_bytes.wrapping_add(len as u64);
+        self.received_many(1, len as u64);
+    }
+
+    pub(crate) fn received_many(&mut self, frames: u64, bytes: u64) {
+        self.rx_frames = self.rx_frames.wrapping_add(frames);
+        self.rx_bytes = self.rx_bytes.wrapping_add(bytes);
     }
 
     pub(crate) fn answered(&mut self) {
@@ -170,8 +174,12 @@ impl PortCounters {
     }
 
     pub(crate) fn sent(&mut self, len: usize) {
-        self.tx_frames = self.tx_frames.wrapping_add(1);
-        self.tx_bytes = self.tx_bytes.wrapping_add(len as u64);
+        self.sent_many(1, len as u64);
+    }
+
+    pub(crate) fn sent_many(&mut self, frames: u64, bytes: u64) {
+        self.tx_frames = self.tx_frames.wrapping_add(frames);
+        self.tx_bytes = self.tx_bytes.wrapping_add(bytes);
     }
 }
 
@@ -190,9 +198,15 @@ pub struct VlanCounters {
 
 impl VlanCounters {
     pub(crate) fn forwarded(&mut self, len: usize, flooded: bool) {
-        self.frames = self.frames.wrapping_add(1);
-        self.bytes = self.bytes.wrapping_add(len as u64);
-        self.floods = self.floods.wrapping_add(u64::from(flooded));
+        self.forwarded_many(1, len as u64, flooded);
+    }
+
+    pub(crate) fn forwarded_many(&mut self, frames: u64, bytes: u64, flooded: bool) {
+        self.frames = self.frames.wrapping_add(frames);
+        self.bytes = self.bytes.wrapping_add(bytes);
+        if flooded {
+            self.floods = self.floods.wrapping_add(frames);
+        }
     }
 }
 

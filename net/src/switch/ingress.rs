@@ -80,6 +80,69 @@ pub(super) struct LastHit {
     accepted: Accepted,
 }
 
+/// Frames from one port, all decided at one instant: each through [`Batch::ingress`], which
+/// decides it exactly as [`Switch::ingress`] would. A run of frames that repeat the last hit
+/// (see [`LastHit`]) is counted once, when it ends: at the next other frame, or when the batch
+/// is dropped. The batch borrows the switch, so no counter is read before then.
+#[derive(Debug)]
+pub struct Batch<'s> {
+    switch: &'s mut Switch,
+    port: PortId,
+    now: Stamp,
+    run: Run,
+}
+
+/// Frames that repeated the last hit, not yet counted.
+#[derive(Debug, Clone, Copy, Default)]
+struct Run {
+    frames: u64,
+    bytes: u64,
+}
+
+impl Batch<'_> {
+    /// Decides where `frame` goes: see [`Switch::ingress`].
+    pub fn ingress(&mut self, frame: &[u8]) -> Decision<'_> {
+        let parsed = cacheable(self.port, frame);
+        if let Some(p) = &parsed
+            && let Some((accepted, slot)) = self.switch.repeat(p, self.now)
+        {
+            self.run.frames = self.run.frames.wrapping_add(1);
+            self.run.bytes = self.run.bytes.wrapping_add(frame.len() as u64);
+            return Decision::Forward(Forward {
+                vlan: accepted.vlan,
+                ingress_tagged: accepted.tagged,
+                to: self.switch.cache.egress_at(slot),
+            });
+        }
+        self.count_run();
+        self.switch
+            .ingress_parsed(self.port, frame, self.now, parsed)
+    }
+
+    fn count_run(&mut self) {
+        let run = core::mem::take(&mut self.run);
+        if run.frames != 0 {
+            self.switch.count_run(self.port, run);
+        }
+    }
+}
+
+impl Drop for Batch<'_> {
+    fn drop(&mut self) {
+        self.count_run();
+    }
+}
+
+/// The flow cache's key of `frame` from `port`, if the cache may hold its decision.
+#[inline]
+fn cacheable(port: PortId, frame: &[u8]) -> Option<Parsed> {
+    if frame.len() <= MAX_FRAME_LEN {
+        flowcache::parse(port, frame)
+    } else {
+        None
+    }
+}
+
 enum L3<'a> {
     Arp(Arp),
     Ipv4(Ipv4<'a>),
@@ -105,22 +168,48 @@ impl Switch {
     /// The decisions of unicast TCP and UDP frames are cached (see `flowcache`): the next
     /// frame of the flow gets the same decision without these steps, exactly as it would
     /// through them.
+    ///
+    /// Frames from one port decided at one instant (a batch of a guest's TX queue) are
+    /// cheaper through a [`Batch`].
     pub fn ingress(&mut self, port: PortId, frame: &[u8], now: Instant) -> Decision<'_> {
         let now = stamp(now);
+        self.sweep_due(now);
+        self.ingress_parsed(port, frame, now, cacheable(port, frame))
+    }
+
+    /// Starts a [`Batch`] of frames from `port`, all decided at `now`.
+    pub fn batch(&mut self, port: PortId, now: Instant) -> Batch<'_> {
+        let now = stamp(now);
+        self.sweep_due(now);
+        Batch {
+            switch: self,
+            port,
+            now,
+            run: Run::default(),
+        }
+    }
+
+    fn sweep_due(&mut self, now: Stamp) {
         if now >= self.next_sweep {
             self.sweep(now);
         }
+    }
+
+    /// [`ingress`](Self::ingress) of a frame [`cacheable`] has parsed, at a `now` the sweep has
+    /// seen.
+    fn ingress_parsed(
+        &mut self,
+        port: PortId,
+        frame: &[u8],
+        now: Stamp,
+        parsed: Option<Parsed>,
+    ) -> Decision<'_> {
         self.out.clear();
         self.denied.clear();
         let Some(Some(ingress)) = self.ports.get_mut(port.index()) else {
             return Decision::Drop(DropReason::UnknownPort);
         };
         ingress.counters.received(frame.len());
-        let parsed = if frame.len() <= MAX_FRAME_LEN {
-            flowcache::parse(port, frame)
-        } else {
-            None
-        };
         // A hit's egress ports stay in its cache slot; the core's go to `out`.
         let decided = match parsed.as_ref().and_then(|p| self.hit(port, p, now)) {
             Some((accepted, slot)) => Ok((accepted, Some(slot))),
@@ -191,13 +280,8 @@ impl Switch {
     /// flow is refreshed in connection tracking, the sender's MAC re-learned, as the steps of
     /// [`ingress`](Self::ingress) would. `None` sends the frame through them.
     fn hit(&mut self, port: PortId, p: &Parsed, now: Stamp) -> Option<(Accepted, usize)> {
-        if let Some(last) = &self.last_hit
-            && last.key == p.key
-            && last.now == now
-            && last.epoch == self.epoch
-        {
-            self.cache_hits += 1;
-            return Some((last.accepted, last.slot));
+        if let Some(hit) = self.repeat(p, now) {
+            return Some(hit);
         }
         let Switch {
             config,
@@ -251,6 +335,40 @@ impl Switch {
             accepted,
         });
         Some((accepted, slot))
+    }
+
+    /// The last hit again, if `p` repeats it (see [`LastHit`]): counted as a cache hit.
+    #[inline]
+    fn repeat(&mut self, p: &Parsed, now: Stamp) -> Option<(Accepted, usize)> {
+        let last = self.last_hit.as_ref()?;
+        if last.key != p.key || last.now != now || last.epoch != self.epoch {
+            return None;
+        }
+        self.cache_hits += 1;
+        Some((last.accepted, last.slot))
+    }
+
+    /// Counts `run`'s frames, each a repeat of the last hit, as [`ingress`](Self::ingress)
+    /// counts a forwarded frame: received on `port`, sent on each of the hit's egress ports,
+    /// forwarded in its VLAN.
+    fn count_run(&mut self, port: PortId, run: Run) {
+        let Some(last) = &self.last_hit else {
+            return;
+        };
+        if let Some(Some(p)) = self.ports.get_mut(port.index()) {
+            p.counters.received_many(run.frames, run.bytes);
+        }
+        for egress in self.cache.egress_at(last.slot) {
+            if let Some(Some(p)) = self.ports.get_mut(egress.port.index()) {
+                p.counters.sent_many(run.frames, run.bytes);
+            }
+        }
+        let (vlan, flooded) = (last.accepted.vlan, last.accepted.flooded);
+        if let Some(domain) = self.vlans[vlan.index()].as_mut() {
+            domain
+                .counters
+                .forwarded_many(run.frames, run.bytes, flooded);
+        }
     }
 
     fn decide(&mut self, port: PortId, frame: &[u8], now: Stamp) -> Result<Accepted, Refused> {

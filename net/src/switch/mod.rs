@@ -58,7 +58,7 @@ pub use conntrack::ConntrackConfig;
 pub use counters::{DropReason, Drops, PortCounters, VlanCounters};
 pub use dhcp::DhcpConfig;
 pub use firewall::{Action, Cidr, Direction, PortRange, Protocol, Published, Rule, Transport};
-pub use ingress::{Decision, Egress, Forward};
+pub use ingress::{Batch, Decision, Egress, Forward};
 pub use port::{GuestPort, PortId, PortKind, UplinkMode};
 pub use vlan::{Tag, Vlan, VlanSet, write_egress};
 

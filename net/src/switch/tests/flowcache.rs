@@ -72,6 +72,24 @@ impl Twin {
         cached
     }
 
+    /// Sends `frames` from `p` at `now`: into the cached switch as one [`Batch`], into the
+    /// plain one frame by frame; each must be decided alike. Returns the fates.
+    ///
+    /// [`Batch`]: super::super::Batch
+    fn batch(&mut self, p: P, frames: &[&[u8]], now: Instant) -> Vec<Fate> {
+        let plain_port = Self::port(&self.plain, p);
+        let mut batch = self.cached.switch.batch(Self::port(&self.cached, p), now);
+        frames
+            .iter()
+            .map(|frame| {
+                let cached = fate(batch.ingress(frame));
+                let plain = fate(self.plain.switch.ingress(plain_port, frame, now));
+                assert_eq!(cached, plain, "{p:?} at {now}: {frame:02x?}");
+                cached
+            })
+            .collect()
+    }
+
     /// Applies `change` to both.
     fn change(&mut self, change: impl Fn(&mut Lab)) {
         change(&mut self.cached);
@@ -415,4 +433,57 @@ fn run(t: &mut Twin, p: P, frame: &[u8], at: i64) {
     for _ in 0..4 {
         assert_eq!(t.send(p, frame, ms(at)), first);
     }
+}
+
+/// A guest's TX queue sends its frames as a batch, in which a run of one flow is counted once,
+/// when it ends: at the next other frame or at the batch's end. The counters must come out as
+/// frame by frame. A one-entry cache makes every flow displace the one before it, so a run
+/// counted after the next frame's decision, rather than before, would be counted on that
+/// frame's ports.
+#[test]
+fn batches_count_their_runs_as_frames_one_by_one() {
+    let mut t = Twin::with(SwitchConfig {
+        flow_cache: 1,
+        ..SwitchConfig::default()
+    });
+    let ab = fixture::udp_frame(A, B, (4000, 5000), &[1, 2, 3]);
+    let out = fixture::udp_frame(A, R10, (4000, 53), &[]);
+    let spoof = fixture::udp_frame(C, B, (4000, 5000), &[]);
+    let who_has = fixture::arp(
+        (A.mac, BROADCAST),
+        smoltcp::wire::ArpOperation::Request,
+        (A.mac, A.ip),
+        B.ip,
+    );
+    // Misses, runs, a drop and a flood inside one batch; then a batch of hits only.
+    let first = [
+        &ab[..],
+        &ab,
+        &ab,
+        &out,
+        &out,
+        &out,
+        &ab,
+        &ab,
+        &spoof,
+        &ab,
+        &who_has,
+        &ab,
+        &ab,
+    ];
+    let fates = t.batch(P::A, &first, ms(1));
+    assert_eq!(fates[0].ports(), [t.cached.b]);
+    assert_eq!(fates[3].ports(), [t.cached.trunk]);
+    t.same_state();
+    let fates = t.batch(P::A, &[&ab[..]; 20], ms(2));
+    assert!(fates.iter().all(|f| f.ports() == [t.cached.b]));
+    t.same_state();
+    // Two flows taking turns: no run longer than one frame.
+    t.batch(P::A, &[&ab[..], &out, &ab, &out, &ab, &out], ms(3));
+    // A reply's run from the trunk, which learns its sender's MAC.
+    let back = trunk(&fixture::udp_frame(R10, A, (53, 4000), &[]), 10);
+    let fates = t.batch(P::Trunk, &[&back[..]; 8], ms(4));
+    assert!(fates.iter().all(|f| f.ports() == [t.cached.a]));
+    t.same_state();
+    assert!(t.hits() >= 30, "only {} hits", t.hits());
 }
