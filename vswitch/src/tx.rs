@@ -153,6 +153,7 @@ fn take(ring: &mut Ring<'_>, nic: &GuestNic, s: &mut TxScratch) {
     // An index claiming more than the ring holds: the queue is not served.
     let n = ring.pending().unwrap_or(0);
     let mut bytes = 0u64;
+    let mut last = None;
     for _ in 0..usize::from(n).min(BATCH) {
         let Some(desc) = ring.pop() else {
             break;
@@ -173,7 +174,7 @@ fn take(ring: &mut Ring<'_>, nic: &GuestNic, s: &mut TxScratch) {
                     copied
                 };
                 bytes.copy_to(&mut slot[..copied]);
-                accept(slot, total).map(|f| TxFrame {
+                accept(slot, total, &mut last).map(|f| TxFrame {
                     at: At::Whole(addr),
                     ..f
                 })
@@ -181,7 +182,10 @@ fn take(ring: &mut Ring<'_>, nic: &GuestNic, s: &mut TxScratch) {
             None => ring
                 .chain(desc, false, &mut s.segs)
                 .map_err(|_| DatapathDrop::BadChain)
-                .and_then(|total| check(ring.view(), &s.segs[start..], total as usize, slot)),
+                .and_then(|total| {
+                    let segs = &s.segs[start..];
+                    check(ring.view(), segs, total as usize, slot, &mut last)
+                }),
         };
         match frame {
             Ok(mut f) => {
@@ -225,6 +229,7 @@ fn check(
     segs: &[Seg],
     total: usize,
     slot: &mut [u8],
+    last: &mut Option<LastHdr>,
 ) -> Result<TxFrame, DatapathDrop> {
     if total < HDR_LEN + 14 {
         return Err(DatapathDrop::Truncated);
@@ -238,29 +243,74 @@ fn check(
         .get_mut(..HDR_LEN + head_len)
         .ok_or(DatapathDrop::BadChain)?;
     chain::copy_out(mem, Cursor::new(segs, 0), copied).ok_or(DatapathDrop::BadChain)?;
-    accept(slot, total)
+    accept(slot, total, last)
+}
+
+/// The last virtio-net header [`accept`] took, and what it made of it: a sender's frames
+/// mostly carry the same one (all zeros, or the same offload request), so the next frame with
+/// these bytes skips parsing and checking it.
+#[derive(Debug, Clone, Copy)]
+struct LastHdr {
+    /// Its bytes before `num_buffers` (which a driver's header may hold anything in), as
+    /// two words.
+    raw: (u64, u16),
+    hdr: NetHdr,
+    /// The header a receiver gets when its offloads pass it unchanged, into one buffer.
+    staged: [u8; HDR_LEN],
+    /// The shortest frame it is valid for (its checksum field must lie within the frame).
+    min_len: usize,
 }
 
 /// Checks the header of a chain of `total` bytes (at least a header and an Ethernet header,
 /// at most a header and [`MAX_FRAME_LEN`]) whose header and head are in `slot`.
 #[inline]
-fn accept(slot: &mut [u8], total: usize) -> Result<TxFrame, DatapathDrop> {
+fn accept(
+    slot: &mut [u8],
+    total: usize,
+    last: &mut Option<LastHdr>,
+) -> Result<TxFrame, DatapathDrop> {
     let len = total - HDR_LEN;
     if len > MAX_FRAME_LEN {
         return Err(DatapathDrop::Oversize);
     }
     let head_len = if len <= WHOLE_MAX { len } else { HEAD_LEN };
-    let (raw, _) = slot
-        .split_first_chunk::<HDR_LEN>()
+    let (room, _) = slot
+        .split_first_chunk_mut::<HDR_LEN>()
         .ok_or(DatapathDrop::BadChain)?;
-    let hdr = NetHdr::parse(raw)
-        .checked(len)
-        .ok_or(DatapathDrop::BadHeader)?;
+    let (lo, rest) = room
+        .split_first_chunk::<8>()
+        .ok_or(DatapathDrop::BadChain)?;
+    let (hi, _) = rest
+        .split_first_chunk::<2>()
+        .ok_or(DatapathDrop::BadChain)?;
+    let raw = (u64::from_ne_bytes(*lo), u16::from_ne_bytes(*hi));
     // The sender's header is parsed: its place now holds the header a receiver gets when
     // its offloads pass it unchanged, into one buffer (see `Frame::staged`).
-    if let Some(room) = slot.first_chunk_mut::<HDR_LEN>() {
-        *room = hdr.emit(1);
-    }
+    let hdr = match last {
+        Some(l) if l.raw == raw && len >= l.min_len => {
+            *room = l.staged;
+            l.hdr
+        }
+        _ => {
+            let hdr = NetHdr::parse(room)
+                .checked(len)
+                .ok_or(DatapathDrop::BadHeader)?;
+            let min_len = if hdr.needs_csum() {
+                usize::from(hdr.csum_start) + usize::from(hdr.csum_offset) + 2
+            } else {
+                0
+            };
+            let staged = hdr.emit(1);
+            *room = staged;
+            *last = Some(LastHdr {
+                raw,
+                hdr,
+                staged,
+                min_len,
+            });
+            hdr
+        }
+    };
     Ok(TxFrame {
         at: At::Segs(0, 0),
         // At most MAX_FRAME_LEN (checked above) and WHOLE_MAX: no truncation.

@@ -442,3 +442,28 @@ fn a_batch_for_two_receivers_arrives_in_order_at_each() {
     assert_eq!(at(&mut lab, dd), want_d.map(|f| f.clone()));
     assert_eq!(lab.core_drops(a, DropReason::SpoofedMac), 1);
 }
+
+/// A sender's frames mostly carry the same virtio-net header, which the switch then parses once
+/// per batch; a checksum request must still lie within each frame it comes with.
+#[test]
+fn a_header_repeated_in_a_batch_is_checked_against_each_frame() {
+    let mut lab = Lab::abc();
+    let (a, b) = (0, 1);
+    // The checksum field at 64..66: within an 82-byte frame, beyond a 42-byte one.
+    let hdr = NetHdr {
+        flags: NEEDS_CSUM,
+        csum_start: 34,
+        csum_offset: 30,
+        ..NetHdr::default()
+    };
+    let long = |i: u8| fixture::udp_frame(A, B, (4000, 5000), &[i; 40]);
+    let short = fixture::udp_frame(A, B, (4000, 5000), &[]);
+    for f in [long(1), short.clone(), long(2), short] {
+        lab.members[a].send_hdr(hdr, &f);
+    }
+    assert_eq!(lab.tx(a).frames, 4);
+    let c = lab.members[a].nic.counters();
+    assert_eq!(c.drops(DatapathDrop::BadHeader), 2);
+    let got: Vec<_> = lab.members[b].inbox().into_iter().map(|m| m.2).collect();
+    assert_eq!(got, [long(1), long(2)]);
+}
