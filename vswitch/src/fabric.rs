@@ -25,7 +25,21 @@ pub struct Core {
     ports: Vec<Option<Attached>>,
     /// Bytes forwarded per VLAN, whole (the core counts the bytes it decided on, which for a
     /// long frame is its head).
-    vlan_bytes: Vec<u64>,
+    pub vlan_bytes: VlanBytes,
+}
+
+/// Bytes forwarded per VLAN.
+#[derive(Debug)]
+pub struct VlanBytes(Vec<u64>);
+
+impl VlanBytes {
+    /// Counts a forwarded frame's whole `len` on its VLAN.
+    #[inline]
+    pub fn count(&mut self, vlan: Vlan, len: usize) {
+        if let Some(b) = self.0.get_mut(usize::from(vlan.get())) {
+            *b = b.wrapping_add(len as u64);
+        }
+    }
 }
 
 impl Core {
@@ -34,16 +48,10 @@ impl Core {
         self.ports.get(usize::from(id.get()))?.as_ref()
     }
 
-    /// Counts forwarded frames' whole `bytes` on their VLAN.
-    pub fn count_vlan(&mut self, vlan: Vlan, bytes: u64) {
-        if let Some(b) = self.vlan_bytes.get_mut(usize::from(vlan.get())) {
-            *b = b.wrapping_add(bytes);
-        }
-    }
-
     /// Bytes forwarded on `vlan`.
     pub fn vlan_bytes(&self, vlan: Vlan) -> u64 {
         self.vlan_bytes
+            .0
             .get(usize::from(vlan.get()))
             .copied()
             .unwrap_or(0)
@@ -64,7 +72,7 @@ impl Fabric {
             core: Mutex::new(Core {
                 switch: Switch::new(config, seed),
                 ports: Vec::new(),
-                vlan_bytes: vec![0; usize::from(Vlan::MAX) + 1],
+                vlan_bytes: VlanBytes(vec![0; usize::from(Vlan::MAX) + 1]),
             }),
             epoch: std::time::Instant::now(),
         })

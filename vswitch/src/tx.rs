@@ -11,7 +11,7 @@
 //!    anyone holding an RX lock, so no two ports can deadlock.
 //! 4. Every chain goes back to the sender as used, and the sender is signalled once.
 
-use kaos_net::switch::{Decision, MAX_FRAME_LEN, PortId, Tag, Vlan};
+use kaos_net::switch::{Decision, MAX_FRAME_LEN, PortId, Tag};
 use vhost_user_backend::VringT;
 use virtio_queue::QueueT;
 use vm_memory::{GuestAddress, GuestAddressSpace, GuestMemoryMmap};
@@ -92,8 +92,6 @@ pub struct TxScratch {
     heads: Vec<u8>,
     copies: Vec<Copy>,
     targets: Vec<(PortId, Option<Attached>)>,
-    /// Whole bytes forwarded per VLAN, when a batch's frames were on more than one.
-    vlan_bytes: Vec<(Vlan, u64)>,
     rx: RxScratch,
     /// The switch's own answers to this batch (DHCP), for the sender.
     answers: Vec<Vec<u8>>,
@@ -333,8 +331,7 @@ fn decide(fabric: &Fabric, from: PortId, s: &mut TxScratch) {
     }
     let mut core = fabric.lock();
     let now = fabric.now();
-    // The whole bytes forwarded, per VLAN (a guest's frames are all on its one VLAN).
-    let mut forwarded: Option<(Vlan, u64)> = None;
+    let core = &mut *core;
     let mut batch = core.switch.batch(from, now);
     for (i, slot) in s.frames.iter_mut().enumerate() {
         let Some(f) = slot else { continue };
@@ -356,23 +353,13 @@ fn decide(fabric: &Fabric, from: PortId, s: &mut TxScratch) {
                     }),
                 }
             }
-            match &mut forwarded {
-                Some((v, bytes)) if *v == vlan => *bytes += f.len() as u64,
-                _ => {
-                    if let Some((v, bytes)) = forwarded.replace((vlan, f.len() as u64)) {
-                        s.vlan_bytes.push((v, bytes));
-                    }
-                }
-            }
+            core.vlan_bytes.count(vlan, f.len());
         }
         if let Some(patch) = patch {
             head::restore(head, patch);
         }
     }
     drop(batch);
-    for (vlan, bytes) in s.vlan_bytes.drain(..).chain(forwarded) {
-        core.count_vlan(vlan, bytes);
-    }
     let answers = core.switch.take_answers();
     s.answers
         .extend(answers.filter(|(p, _)| *p == from).map(|(_, f)| f));

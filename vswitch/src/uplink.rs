@@ -86,7 +86,7 @@ fn forward(fabric: &Fabric, port: &UplinkPort, frame: &[u8], s: &mut UplinkRx) {
         let (tagged, vlan) = (fwd.ingress_tagged, fwd.vlan);
         s.to.clear();
         s.to.extend(fwd.to.iter().map(|e| e.port));
-        core.count_vlan(vlan, frame.len() as u64);
+        core.vlan_bytes.count(vlan, frame.len());
         for &p in &s.to {
             // From an uplink, frames go to guests only (the core never forwards uplink to
             // uplink).

@@ -108,20 +108,17 @@ impl Batch<'_> {
         {
             self.run.frames = self.run.frames.wrapping_add(1);
             self.run.bytes = self.run.bytes.wrapping_add(frame.len() as u64);
-            return Decision::Forward(Forward {
-                vlan: accepted.vlan,
-                ingress_tagged: accepted.tagged,
-                to: self.switch.cache.egress_at(slot),
-            });
+            return self.switch.repeated(accepted, slot);
         }
         self.count_run();
         self.switch
             .ingress_parsed(self.port, frame, self.now, parsed)
     }
 
+    #[inline]
     fn count_run(&mut self) {
-        let run = core::mem::take(&mut self.run);
-        if run.frames != 0 {
+        if self.run.frames != 0 {
+            let run = core::mem::take(&mut self.run);
             self.switch.count_run(self.port, run);
         }
     }
@@ -174,7 +171,18 @@ impl Switch {
     pub fn ingress(&mut self, port: PortId, frame: &[u8], now: Instant) -> Decision<'_> {
         let now = stamp(now);
         self.sweep_due(now);
-        self.ingress_parsed(port, frame, now, cacheable(port, frame))
+        let parsed = cacheable(port, frame);
+        if let Some(p) = &parsed
+            && let Some((accepted, slot)) = self.repeat(p, now)
+        {
+            let one = Run {
+                frames: 1,
+                bytes: frame.len() as u64,
+            };
+            self.count_run(port, one);
+            return self.repeated(accepted, slot);
+        }
+        self.ingress_parsed(port, frame, now, parsed)
     }
 
     /// Starts a [`Batch`] of frames from `port`, all decided at `now`.
@@ -196,7 +204,7 @@ impl Switch {
     }
 
     /// [`ingress`](Self::ingress) of a frame [`cacheable`] has parsed, at a `now` the sweep has
-    /// seen.
+    /// seen, that is no repeat of the last hit (the caller checked).
     fn ingress_parsed(
         &mut self,
         port: PortId,
@@ -280,9 +288,6 @@ impl Switch {
     /// flow is refreshed in connection tracking, the sender's MAC re-learned, as the steps of
     /// [`ingress`](Self::ingress) would. `None` sends the frame through them.
     fn hit(&mut self, port: PortId, p: &Parsed, now: Stamp) -> Option<(Accepted, usize)> {
-        if let Some(hit) = self.repeat(p, now) {
-            return Some(hit);
-        }
         let Switch {
             config,
             ports,
@@ -348,9 +353,20 @@ impl Switch {
         Some((last.accepted, last.slot))
     }
 
+    /// The decision of a repeat of the last hit, `accepted` with the egress ports in `slot`.
+    #[inline]
+    fn repeated(&self, accepted: Accepted, slot: usize) -> Decision<'_> {
+        Decision::Forward(Forward {
+            vlan: accepted.vlan,
+            ingress_tagged: accepted.tagged,
+            to: self.cache.egress_at(slot),
+        })
+    }
+
     /// Counts `run`'s frames, each a repeat of the last hit, as [`ingress`](Self::ingress)
     /// counts a forwarded frame: received on `port`, sent on each of the hit's egress ports,
     /// forwarded in its VLAN.
+    #[inline(never)] // once per run, out of the way of the frames that are no repeat
     fn count_run(&mut self, port: PortId, run: Run) {
         let Some(last) = &self.last_hit else {
             return;
