@@ -28,7 +28,8 @@ pub struct Core {
     pub vlan_bytes: VlanBytes,
 }
 
-/// Bytes forwarded per VLAN.
+/// Bytes forwarded per VLAN, counted beside the core (a TX batch bumps them while its
+/// `Batch` holds the core).
 #[derive(Debug)]
 pub struct VlanBytes(Vec<u64>);
 
@@ -40,21 +41,17 @@ impl VlanBytes {
             *b = b.wrapping_add(len as u64);
         }
     }
+
+    /// Bytes forwarded on `vlan`.
+    pub fn get(&self, vlan: Vlan) -> u64 {
+        self.0.get(usize::from(vlan.get())).copied().unwrap_or(0)
+    }
 }
 
 impl Core {
     /// The datapath half of `id`, if attached.
     pub fn attached(&self, id: PortId) -> Option<&Attached> {
         self.ports.get(usize::from(id.get()))?.as_ref()
-    }
-
-    /// Bytes forwarded on `vlan`.
-    pub fn vlan_bytes(&self, vlan: Vlan) -> u64 {
-        self.vlan_bytes
-            .0
-            .get(usize::from(vlan.get()))
-            .copied()
-            .unwrap_or(0)
     }
 }
 

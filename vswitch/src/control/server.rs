@@ -268,7 +268,7 @@ impl Server {
                 Some(VlanStats {
                     vlan: v.get(),
                     frames: c.frames,
-                    bytes: core.vlan_bytes(v),
+                    bytes: core.vlan_bytes.get(v),
                     floods: c.floods,
                     drops: c
                         .drops
