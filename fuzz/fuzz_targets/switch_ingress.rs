@@ -41,7 +41,8 @@ use kaos_fuzz::input::Input;
 use kaos_net::switch::fixture::{self, A, B, C, Lab, R10, R20};
 use kaos_net::switch::{
     Action, Cidr, ConntrackConfig, Decision, Direction, DropReason, Egress, Instant, MAX_FRAME_LEN,
-    PortId, PortKind, PortRange, Protocol, Rule, Switch, SwitchConfig, Tag, UplinkMode, write_egress,
+    PortId, PortKind, PortRange, Protocol, Rule, Switch, SwitchConfig, Tag, UplinkMode, Vlan,
+    write_egress,
 };
 use libfuzzer_sys::fuzz_target;
 
@@ -148,9 +149,9 @@ struct Record {
 }
 
 /// A decision, owned (a `Decision` borrows its switch).
-fn owned(d: &Decision<'_>) -> Result<(u16, bool, Vec<Egress>), DropReason> {
+fn owned(d: &Decision<'_>) -> Result<(Vlan, bool, Vec<Egress>), DropReason> {
     match d {
-        Decision::Forward(f) => Ok((f.vlan.get(), f.ingress_tagged, f.to.to_vec())),
+        Decision::Forward(f) => Ok((f.vlan, f.ingress_tagged, f.to.to_vec())),
         Decision::Drop(reason) => Err(*reason),
     }
 }
@@ -323,10 +324,9 @@ fn check(
     port: PortId,
     kind: &PortKind,
     frame: &[u8],
-    (vlan, ingress_tagged, to): (u16, bool, Vec<Egress>),
+    (vlan, ingress_tagged, to): (Vlan, bool, Vec<Egress>),
     out: &mut [u8],
 ) {
-    let vlan = fixture::vlan(vlan);
     assert!(frame.len() <= MAX_FRAME_LEN);
     assert!(!to.is_empty(), "a forward to nowhere");
     assert_eq!(
