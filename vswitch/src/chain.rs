@@ -10,8 +10,11 @@
 //! checks for every copy.
 
 use vm_memory::{
-    Address, GuestAddress, GuestMemory, GuestMemoryMmap, GuestMemoryRegion, VolatileSlice,
+    Address, ByteValued, GuestAddress, GuestMemory, GuestMemoryMmap, GuestMemoryRegion,
+    GuestRegionMmap, VolatileArrayRef, VolatileMemory, VolatileSlice,
 };
+
+use crate::copy;
 
 /// Most segments one chain may have (after splitting at region boundaries). Linux sends at
 /// most `MAX_SKB_FRAGS + 2` (19) descriptors per frame; a longer chain is refused rather than
@@ -56,11 +59,13 @@ pub enum BadChain {
 /// everything).
 const RESOLVED: usize = 4;
 
-/// A region resolved for a batch: where it starts in the guest, all of it as one slice.
+/// A region resolved for a batch: where it starts in the guest, all of it as one slice, the
+/// region itself (for typed arrays in it).
 #[derive(Debug, Clone, Copy)]
 struct Resolved<'m> {
     start: u64,
     slice: VolatileSlice<'m, ()>,
+    region: &'m GuestRegionMmap,
 }
 
 /// One guest memory, its first regions resolved (see the module documentation). Made once per
@@ -80,6 +85,7 @@ impl<'m> View<'m> {
             *slot = region.as_volatile_slice().ok().map(|slice| Resolved {
                 start: region.start_addr().0,
                 slice,
+                region,
             });
         }
         Self { mem, resolved }
@@ -117,6 +123,25 @@ impl<'m> View<'m> {
             }
         }
         None
+    }
+
+    /// `n` values of `T` at guest address `addr`, if they lie in one region.
+    pub fn array<T: ByteValued>(&self, addr: u64, n: usize) -> Option<VolatileArrayRef<'m, T>> {
+        for r in &self.resolved {
+            let Some(r) = r else { break };
+            let offset = addr.wrapping_sub(r.start);
+            if offset < r.slice.len() as u64 {
+                // `get_array_ref` checks that all `n` values are in the region.
+                return VolatileMemory::get_array_ref(
+                    &**r.region,
+                    usize::try_from(offset).ok()?,
+                    n,
+                )
+                .ok();
+            }
+        }
+        let (region, at) = self.mem.to_region_addr(GuestAddress(addr))?;
+        VolatileMemory::get_array_ref(&**region, usize::try_from(at.0).ok()?, n).ok()
     }
 
     /// `len` bytes at `at` in `seg`, bounds-checked against its region.
@@ -231,7 +256,7 @@ pub fn copy_guest(
         let n = sn.min(dn).min(len);
         let s = src_mem.slice(sa, so, n)?;
         let d = dst_mem.slice(da, doff, n)?;
-        s.copy_to_volatile_slice(d);
+        copy::guest_to_guest(&s, &d)?;
         src.advance(n);
         dst.advance(n);
         len -= n;
@@ -252,7 +277,7 @@ pub fn copy_to_slice(
         let (sa, so, sn) = src.piece()?;
         let n = sn.min(len - done);
         let s = src_mem.slice(sa, so, n)?;
-        s.copy_to_volatile_slice(dst.subslice(done, n).ok()?);
+        copy::guest_to_guest(&s, &dst.subslice(done, n).ok()?)?;
         src.advance(n);
         done += n;
     }
@@ -270,9 +295,7 @@ pub fn copy_slice_in(
     while done < src.len() {
         let (da, doff, dn) = dst.piece()?;
         let n = dn.min(src.len() - done);
-        src.subslice(done, n)
-            .ok()?
-            .copy_to_volatile_slice(dst_mem.slice(da, doff, n)?);
+        copy::guest_to_guest(&src.subslice(done, n).ok()?, &dst_mem.slice(da, doff, n)?)?;
         dst.advance(n);
         done += n;
     }
@@ -284,7 +307,7 @@ pub fn copy_in(dst_mem: &View<'_>, mut dst: Cursor<'_>, mut data: &[u8]) -> Opti
     while !data.is_empty() {
         let (da, doff, dn) = dst.piece()?;
         let n = dn.min(data.len());
-        dst_mem.slice(da, doff, n)?.copy_from(&data[..n]);
+        copy::to_guest(&dst_mem.slice(da, doff, n)?, &data[..n])?;
         dst.advance(n);
         data = &data[n..];
     }
@@ -297,7 +320,7 @@ pub fn copy_out(src_mem: &View<'_>, mut src: Cursor<'_>, mut out: &mut [u8]) -> 
         let (sa, so, sn) = src.piece()?;
         let n = sn.min(out.len());
         let (now, rest) = out.split_at_mut(n);
-        src_mem.slice(sa, so, n)?.copy_to(now);
+        copy::from_guest(&src_mem.slice(sa, so, n)?, now)?;
         src.advance(n);
         out = rest;
     }

@@ -19,6 +19,7 @@ pub mod backend;
 pub mod bench;
 pub mod chain;
 pub mod control;
+pub mod copy;
 #[doc(hidden)]
 pub mod driver;
 pub mod fabric;

@@ -12,10 +12,7 @@
 use std::sync::atomic::Ordering;
 
 use virtio_queue::{Queue, QueueT};
-use vm_memory::{
-    ByteValued, Bytes, GuestAddress, GuestMemory, GuestMemoryMmap, VolatileArrayRef,
-    VolatileMemory, VolatileSlice,
-};
+use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap, VolatileArrayRef, VolatileSlice};
 
 use crate::chain::{BadChain, MAX_SEGS, Seg, View, split};
 
@@ -31,7 +28,6 @@ type Descriptor = [u64; 2];
 /// The rings of one queue, for one batch.
 #[derive(Debug)]
 pub struct Ring<'m> {
-    mem: &'m GuestMemoryMmap,
     /// The memory's regions, resolved for the batch.
     view: View<'m>,
     /// The descriptor table, one `[u64; 2]` per entry.
@@ -68,18 +64,22 @@ impl<'m> Ring<'m> {
             return None;
         }
         let n = usize::from(size);
-        let slice = |addr: u64, len: usize| mem.get_slice(GuestAddress(addr), len).ok();
+        // The rings are found through the view's resolved regions: a compare each, where
+        // `GuestMemoryMmap` would search its regions for every one.
+        let view = View::new(mem);
+        let slice = |addr: u64, len: usize| view.contiguous(GuestAddress(addr), len);
+        let avail = slice(queue.avail_ring(), 6 + 2 * n)?;
+        let used = slice(queue.used_ring(), 6 + 8 * n)?;
         // Entries are indexed below `size` only (masked, or checked against the table's
         // length), so `VolatileArrayRef`'s index assertion never fires; each access is then a
         // pointer offset and one volatile load or store, not a checked sub-slice.
         Some(Self {
-            mem,
-            view: View::new(mem),
-            desc: array(mem, queue.desc_table(), n)?,
-            avail: slice(queue.avail_ring(), 6 + 2 * n)?,
-            avail_ring: array(mem, queue.avail_ring().checked_add(4)?, n)?,
-            used: slice(queue.used_ring(), 6 + 8 * n)?,
-            used_ring: array(mem, queue.used_ring().checked_add(4)?, n)?,
+            desc: view.array(queue.desc_table(), n)?,
+            avail_ring: view.array(queue.avail_ring().checked_add(4)?, n)?,
+            used_ring: view.array(queue.used_ring().checked_add(4)?, n)?,
+            avail,
+            used,
+            view,
             size,
             event_idx: queue.event_idx_enabled(),
             next_avail: queue.next_avail(),
@@ -151,7 +151,7 @@ impl<'m> Ring<'m> {
                     return Err(BadChain::Broken);
                 }
                 len = usize::try_from(dlen / 16).map_err(|_| BadChain::Broken)?;
-                table = array(self.mem, addr, len).ok_or(BadChain::OutOfMemory)?;
+                table = self.view.array(addr, len).ok_or(BadChain::OutOfMemory)?;
                 (i, indirect) = (0, true);
                 continue;
             }
@@ -236,15 +236,4 @@ impl<'m> Ring<'m> {
             flags & AVAIL_F_NO_INTERRUPT == 0
         }
     }
-}
-
-/// `n` values of `T` at guest address `addr`, all inside one region (`None` otherwise).
-fn array<T: ByteValued>(
-    mem: &GuestMemoryMmap,
-    addr: u64,
-    n: usize,
-) -> Option<VolatileArrayRef<'_, T>> {
-    let (region, at) = mem.to_region_addr(GuestAddress(addr))?;
-    let at = usize::try_from(at.0).ok()?;
-    region.get_array_ref(at, n).ok()
 }

@@ -10,6 +10,7 @@ use vhost_user_backend::{VringState, VringT};
 use vm_memory::{GuestMemoryMmap, VolatileSlice};
 
 use crate::chain::{self, Cursor, MAX_SEGS, Seg, View};
+use crate::copy;
 use crate::port::{Counters, DatapathDrop, GuestNic, Mem, RX, UplinkPort};
 use crate::ring::Ring;
 use crate::vnet::{self, Delivery, HDR_LEN, NetHdr, Offloads};
@@ -76,10 +77,7 @@ impl Tail<'_> {
     fn copy_to_slice(&self, dst: VolatileSlice<'_, ()>) -> Option<()> {
         match *self {
             Self::Segs(mem, src, len) => chain::copy_to_slice(mem, src, dst, len),
-            Self::Slice(s) => {
-                s.copy_to_volatile_slice(dst.subslice(0, s.len()).ok()?);
-                Some(())
-            }
+            Self::Slice(s) => copy::guest_to_guest(&s, &dst),
         }
     }
 
@@ -95,7 +93,7 @@ impl Tail<'_> {
     fn copy_out(&self, out: &mut [u8]) -> Option<()> {
         match *self {
             Self::Segs(mem, src, _) => chain::copy_out(mem, src, out),
-            Self::Slice(s) => (s.copy_to(out) == out.len()).then_some(()),
+            Self::Slice(s) => copy::from_guest(&s, out),
         }
     }
 }
@@ -314,10 +312,10 @@ impl<'a> GuestRx<'a> {
         let copied = (|| {
             match hdr {
                 Some(h) => {
-                    buf.copy_from(h);
-                    buf.offset(lead).ok()?.copy_from(bytes);
+                    copy::to_guest(&buf, h)?;
+                    copy::to_guest(&buf.offset(lead).ok()?, bytes)?;
                 }
-                None => buf.copy_from(bytes),
+                None => copy::to_guest(&buf, bytes)?,
             }
             match tail {
                 Some(tail) => tail.copy_to_slice(buf.offset(lead + bytes.len()).ok()?),

@@ -17,6 +17,7 @@ use virtio_queue::QueueT;
 use vm_memory::{GuestAddress, GuestAddressSpace, GuestMemoryMmap};
 
 use crate::chain::{self, Cursor, Seg, View};
+use crate::copy;
 use crate::fabric::{Attached, Fabric};
 use crate::head::{self, HEAD_LEN, WHOLE_MAX};
 use crate::port::{Counters, DatapathDrop, GuestNic, TX};
@@ -171,11 +172,13 @@ fn take(ring: &mut Ring<'_>, nic: &GuestNic, s: &mut TxScratch) {
                 } else {
                     copied
                 };
-                bytes.copy_to(&mut slot[..copied]);
-                accept(slot, total, &mut last).map(|f| TxFrame {
-                    at: At::Whole(addr),
-                    ..f
-                })
+                copy::from_guest(&bytes, &mut slot[..copied])
+                    .ok_or(DatapathDrop::BadChain)
+                    .and_then(|()| accept(slot, total, &mut last))
+                    .map(|f| TxFrame {
+                        at: At::Whole(addr),
+                        ..f
+                    })
             }
             None => ring
                 .chain(desc, false, &mut s.segs)
