@@ -9,10 +9,13 @@
 //! more than everything else the switch does per frame. Used entries are written as frames are
 //! delivered and published with one index store per batch ([`Ring::publish`]).
 
+use std::marker::PhantomData;
 use std::sync::atomic::Ordering;
 
 use virtio_queue::{Queue, QueueT};
-use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap, VolatileArrayRef, VolatileSlice};
+use vm_memory::{
+    ByteValued, Bytes, GuestAddress, GuestMemoryMmap, VolatileArrayRef, VolatileSlice,
+};
 
 use crate::chain::{BadChain, MAX_SEGS, Seg, View, split};
 
@@ -31,13 +34,13 @@ pub struct Ring<'m> {
     /// The memory's regions, resolved for the batch.
     view: View<'m>,
     /// The descriptor table, one `[u64; 2]` per entry.
-    desc: VolatileArrayRef<'m, Descriptor>,
+    desc: Entries<'m, Descriptor>,
     avail: VolatileSlice<'m, ()>,
     /// The available ring's entries (after its flags and index).
-    avail_ring: VolatileArrayRef<'m, u16>,
+    avail_ring: Entries<'m, u16>,
     used: VolatileSlice<'m, ()>,
     /// The used ring's entries (after its flags and index), one `u64` each.
-    used_ring: VolatileArrayRef<'m, u64>,
+    used_ring: Entries<'m, u64>,
     size: u16,
     event_idx: bool,
     /// The next available entry to take.
@@ -70,13 +73,10 @@ impl<'m> Ring<'m> {
         let slice = |addr: u64, len: usize| view.contiguous(GuestAddress(addr), len);
         let avail = slice(queue.avail_ring(), 6 + 2 * n)?;
         let used = slice(queue.used_ring(), 6 + 8 * n)?;
-        // Entries are indexed below `size` only (masked, or checked against the table's
-        // length), so `VolatileArrayRef`'s index assertion never fires; each access is then a
-        // pointer offset and one volatile load or store, not a checked sub-slice.
         Some(Self {
-            desc: view.array(queue.desc_table(), n)?,
-            avail_ring: view.array(queue.avail_ring().checked_add(4)?, n)?,
-            used_ring: view.array(queue.used_ring().checked_add(4)?, n)?,
+            desc: Entries::new(view.array(queue.desc_table(), n)?)?,
+            avail_ring: Entries::new(view.array(queue.avail_ring().checked_add(4)?, n)?)?,
+            used_ring: Entries::new(view.array(queue.used_ring().checked_add(4)?, n)?)?,
             avail,
             used,
             view,
@@ -118,9 +118,7 @@ impl<'m> Ring<'m> {
     /// Takes the next available chain's head.
     #[inline(always)]
     pub fn pop(&mut self) -> Option<u16> {
-        let head = self
-            .avail_ring
-            .load(usize::from(self.next_avail & (self.size - 1)));
+        let head = self.avail_ring.at(self.next_avail);
         self.next_avail = self.next_avail.wrapping_add(1);
         Some(u16::from_le(head))
     }
@@ -133,25 +131,25 @@ impl<'m> Ring<'m> {
     /// within their table, addresses within guest memory.
     pub fn chain(&self, head: u16, writable: bool, segs: &mut Vec<Seg>) -> Result<u32, BadChain> {
         let mut table = self.desc;
-        let mut len = table.len();
         let mut i = head;
         let mut indirect = false;
         let mut total = 0u32;
         for _ in 0..=MAX_SEGS {
-            if usize::from(i) >= len {
-                return Err(BadChain::Broken);
-            }
             // One element of the table: two word loads (a `[u8; 16]` would be sixteen byte
-            // loads), `i` checked against the table's length above.
-            let [addr, word] = table.load(usize::from(i)).map(u64::from_le);
+            // loads), if `i` is inside it.
+            let [addr, word] = table.get(i).ok_or(BadChain::Broken)?.map(u64::from_le);
             #[allow(clippy::cast_possible_truncation)] // the word's fields, on purpose
             let (dlen, flags, next) = (word as u32, (word >> 32) as u16, (word >> 48) as u16);
             if flags & F_INDIRECT != 0 {
                 if indirect || !dlen.is_multiple_of(16) || dlen == 0 || dlen / 16 > 0xffff {
                     return Err(BadChain::Broken);
                 }
-                len = usize::try_from(dlen / 16).map_err(|_| BadChain::Broken)?;
-                table = self.view.array(addr, len).ok_or(BadChain::OutOfMemory)?;
+                let len = usize::try_from(dlen / 16).map_err(|_| BadChain::Broken)?;
+                table = self
+                    .view
+                    .array(addr, len)
+                    .and_then(Entries::new)
+                    .ok_or(BadChain::OutOfMemory)?;
                 (i, indirect) = (0, true);
                 continue;
             }
@@ -178,10 +176,7 @@ impl<'m> Ring<'m> {
     /// The fast path of small frames, which Linux sends and receives in one descriptor each.
     #[inline]
     pub fn single(&self, head: u16, writable: bool) -> Option<(GuestAddress, u32)> {
-        if usize::from(head) >= self.desc.len() {
-            return None;
-        }
-        let [addr, word] = self.desc.load(usize::from(head)).map(u64::from_le);
+        let [addr, word] = self.desc.get(head)?.map(u64::from_le);
         #[allow(clippy::cast_possible_truncation)] // the word's fields, on purpose
         let (dlen, flags) = (word as u32, (word >> 32) as u16);
         let want = if writable { F_WRITE } else { 0 };
@@ -193,9 +188,7 @@ impl<'m> Ring<'m> {
     /// said there is one).
     #[inline]
     pub fn peek(&self) -> u16 {
-        let head = self
-            .avail_ring
-            .load(usize::from(self.next_avail & (self.size - 1)));
+        let head = self.avail_ring.at(self.next_avail);
         u16::from_le(head)
     }
 
@@ -211,8 +204,7 @@ impl<'m> Ring<'m> {
         // The entry (id, then length, both little-endian u32) as one little-endian u64: one
         // store (`VolatileRef` stores unaligned-safe), where a `[u8; 8]` would be eight.
         let e = u64::from(head) | (u64::from(len) << 32);
-        self.used_ring
-            .store(usize::from(self.next_used & (self.size - 1)), e.to_le());
+        self.used_ring.set(self.next_used, e.to_le());
         self.next_used = self.next_used.wrapping_add(1);
     }
 
@@ -235,5 +227,103 @@ impl<'m> Ring<'m> {
             let flags: u16 = self.avail.load(0, Ordering::Acquire).unwrap_or(0);
             flags & AVAIL_F_NO_INTERRUPT == 0
         }
+    }
+}
+
+/// A table of `T`s in guest memory (a ring's entries, a descriptor table), read and written
+/// without `VolatileArrayRef`'s per-access assertion and offset arithmetic: [`get`](Self::get)
+/// checks its index against the length, [`at`](Self::at) and [`set`](Self::set) take theirs
+/// modulo the ring's size (a power of two: `i & (len - 1)`, always inside the table even for
+/// another length). Accesses are volatile and unaligned-safe, as `VolatileRef`'s.
+#[derive(Debug, Clone, Copy)]
+struct Entries<'m, T> {
+    ptr: *mut Packed<T>,
+    /// At least 1.
+    len: usize,
+    _mem: PhantomData<VolatileArrayRef<'m, T>>,
+}
+
+/// `T` at any alignment.
+#[repr(C, packed)]
+#[derive(Clone, Copy)]
+struct Packed<T>(T);
+
+impl<'m, T: ByteValued> Entries<'m, T> {
+    /// The table `array` covers; `None` if it is empty.
+    fn new(array: VolatileArrayRef<'m, T>) -> Option<Self> {
+        (!array.is_empty()).then(|| Self {
+            ptr: array.ptr_guard_mut().as_ptr().cast(),
+            len: array.len(),
+            _mem: PhantomData,
+        })
+    }
+
+    /// Entry `i`, if the table has it.
+    #[inline(always)]
+    fn get(&self, i: u16) -> Option<T> {
+        let i = usize::from(i);
+        // SAFETY: `ptr` is valid for `len` entries for `'m` (a `VolatileArrayRef`'s are), and
+        // `i < len`; `Packed` has alignment 1.
+        (i < self.len).then(|| unsafe { self.ptr.add(i).read_volatile().0 })
+    }
+
+    /// Entry `i` modulo the ring's size.
+    #[inline(always)]
+    fn at(&self, i: u16) -> T {
+        // SAFETY: as in `get`: `i & (len - 1) <= len - 1` for any `len >= 1`.
+        unsafe {
+            self.ptr
+                .add(usize::from(i) & (self.len - 1))
+                .read_volatile()
+                .0
+        }
+    }
+
+    /// Writes entry `i` modulo the ring's size.
+    #[inline(always)]
+    fn set(&self, i: u16, v: T) {
+        // SAFETY: as in `at`; guest memory is writable.
+        unsafe {
+            self.ptr
+                .add(usize::from(i) & (self.len - 1))
+                .write_volatile(Packed(v));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A ring's entries wrap at its size; a table refuses an index past its end; both read
+    /// and write at any alignment, in little-endian guest order.
+    #[test]
+    fn entries_wrap_at_the_ring_size_and_stay_inside_the_table() {
+        let mem = GuestMemoryMmap::<()>::from_ranges(&[(GuestAddress(0), 0x1000)]).expect("mem");
+        let view = View::new(&mem);
+        // Four u16 entries at an odd address.
+        let at = 0x101;
+        for i in 0..4u16 {
+            mem.write_obj(100 + i, GuestAddress(at + 2 * u64::from(i)))
+                .expect("write");
+        }
+        let ring: Entries<'_, u16> =
+            Entries::new(view.array(at, 4).expect("in")).expect("not empty");
+        assert_eq!(
+            (ring.at(0), ring.at(3), ring.at(5), ring.at(u16::MAX)),
+            (100, 103, 101, 103)
+        );
+        assert_eq!((ring.get(3), ring.get(4)), (Some(103), None));
+        ring.set(6, 7);
+        assert_eq!(mem.read_obj::<u16>(GuestAddress(at + 4)).expect("read"), 7);
+        // A table of three (an indirect one) still never reads past its end.
+        let odd: Entries<'_, u16> =
+            Entries::new(view.array(at, 3).expect("in")).expect("not empty");
+        assert_eq!((odd.get(2), odd.get(3)), (Some(7), None));
+        assert!(
+            (0..=u16::MAX).all(|i| odd.at(i) != 103),
+            "entry 3 is outside the table"
+        );
+        assert!(view.array::<u16>(at, 0).and_then(Entries::new).is_none());
     }
 }
