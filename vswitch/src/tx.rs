@@ -103,7 +103,7 @@ pub struct TxScratch {
 pub struct Progress {
     /// Chains taken from the TX queue.
     pub frames: usize,
-    /// The batch was full: more may be waiting.
+    /// The batch was full and more chains are waiting.
     pub more: bool,
 }
 
@@ -133,14 +133,14 @@ pub fn tx_batch(fabric: &Fabric, nic: &GuestNic) -> Progress {
         ring.push_used(desc, 0);
     }
     let wants = ring.publish();
+    // A full batch that emptied the queue says so: the caller goes on to re-enable
+    // notifications rather than run an empty batch.
+    let more = frames == BATCH && ring.pending().is_some_and(|n| n > 0);
     ring.save(queue);
     if wants {
         let _ = state.signal_used_queue();
     }
-    Progress {
-        frames,
-        more: frames == BATCH,
-    }
+    Progress { frames, more }
 }
 
 /// Step 1: pops and checks up to `BATCH` chains.

@@ -359,7 +359,13 @@ fn long_frames_arrive_whole_and_many_are_batched() {
             more: true
         }
     );
-    assert_eq!(lab.tx(a).frames, 36);
+    assert_eq!(
+        lab.tx(a),
+        kaos_vswitch::tx::Progress {
+            frames: 36,
+            more: false
+        }
+    );
     let got: Vec<_> = lab.members[b].inbox().into_iter().map(|m| m.2).collect();
     assert_eq!(got, frames);
     let c = lab.members[b].nic.counters();
@@ -367,6 +373,17 @@ fn long_frames_arrive_whole_and_many_are_batched() {
     assert_eq!(
         c.tx_bytes.load(std::sync::atomic::Ordering::Relaxed),
         bytes as u64
+    );
+    // A full batch that empties the queue does not ask for another.
+    for f in &frames[..64] {
+        lab.members[a].send(f);
+    }
+    assert_eq!(
+        lab.tx(a),
+        kaos_vswitch::tx::Progress {
+            frames: 64,
+            more: false
+        }
     );
 }
 
