@@ -167,7 +167,10 @@ impl<'a> GuestRx<'a> {
         if !hdr.passes(self.offloads) {
             return None;
         }
-        self.fill_one(None, staged, tail)
+        match tail {
+            None => self.fill_whole(staged),
+            Some(_) => self.fill_one(None, staged, tail),
+        }
     }
 
     /// [`deliver`](Self::deliver) for a frame [`deliver_staged`](Self::deliver_staged) did not
@@ -300,15 +303,7 @@ impl<'a> GuestRx<'a> {
     ) -> Option<Result<(), DatapathDrop>> {
         let lead = if hdr.is_some() { HDR_LEN } else { 0 };
         let total = lead + bytes.len() + tail.map_or(0, Tail::len);
-        if self.ring.pending()? == 0 {
-            return None;
-        }
-        let desc = self.ring.peek();
-        let (addr, cap) = self.ring.single(desc, true)?;
-        if (cap as usize) < total {
-            return None;
-        }
-        let buf = self.ring.view().contiguous(addr, total)?;
+        let (desc, buf) = self.one_buffer(total)?;
         let copied = (|| {
             match hdr {
                 Some(h) => {
@@ -325,14 +320,47 @@ impl<'a> GuestRx<'a> {
         if copied.is_none() {
             return Some(Err(DatapathDrop::BadRxChain));
         }
+        self.used_one(desc, total);
+        Some(Ok(()))
+    }
+
+    /// [`fill_one`](Self::fill_one) for a frame staged whole (`staged`: its header as the
+    /// receiver gets it, then all its bytes), most frames of a small-packet load.
+    #[inline]
+    fn fill_whole(&mut self, staged: &[u8]) -> Option<Result<(), DatapathDrop>> {
+        let (desc, buf) = self.one_buffer(staged.len())?;
+        if copy::to_guest(&buf, staged).is_none() {
+            return Some(Err(DatapathDrop::BadRxChain));
+        }
+        self.used_one(desc, staged.len());
+        Some(Ok(()))
+    }
+
+    /// The next RX chain as one slice of at least `total` bytes, if it is one descriptor in
+    /// one resolved region with that room (not yet taken).
+    #[inline(always)]
+    fn one_buffer(&mut self, total: usize) -> Option<(u16, VolatileSlice<'a, ()>)> {
+        if self.ring.pending()? == 0 {
+            return None;
+        }
+        let desc = self.ring.peek();
+        let (addr, cap) = self.ring.single(desc, true)?;
+        if (cap as usize) < total {
+            return None;
+        }
+        Some((desc, self.ring.view().contiguous(addr, total)?))
+    }
+
+    /// Takes the chain [`one_buffer`](Self::one_buffer) found, `total` bytes of it filled.
+    #[inline(always)]
+    fn used_one(&mut self, desc: u16, total: usize) {
         self.ring.take_peeked();
-        // `total` <= `cap`, a u32.
+        // `total` is at most the descriptor's length, a u32.
         self.ring
-            .push_used(desc, u32::try_from(total).unwrap_or(cap));
+            .push_used(desc, u32::try_from(total).unwrap_or(u32::MAX));
         self.delivered = true;
         self.sent.0 += 1;
         self.sent.1 += (total - HDR_LEN) as u64;
-        Some(Ok(()))
     }
 
     /// Ends the batch: publishes what was delivered and interrupts the guest if it wants.
