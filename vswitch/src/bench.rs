@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use kaos_net::switch::SwitchConfig;
 use kaos_net::switch::fixture::{self, A, ACK, B};
-use vm_memory::{Bytes, GuestMemory, GuestMemoryMmap, VolatileMemory};
+use vm_memory::{Bytes, GuestMemory, GuestMemoryMmap};
 
 use crate::driver::{DriverQueue, F_WRITE, Guest};
 use crate::fabric::{Attached, Fabric};
@@ -185,26 +185,45 @@ fn pair(case: Case, config: SwitchConfig) -> std::io::Result<Pair> {
     Ok(p)
 }
 
-/// Makes `n` more descriptors available, in ring order (descriptor = ring slot). Written
-/// through one slice of the ring, as a driver writes its own memory: the driver's cost should
-/// not count against the switch.
-fn republish(mem: &GuestMemoryMmap, q: &DriverQueue, idx: &mut u16, n: u16) {
-    let Ok(ring) = mem.get_slice(q.avail, 4 + 2 * usize::from(q.size)) else {
-        return;
-    };
-    // The ring's entries as one array: one 2-byte store each, as a driver's (`write_obj`
-    // would go through a copy loop, `get_ref` per entry through a checked sub-slice).
-    let Ok(entries) = ring.get_array_ref::<u16>(4, usize::from(q.size)) else {
-        return;
-    };
-    // Ring sizes are powers of two: a slot is its index masked, as Linux's driver finds it
-    // (a division per entry cost the driver more than a store).
-    let mask = q.size - 1;
-    for k in 0..n {
-        let i = idx.wrapping_add(k) & mask;
-        entries.store(usize::from(i), i);
+/// Every slot's own number, as a ring of up to 1024 entries holds them (little-endian u16s).
+const SLOTS: [u8; 2048] = {
+    let mut t = [0u8; 2048];
+    let mut i = 0;
+    while i < 1024 {
+        #[allow(clippy::cast_possible_truncation)] // i < 1024
+        let [lo, hi] = (i as u16).to_le_bytes();
+        t[2 * i] = lo;
+        t[2 * i + 1] = hi;
+        i += 1;
     }
-    *idx = idx.wrapping_add(n);
+    t
+};
+
+/// Makes `n` more descriptors available, in ring order (descriptor = ring slot). The entries
+/// are written as at most two runs of the ring, each one copy (the ring wraps at most once in
+/// a round), as a driver writes its own memory: the driver's cost should not count against the
+/// switch, which runs on the same thread here.
+fn republish(mem: &GuestMemoryMmap, q: &DriverQueue, idx: &mut u16, n: u16) {
+    let size = usize::from(q.size);
+    let Ok(ring) = mem.get_slice(q.avail, 4 + 2 * size) else {
+        return;
+    };
+    // Ring sizes are powers of two: a slot is its index masked, as Linux's driver finds it.
+    let first = usize::from(*idx & (q.size - 1));
+    let n = usize::from(n).min(size);
+    let put = |from: usize, count: usize| {
+        if let (Some(src), Ok(dst)) = (
+            SLOTS.get(2 * from..2 * (from + count)),
+            ring.subslice(4 + 2 * from, 2 * count),
+        ) {
+            dst.copy_from(src);
+        }
+    };
+    let to_end = (size - first).min(n);
+    put(first, to_end);
+    put(0, n - to_end);
+    // `n` <= the ring's size, a u16.
+    *idx = idx.wrapping_add(u16::try_from(n).unwrap_or(0));
     let _ = ring.store(*idx, 2, Ordering::Release);
 }
 
