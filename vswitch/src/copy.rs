@@ -28,7 +28,7 @@ pub fn to_guest(dst: &VolatileSlice<'_, ()>, src: &[u8]) -> Option<()> {
     // SAFETY: `dst`'s pointer is valid for writes of its length (a `VolatileSlice` is made
     // only over mapped memory, bounds-checked), which is at least `src.len()`; `src` is valid
     // for reads of its length.
-    unsafe { bytes(dst.ptr_guard_mut().as_ptr(), src.as_ptr(), src.len()) };
+    unsafe { bytes::<false>(dst.ptr_guard_mut().as_ptr(), src.as_ptr(), src.len()) };
     Some(())
 }
 
@@ -41,7 +41,7 @@ pub fn from_guest(src: &VolatileSlice<'_, ()>, dst: &mut [u8]) -> Option<()> {
     }
     // SAFETY: `src`'s pointer is valid for reads of its length, at least `dst.len()`; `dst`
     // is valid for writes of its length.
-    unsafe { bytes(dst.as_mut_ptr(), src.ptr_guard().as_ptr(), dst.len()) };
+    unsafe { bytes::<false>(dst.as_mut_ptr(), src.ptr_guard().as_ptr(), dst.len()) };
     Some(())
 }
 
@@ -54,7 +54,7 @@ pub fn guest_to_guest(src: &VolatileSlice<'_, ()>, dst: &VolatileSlice<'_, ()>) 
     }
     // SAFETY: both pointers are valid for their slices' lengths, at least `src.len()`.
     unsafe {
-        bytes(
+        bytes::<true>(
             dst.ptr_guard_mut().as_ptr(),
             src.ptr_guard().as_ptr(),
             src.len(),
@@ -63,13 +63,14 @@ pub fn guest_to_guest(src: &VolatileSlice<'_, ()>, dst: &VolatileSlice<'_, ()>) 
     Some(())
 }
 
-/// Copies `n` bytes from `src` to `dst` as `memmove` does.
+/// Copies `n` bytes from `src` to `dst` as `memmove` does (as `memcpy`, if not `OVERLAP`).
 ///
 /// # Safety
 /// - `src` is valid for reads of `n` bytes;
-/// - `dst` is valid for writes of `n` bytes.
+/// - `dst` is valid for writes of `n` bytes;
+/// - without `OVERLAP`, the two do not overlap.
 #[inline(always)]
-unsafe fn bytes(dst: *mut u8, src: *const u8, n: usize) {
+unsafe fn bytes<const OVERLAP: bool>(dst: *mut u8, src: *const u8, n: usize) {
     if n > INLINE {
         // SAFETY: the caller's contract; `copy` allows overlap.
         unsafe { ptr::copy(src, dst, n) };
@@ -78,38 +79,32 @@ unsafe fn bytes(dst: *mut u8, src: *const u8, n: usize) {
     // Two (or four) chunks, one from each end: together they cover all `n` bytes, and where
     // they overlap the same bytes are written twice.
     // SAFETY: in each arm every chunk lies within the first `n` bytes of `src` and `dst`, by
-    // the arm's bounds on `n` (the caller's contract covers those); the loads are unaligned,
-    // and all precede the stores.
+    // the arm's bounds on `n` (the caller's contract covers those).
     unsafe {
         if n >= 64 {
-            let a = ld::<32>(src);
-            let b = ld::<32>(src.add(32));
-            let c = ld::<32>(src.add(n - 64));
-            let d = ld::<32>(src.add(n - 32));
-            st(dst, a);
-            st(dst.add(32), b);
-            st(dst.add(n - 64), c);
-            st(dst.add(n - 32), d);
+            if OVERLAP {
+                let (a, b) = (ld::<32>(src), ld::<32>(src.add(32)));
+                let (c, d) = (ld::<32>(src.add(n - 64)), ld::<32>(src.add(n - 32)));
+                st(dst, a);
+                st(dst.add(32), b);
+                st(dst.add(n - 64), c);
+                st(dst.add(n - 32), d);
+            } else {
+                // Not overlapping: each chunk stored as it is loaded, so no register is held
+                // (holding four spilled them to the stack).
+                st(dst, ld::<32>(src));
+                st(dst.add(32), ld::<32>(src.add(32)));
+                st(dst.add(n - 64), ld::<32>(src.add(n - 64)));
+                st(dst.add(n - 32), ld::<32>(src.add(n - 32)));
+            }
         } else if n >= 32 {
-            let a = ld::<32>(src);
-            let b = ld::<32>(src.add(n - 32));
-            st(dst, a);
-            st(dst.add(n - 32), b);
+            two::<32>(dst, src, n);
         } else if n >= 16 {
-            let a = ld::<16>(src);
-            let b = ld::<16>(src.add(n - 16));
-            st(dst, a);
-            st(dst.add(n - 16), b);
+            two::<16>(dst, src, n);
         } else if n >= 8 {
-            let a = ld::<8>(src);
-            let b = ld::<8>(src.add(n - 8));
-            st(dst, a);
-            st(dst.add(n - 8), b);
+            two::<8>(dst, src, n);
         } else if n >= 4 {
-            let a = ld::<4>(src);
-            let b = ld::<4>(src.add(n - 4));
-            st(dst, a);
-            st(dst.add(n - 4), b);
+            two::<4>(dst, src, n);
         } else if n > 0 {
             // One to three bytes: the first, the middle and the last.
             let (a, b, c) = (*src, *src.add(n / 2), *src.add(n - 1));
@@ -117,6 +112,20 @@ unsafe fn bytes(dst: *mut u8, src: *const u8, n: usize) {
             *dst.add(n / 2) = b;
             *dst.add(n - 1) = c;
         }
+    }
+}
+
+/// The first and the last `N` of `n` bytes (`N <= n <= 2 * N`), both loads first.
+///
+/// # Safety
+/// `src` is valid for reads and `dst` for writes of `n` bytes.
+#[inline(always)]
+unsafe fn two<const N: usize>(dst: *mut u8, src: *const u8, n: usize) {
+    // SAFETY: both chunks lie within the first `n` bytes.
+    unsafe {
+        let (a, b) = (ld::<N>(src), ld::<N>(src.add(n - N)));
+        st(dst, a);
+        st(dst.add(n - N), b);
     }
 }
 
