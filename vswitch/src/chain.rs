@@ -1,8 +1,8 @@
 //! Descriptor chains as the datapath uses them: checked once into a list of [`Seg`]s, each a
-//! range that lies inside one region of guest memory, then copied through `vm-memory`'s
-//! volatile slices. No Rust reference into guest memory is ever formed: the guest may change
-//! its buffers while the switch reads them, so what the switch decides on is a copy (see
-//! `tx`), and everything else is moved with volatile copies.
+//! range that lies inside one region of guest memory, then copied between `vm-memory`'s
+//! bounds-checked slices (by [`crate::copy`]). No Rust reference into guest memory is ever
+//! formed: the guest may change its buffers while the switch reads them, so what the switch
+//! decides on is a copy (see `tx`), and everything else is moved by raw copies.
 //!
 //! A [`View`] resolves a guest memory's regions once per batch into volatile slices, so finding
 //! the region of an address and making the slice of a piece are a compare or two and a

@@ -3,8 +3,9 @@
 //!
 //! Design principles:
 //! - **Copy once, decide on a copy.** A frame between two guests goes from the sender's buffers
-//!   to the receiver's with volatile copies through `vm-memory`; only its first bytes are
-//!   copied out to be decided on (`head`), and those decided bytes are what the receiver gets.
+//!   to the receiver's through [`copy`], on `vm-memory`'s bounds-checked slices; only its first
+//!   bytes are copied out to be decided on (`head`), and those decided bytes are what the
+//!   receiver gets.
 //! - **Guest addresses are allegations**: a chain is checked once into segments inside guest
 //!   memory (`chain`), bounded in length; a bad chain is dropped and counted, never followed.
 //! - **Bounded work, no waiting on a peer**: a port handles at most [`tx::BATCH`] frames per
