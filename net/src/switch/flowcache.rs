@@ -196,6 +196,134 @@ pub(crate) fn parse(port: PortId, frame: &[u8]) -> Option<Parsed> {
     Some(Parsed { key })
 }
 
+/// The bits of an untagged IPv4 frame's first [`MEMO_LEN`] bytes that [`parse`] reads, for TCP
+/// and for UDP: the Ethernet header, the IPv4 version and header length, total length,
+/// fragment bits, protocol and addresses, the ports, and TCP's data offset and the flags it
+/// keeps or UDP's length. Not the TOS, identification, TTL, checksums, sequence numbers or
+/// payload, which change from frame to frame of one flow.
+static MEMO_TCP: [u128; 3] = memo_mask(TCP);
+static MEMO_UDP: [u128; 3] = memo_mask(UDP);
+
+/// Bytes a [`Memo`] compares.
+const MEMO_LEN: usize = 48;
+
+const fn memo_mask(protocol: u8) -> [u128; 3] {
+    let mut m = [0u8; MEMO_LEN];
+    let mut i = 0;
+    while i < 15 {
+        m[i] = 0xff; // addresses, EtherType, version and header length
+        i += 1;
+    }
+    m[16] = 0xff; // total length
+    m[17] = 0xff;
+    m[20] = 0x3f; // more fragments and the fragment offset
+    m[21] = 0xff;
+    m[23] = 0xff; // protocol
+    let mut i = 26;
+    while i < 38 {
+        m[i] = 0xff; // addresses, ports
+        i += 1;
+    }
+    if protocol == TCP {
+        m[46] = 0xf0; // data offset
+        m[47] = TCP_FLAGS;
+    } else {
+        m[38] = 0xff; // length
+        m[39] = 0xff;
+    }
+    let mut w = [[0u8; 16]; 3];
+    let mut i = 0;
+    while i < MEMO_LEN {
+        w[i / 16][i % 16] = m[i];
+        i += 1;
+    }
+    [
+        u128::from_ne_bytes(w[0]),
+        u128::from_ne_bytes(w[1]),
+        u128::from_ne_bytes(w[2]),
+    ]
+}
+
+/// A frame [`parse`] accepted (an untagged TCP or UDP frame of at least [`MEMO_LEN`] bytes),
+/// for the frames after it from the same port: a frame of the same length whose bits under
+/// the mask are the same has the same key, and passes or fails every check of `parse` alike
+/// (each reads only those bits and the length), so it need not be parsed. The frames of a bulk
+/// flow differ only outside the mask. The default memo matches no frame.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Memo {
+    /// The frame's length; 0 for none.
+    len: usize,
+    /// The frame's first bytes under the mask, as three words.
+    bits: [u128; 3],
+    mask: &'static [u128; 3],
+    pub parsed: Parsed,
+}
+
+impl Default for Memo {
+    fn default() -> Self {
+        Self {
+            len: 0,
+            bits: [0; 3],
+            mask: &MEMO_UDP,
+            parsed: Parsed {
+                key: Key::default(),
+            },
+        }
+    }
+}
+
+impl Memo {
+    /// The memo of `frame`, which `parse` accepted as `parsed`; the default (none) for a frame
+    /// it does not cover (tagged, or shorter than [`MEMO_LEN`]).
+    #[inline]
+    pub fn new(frame: &[u8], parsed: Parsed) -> Self {
+        let Some(head) = frame.first_chunk::<MEMO_LEN>() else {
+            return Self::default();
+        };
+        if parsed.key.0[3] & 1 != 0 {
+            return Self::default(); // tagged: its headers lie four bytes further
+        }
+        let mask = if parsed.protocol() == TCP {
+            &MEMO_TCP
+        } else {
+            &MEMO_UDP
+        };
+        let w = words(head);
+        Self {
+            len: frame.len(),
+            bits: [w[0] & mask[0], w[1] & mask[1], w[2] & mask[2]],
+            mask,
+            parsed,
+        }
+    }
+
+    /// Whether `frame` parses as the memo's frame did (see [`Memo`]).
+    #[inline]
+    pub fn matches(&self, frame: &[u8]) -> bool {
+        if frame.len() != self.len {
+            return false;
+        }
+        let Some(head) = frame.first_chunk::<MEMO_LEN>() else {
+            return false;
+        };
+        let w = words(head);
+        (w[0] & self.mask[0]) ^ self.bits[0]
+            | (w[1] & self.mask[1]) ^ self.bits[1]
+            | (w[2] & self.mask[2]) ^ self.bits[2]
+            == 0
+    }
+}
+
+/// [`MEMO_LEN`] bytes as three words.
+#[inline]
+fn words(b: &[u8; MEMO_LEN]) -> [u128; 3] {
+    [
+        u128::from_ne_bytes(word(b, 0)),
+        u128::from_ne_bytes(word(b, 16)),
+        u128::from_ne_bytes(word(b, 32)),
+    ]
+}
+
 /// A cached decision.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Entry {

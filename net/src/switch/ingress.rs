@@ -9,7 +9,7 @@ use super::counters::DropReason;
 use super::dhcp::Taken;
 use super::fdb::mac_key;
 use super::firewall::{self, End};
-use super::flowcache::{self, Insert, Key, Parsed};
+use super::flowcache::{self, Insert, Key, Memo, Parsed};
 use super::frame::{self, Arp, ETHERTYPE_ARP, ETHERTYPE_IPV4, Ipv4, L4};
 use super::port::{GuestPort, PortId, PortKind, UplinkMode};
 use super::table::{Stamp, stamp};
@@ -90,6 +90,9 @@ pub struct Batch<'s> {
     port: PortId,
     now: Stamp,
     run: Run,
+    /// The frame that began the current run, so that the run's next frames are not parsed
+    /// (see [`Memo`]).
+    memo: Memo,
 }
 
 /// Frames that repeated the last hit, not yet counted.
@@ -102,10 +105,20 @@ struct Run {
 impl Batch<'_> {
     /// Decides where `frame` goes: see [`Switch::ingress`].
     pub fn ingress(&mut self, frame: &[u8]) -> Decision<'_> {
-        let parsed = cacheable(self.port, frame);
+        let memoed = self.memo.matches(frame);
+        let parsed = if memoed {
+            Some(self.memo.parsed)
+        } else {
+            cacheable(self.port, frame)
+        };
         if let Some(p) = &parsed
             && let Some((accepted, slot)) = self.switch.repeat(p, self.now)
         {
+            // A run has begun: its next frames need not be parsed. (Only then: where no
+            // frame repeats the one before, a memo would cost every frame and serve none.)
+            if !memoed {
+                self.memo = Memo::new(frame, *p);
+            }
             self.run.frames = self.run.frames.wrapping_add(1);
             self.run.bytes = self.run.bytes.wrapping_add(frame.len() as u64);
             return self.switch.repeated(accepted, slot);
@@ -194,6 +207,7 @@ impl Switch {
             port,
             now,
             run: Run::default(),
+            memo: Memo::default(),
         }
     }
 

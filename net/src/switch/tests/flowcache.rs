@@ -11,8 +11,8 @@ use super::super::fixture::{
     self, A, ACK, B, BROADCAST, C, FIN, Host, Lab, R10, R20, RST, SYN, lab,
 };
 use super::super::{
-    Action, Cidr, ConntrackConfig, Direction, Duration, PortId, PortKind, PortRange, Protocol,
-    Rule, SwitchConfig, UplinkMode, VlanSet,
+    Action, Cidr, ConntrackConfig, Direction, DropReason, Duration, PortId, PortKind, PortRange,
+    Protocol, Rule, SwitchConfig, UplinkMode, VlanSet,
 };
 use super::{Fate, XorShift, fate, v};
 
@@ -486,4 +486,147 @@ fn batches_count_their_runs_as_frames_one_by_one() {
     assert!(fates.iter().all(|f| f.ports() == [t.cached.a]));
     t.same_state();
     assert!(t.hits() >= 30, "only {} hits", t.hits());
+}
+
+/// A batch remembers the frame that began a run and does not parse the run's next frames
+/// again while they match it under its mask: frames of one flow that differ only in what the
+/// decision does not read (TOS, identification, DF, TTL, checksums, payload) are the run's;
+/// a frame that differs in what it does read (total length, fragment bits, the ports) or in
+/// length is parsed, whether it then repeats the hit, misses, or is no cacheable frame at all.
+/// Everything must come out as frame by frame through a switch without the cache.
+#[test]
+fn a_run_is_remembered_only_for_frames_that_parse_alike() {
+    let mut t = Twin::new();
+    let u0 = fixture::udp_frame(A, B, (4000, 5000), &[7; 30]);
+    assert!(u0.len() >= 48, "long enough to be remembered");
+    let with = |edits: &[(usize, u8)]| {
+        let mut f = u0.clone();
+        for &(at, v) in edits {
+            f[at] = v;
+        }
+        f
+    };
+    // Outside the mask: the IPv4 TOS, identification, DF, TTL and checksum; UDP's checksum;
+    // the payload.
+    let same = with(&[
+        (15, 0x10),
+        (18, 0x12),
+        (19, 0x34),
+        (20, 0x40),
+        (22, 9),
+        (24, 1),
+        (40, 2),
+        (60, 9),
+    ]);
+    // Under the mask, still the same key: the IPv4 and UDP lengths two bytes short of the
+    // frame (the rest is padding).
+    let shorter = {
+        let mut f = u0.clone();
+        let ip = u16::from_be_bytes([f[16], f[17]]) - 2;
+        let udp = u16::from_be_bytes([f[38], f[39]]) - 2;
+        f[16..18].copy_from_slice(&ip.to_be_bytes());
+        f[38..40].copy_from_slice(&udp.to_be_bytes());
+        f
+    };
+    // Under the mask, not cacheable: a total length beyond the frame (either byte), a later
+    // fragment.
+    let beyond = with(&[(17, 0xff)]);
+    let far_beyond = with(&[(16, 0x01)]);
+    let fragment = with(&[(21, 0x10)]);
+    // The same bytes as TCP: a header whose data offset (from the payload) is too short.
+    let as_tcp = with(&[(23, 6)]);
+    // IPv4 options (the core reads the ports four bytes further).
+    let options = with(&[(14, 0x46)]);
+    // A UDP length beyond the datagram.
+    let udp_beyond = with(&[(38, 0x01)]);
+    // Another flow, one byte away; and the same flow's frame one byte longer.
+    let other = with(&[(37, 0x89)]);
+    let mut longer = u0.clone();
+    longer.push(0);
+    // One byte short: its IPv4 length runs past its end.
+    let truncated = &u0[..u0.len() - 1];
+    let frames = [
+        &u0[..],
+        &u0,
+        &same,
+        &same,
+        &u0,
+        &shorter,
+        &shorter,
+        &u0,
+        &beyond,
+        &u0,
+        &fragment,
+        &u0,
+        &other,
+        &u0,
+        &same,
+        &longer,
+        &u0,
+        &same,
+        &far_beyond,
+        &u0,
+        truncated,
+        &u0,
+        &as_tcp,
+        &u0,
+        &udp_beyond,
+        &u0,
+        &options,
+        &u0,
+    ];
+    let fates = t.batch(P::A, &frames, ms(1));
+    assert_eq!(
+        fates[3].ports(),
+        [t.cached.b],
+        "a frame differing only outside the mask"
+    );
+    assert_eq!(
+        fates[6].ports(),
+        [t.cached.b],
+        "the same flow with shorter lengths"
+    );
+    assert_eq!(
+        fates[15].ports(),
+        [t.cached.b],
+        "the same flow, one byte longer"
+    );
+    t.same_state();
+    // TCP, out through the trunk: the flags the key keeps are under the mask, PSH is not; the
+    // data offset is. An RST closes the flow, so a minute later the peer's reply is refused.
+    let t0 = tcp(A, R10, (4001, 80), SYN);
+    let ack = tcp(A, R10, (4001, 80), ACK);
+    let tweak = |f: &[u8], at: usize, v: u8| {
+        let mut f = f.to_vec();
+        f[at] = v;
+        f
+    };
+    let psh = tweak(&ack, 47, ACK | 0x08);
+    let rst = tweak(&ack, 47, ACK | RST);
+    let long_header = tweak(&ack, 46, 0x60);
+    let frames = [
+        &t0[..],
+        &ack,
+        &ack,
+        &psh,
+        &psh,
+        &ack,
+        &rst,
+        &ack,
+        &long_header,
+        &ack,
+        &psh,
+    ];
+    let fates = t.batch(P::A, &frames, ms(2));
+    assert_eq!(fates[4].ports(), [t.cached.trunk], "PSH is no other flow");
+    t.same_state();
+    let reply = trunk(&tcp(R10, A, (80, 4001), ACK), 10);
+    let fates = t.batch(P::Trunk, &[&reply[..]], ms(2 + 61_000));
+    assert_eq!(
+        fates[0].dropped(),
+        DropReason::Firewall,
+        "the reset flow is closed"
+    );
+    t.same_state();
+    assert!(t.hits() >= 12, "only {} hits", t.hits());
 }
