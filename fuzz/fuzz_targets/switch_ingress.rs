@@ -6,7 +6,8 @@
 //! both) plus an access uplink on VLAN 20, a few rules, and small tables (8 MACs per VLAN, 16
 //! flows, 6 per port, 8 fragments) so that eviction and full tables are reached.
 //!
-//! Input: records of `port` (one byte: A, B, C, trunk, access, or a port that does not exist),
+//! Input: records of `port` (one byte: its low seven bits A, B, C, trunk, access, or a port that
+//! does not exist; its top bit makes the record a variant of the frame before, see `variant`),
 //! `time step` (one byte `s`: `now` advances `s³/16` ms, up to 17 minutes, so MACs and flows
 //! age), `fixups` (one byte, below), `length` (two bytes, little-endian) and that many frame
 //! bytes. The fixups turn random bytes into frames that get past the early checks, so the
@@ -375,23 +376,55 @@ thread_local! {
 
 fuzz_target!(|data: &[u8]| OUT.with_borrow_mut(|out| run(data, out)));
 
+/// The frame before with a few bytes changed: `edits` are pairs of an offset (modulo the
+/// frame's length) and a value; an odd last byte makes the frame one byte shorter, a zero
+/// one one byte longer. Frames of one flow differing in a field or two are what a batch's
+/// memo of a run (`flowcache::Memo`) must tell apart.
+fn variant(before: &[u8], edits: &[u8]) -> Vec<u8> {
+    let mut frame = before.to_vec();
+    let pairs = edits.chunks_exact(2);
+    match pairs.remainder() {
+        [0] => frame.push(0),
+        [_] => {
+            frame.pop();
+        }
+        _ => {}
+    }
+    for pair in pairs {
+        let n = frame.len();
+        if let (&[at, v], Some(last)) = (pair, n.checked_sub(1)) {
+            // Within the frame: modulo its length.
+            frame[usize::from(at) % (last + 1)] = v;
+        }
+    }
+    frame
+}
+
 fn run(data: &[u8], out: &mut [u8]) {
     let mut rig = rig();
     let mut input = Input::new(data);
     let mut now_ms = 0i64;
     let mut records = Vec::new();
     while !input.is_empty() {
-        let which = usize::from(input.byte().unwrap_or(0) % 6);
+        let port = input.byte().unwrap_or(0);
+        let which = usize::from((port & 0x7f) % 6);
         let s = i64::from(input.byte().unwrap_or(0));
         now_ms = now_ms.saturating_add(s * s * s / 16);
         let fixups = input.byte().unwrap_or(0);
         let len = u16::from_le_bytes([input.byte().unwrap_or(0), input.byte().unwrap_or(0)]);
-        let mut frame = input.take(usize::from(len)).to_vec();
-        let kind = ports(&rig)
-            .get(which)
-            .and_then(|p| rig.lab.switch.port(*p))
-            .cloned();
-        fix(&mut frame, fixups, kind.as_ref());
+        let bytes = input.take(usize::from(len));
+        let frame = match records.last() {
+            Some(Record { frame: before, .. }) if port & 0x80 != 0 => variant(before, bytes),
+            _ => {
+                let mut frame = bytes.to_vec();
+                let kind = ports(&rig)
+                    .get(which)
+                    .and_then(|p| rig.lab.switch.port(*p))
+                    .cloned();
+                fix(&mut frame, fixups, kind.as_ref());
+                frame
+            }
+        };
         records.push(Record {
             which,
             now_ms,
