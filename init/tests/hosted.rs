@@ -8,7 +8,7 @@ use std::time::Duration;
 use kaos_net::client::ClientHandshake;
 use kaos_protocol::handshake::ClientPreamble;
 use kaos_protocol::{MAX_FRAME, Request, Response};
-use kaos_qemu_tests::hosted::{HOST_IP, HostedHost};
+use kaos_qemu_tests::hosted::{HOST_IP, HostedHost, read};
 use kaos_qemu_tests::{keys, netns, skip};
 
 const KATTACH: &str = env!("CARGO_BIN_EXE_kattach");
@@ -75,7 +75,7 @@ fn garbage_and_oversize_frames_close_only_their_connection() {
     let mut buf = [0u8; 64];
     // Closed by the host: EOF or reset, never a reply.
     assert!(
-        matches!(garbage.read(&mut buf), Ok(0) | Err(_)),
+        matches!(read(&mut garbage, &mut buf), Ok(0) | Err(_)),
         "garbage connection stays open"
     );
 
@@ -97,7 +97,7 @@ fn garbage_and_oversize_frames_close_only_their_connection() {
         .expect("send part");
     drop(truncated);
     assert!(
-        matches!(oversize.read(&mut buf), Ok(0) | Err(_)),
+        matches!(read(&mut oversize, &mut buf), Ok(0) | Err(_)),
         "oversize connection stays open"
     );
 

@@ -1,7 +1,7 @@
 //! Tier 2: authentication, roles and the endpoint's defences, against `kattach --hosted` over
 //! real kernel TCP, as an attacker or a misconfigured client would meet them.
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::TcpStream;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -13,7 +13,7 @@ use kaos_protocol::{
     AccessAdd, AccessRemove, ClientFrame, ErrorCode, EventKind, EventsQuery, HostSet, Request,
     Response, Role, truncated,
 };
-use kaos_qemu_tests::hosted::HostedHost;
+use kaos_qemu_tests::hosted::{HostedHost, read};
 use kaos_qemu_tests::{keys, netns, skip};
 use kaosctl::{Client, ClientError};
 
@@ -228,7 +228,7 @@ impl Raw {
                 return Some(value);
             }
             let mut buf = [0u8; 4096];
-            match self.stream.read(&mut buf) {
+            match read(&mut self.stream, &mut buf) {
                 Ok(0) | Err(_) => return None,
                 Ok(n) => self.rx.extend_from_slice(&buf[..n]),
             }
@@ -261,7 +261,7 @@ impl Raw {
             .expect("timeout");
         loop {
             let mut buf = [0u8; 4096];
-            match self.stream.read(&mut buf) {
+            match read(&mut self.stream, &mut buf) {
                 Ok(0) => return true,
                 Ok(n) => self.rx.extend_from_slice(&buf[..n]),
                 Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return true,
@@ -394,7 +394,7 @@ fn a_stalled_handshake_is_dropped() {
         .expect("timeout");
     let started = Instant::now();
     let mut buf = [0u8; 16];
-    let result = raw.stream.read(&mut buf);
+    let result = read(&mut raw.stream, &mut buf);
     let waited = started.elapsed();
     // The host's log says why it closed (once seen: a close after 2.3 s, under load).
     assert!(

@@ -486,16 +486,23 @@ impl Conn {
 
     fn fill(&mut self) -> Result<(), ClientError> {
         let mut chunk = [0u8; 16 * 1024];
-        match self.stream.read(&mut chunk) {
-            Ok(0) => Err(ClientError::Closed(self.endpoint.clone())),
-            Ok(n) => {
-                self.rx.extend_from_slice(&chunk[..n]);
-                Ok(())
+        loop {
+            match self.stream.read(&mut chunk) {
+                Ok(0) => return Err(ClientError::Closed(self.endpoint.clone())),
+                Ok(n) => {
+                    self.rx.extend_from_slice(&chunk[..n]);
+                    return Ok(());
+                }
+                // A signal ended the wait, not the host: a read with a timeout fails so even
+                // without a handler, after a stop and continue (signal(7)). Wait again.
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(source) => {
+                    return Err(ClientError::Io {
+                        endpoint: self.endpoint.clone(),
+                        source,
+                    });
+                }
             }
-            Err(source) => Err(ClientError::Io {
-                endpoint: self.endpoint.clone(),
-                source,
-            }),
         }
     }
 
@@ -549,5 +556,61 @@ fn refused(e: ErrorReply) -> ClientError {
     ClientError::Refused {
         code: e.code,
         message: e.message.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write as _;
+    use std::net::TcpListener;
+    use std::process::Command;
+
+    use rustix::process::{Pid, Signal, kill_process};
+
+    use super::*;
+
+    const CHILD: &str = "KAOS_TEST_FILL_FROM";
+
+    /// A client waiting for a reply is stopped and continued (Ctrl-Z and `fg` in a shell; a
+    /// scheduler freezing it): its read, which has a timeout, then fails with `Interrupted`
+    /// even without a signal handler (signal(7)). The client waits on and gets the reply. The
+    /// test binary runs itself as the waiting client, so that only it is stopped.
+    #[test]
+    fn a_reply_arrives_across_a_stop_and_continue() {
+        if let Ok(addr) = std::env::var(CHILD) {
+            let stream = TcpStream::connect(&addr).expect("connect");
+            stream
+                .set_read_timeout(Some(Duration::from_secs(20)))
+                .expect("timeout");
+            let mut conn = Conn {
+                stream,
+                endpoint: addr,
+                rx: Vec::new(),
+            };
+            conn.fill().expect("the reply, not an error");
+            assert_eq!(conn.rx, b"late");
+            return;
+        }
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("address").to_string();
+        let mut child = Command::new(std::env::current_exe().expect("test binary"))
+            .args([
+                "--exact",
+                "client::tests::a_reply_arrives_across_a_stop_and_continue",
+            ])
+            .env(CHILD, &addr)
+            .spawn()
+            .expect("spawn");
+        let (mut peer, _) = listener.accept().expect("accept");
+        let pid = Pid::from_child(&child);
+        for _ in 0..3 {
+            std::thread::sleep(Duration::from_millis(100));
+            kill_process(pid, Signal::STOP).expect("stop");
+            std::thread::sleep(Duration::from_millis(50));
+            kill_process(pid, Signal::CONT).expect("continue");
+        }
+        peer.write_all(b"late").expect("reply");
+        let status = child.wait().expect("wait");
+        assert!(status.success(), "the waiting client failed: {status}");
     }
 }

@@ -176,3 +176,18 @@ impl Drop for HostedHost {
         let _ = std::fs::remove_file(&self.log);
     }
 }
+
+/// A read from a connection to the host that a signal does not end: with a timeout set, a
+/// socket read fails with `Interrupted` after a stop and continue even without a handler
+/// (signal(7)), which says nothing about the host.
+///
+/// # Errors
+/// The read's, other than `Interrupted`.
+pub fn read(stream: &mut TcpStream, buf: &mut [u8]) -> std::io::Result<usize> {
+    loop {
+        match std::io::Read::read(stream, buf) {
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            other => return other,
+        }
+    }
+}
