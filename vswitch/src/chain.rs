@@ -127,21 +127,13 @@ impl<'m> View<'m> {
 
     /// `n` values of `T` at guest address `addr`, if they lie in one region.
     pub fn array<T: ByteValued>(&self, addr: u64, n: usize) -> Option<VolatileArrayRef<'m, T>> {
-        for r in &self.resolved {
-            let Some(r) = r else { break };
-            let offset = addr.wrapping_sub(r.start);
-            if offset < r.slice.len() as u64 {
-                // `get_array_ref` checks that all `n` values are in the region.
-                return VolatileMemory::get_array_ref(
-                    &**r.region,
-                    usize::try_from(offset).ok()?,
-                    n,
-                )
-                .ok();
-            }
-        }
-        let (region, at) = self.mem.to_region_addr(GuestAddress(addr))?;
-        VolatileMemory::get_array_ref(&**region, usize::try_from(at.0).ok()?, n).ok()
+        let (i, offset, _) = self.find(GuestAddress(addr))?;
+        let region = match self.resolved.get(i as usize) {
+            Some(Some(r)) => r.region,
+            _ => self.mem.iter().nth(i as usize)?,
+        };
+        // `get_array_ref` checks that all `n` values are in the region.
+        VolatileMemory::get_array_ref(&**region, usize::try_from(offset).ok()?, n).ok()
     }
 
     /// `len` bytes at `at` in `seg`, bounds-checked against its region.

@@ -3,9 +3,9 @@
 //! `vm-memory`'s `VolatileSlice` copies call the C library's `memcpy` for anything longer
 //! than a word, through two layers of wrappers. For the frames that dominate a switch's
 //! packet rate (64 to 128 bytes, header included) that call costs more than the copy: here a
-//! copy of at most [`INLINE`] bytes is a few unaligned loads and stores, all loads first (so it
-//! is also right when a guest makes two of its buffers overlap); a longer one is `memmove`,
-//! as `vm-memory`'s guest-to-guest copy is.
+//! copy of at most [`INLINE`] bytes is a few unaligned loads and stores (guest to guest, all
+//! loads first, so it is also right when a guest makes two of its buffers overlap); a longer
+//! one is `memmove`, as `vm-memory`'s guest-to-guest copy is.
 //!
 //! The slices are `vm-memory`'s, so every address was bounds-checked when the slice was made;
 //! these functions check only that the destination is long enough. The guest may write its
@@ -17,7 +17,7 @@ use std::ptr;
 use vm_memory::VolatileSlice;
 
 /// The longest copy done inline.
-pub const INLINE: usize = 128;
+const INLINE: usize = 128;
 
 /// Copies `src` to the start of `dst`, a slice of guest memory; `None` if `dst` is shorter.
 #[inline(always)]

@@ -258,7 +258,8 @@ struct LastHdr {
     hdr: NetHdr,
     /// The header a receiver gets when its offloads pass it unchanged, into one buffer.
     staged: [u8; HDR_LEN],
-    /// The shortest frame it is valid for (its checksum field must lie within the frame).
+    /// The shortest frame it is valid for (`NetHdr::min_frame_len`, kept: every frame that
+    /// repeats the header is compared with it).
     min_len: usize,
 }
 
@@ -296,18 +297,13 @@ fn accept(
             let hdr = NetHdr::parse(room)
                 .checked(len)
                 .ok_or(DatapathDrop::BadHeader)?;
-            let min_len = if hdr.needs_csum() {
-                usize::from(hdr.csum_start) + usize::from(hdr.csum_offset) + 2
-            } else {
-                0
-            };
             let staged = hdr.emit(1);
             *room = staged;
             *last = Some(LastHdr {
                 raw,
                 hdr,
                 staged,
-                min_len,
+                min_len: hdr.min_frame_len(),
             });
             hdr
         }

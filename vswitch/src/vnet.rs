@@ -142,11 +142,8 @@ impl NetHdr {
     /// the frame, a GSO frame must say its segment size and ask for a checksum. `None` for a
     /// header no receiver could honour.
     pub fn checked(self, frame_len: usize) -> Option<Self> {
-        if self.needs_csum() {
-            let at = usize::from(self.csum_start) + usize::from(self.csum_offset);
-            if at + 2 > frame_len {
-                return None;
-            }
+        if frame_len < self.min_frame_len() {
+            return None;
         }
         if self.is_gso() && (self.gso_size == 0 || !self.needs_csum()) {
             return None;
@@ -156,6 +153,17 @@ impl NetHdr {
             flags: self.flags & NEEDS_CSUM,
             ..self
         })
+    }
+
+    /// The shortest frame this header can come with: a checksum request's field must lie
+    /// within the frame.
+    #[inline]
+    pub fn min_frame_len(&self) -> usize {
+        if self.needs_csum() {
+            usize::from(self.csum_start) + usize::from(self.csum_offset) + 2
+        } else {
+            0
+        }
     }
 
     /// Whether a receiver with offloads `to` gets this header as it is
